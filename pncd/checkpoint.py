@@ -1,0 +1,182 @@
+"""Run directories: weights as safetensors, the resolved configuration as JSON.
+
+A run directory written by ``pncd train`` / ``pncd distill`` holds::
+
+    config.json          resolved configuration: model spec + taps, data spec, recipe, versions
+    best.safetensors     weights with the best validation Dice
+    last.safetensors     weights after the last finished epoch
+    last_state.pt        optimizer / scheduler / RNG / progress, for --resume (tensors only)
+    log.jsonl            one JSON object per logged step and per epoch
+
+Loading never runs code from a file: weights come from safetensors, the training state
+from ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pncd.errors import PncdError
+from pncd.io import atomic_path, read_json
+
+CONFIG = "config.json"
+BEST = "best.safetensors"
+LAST = "last.safetensors"
+STATE = "last_state.pt"
+
+
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    model = unwrap(model)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "pt"}
+    spec = getattr(model, "pncd_spec", None)
+    if spec:
+        meta["model"] = str(spec.get("name"))
+    meta.update(metadata or {})
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load safetensors weights; a checkpoint of another architecture is a clear error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise PncdError(f"{path}: checkpoint not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise PncdError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+    want = (getattr(model, "pncd_spec", None) or {}).get("name")
+    have = meta.get("model")
+    if want and have and want != have:
+        raise PncdError(f"{path} holds weights of {have!r}, not {want!r}; pass a checkpoint of {want!r}")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        detail = (
+            f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:2]}), {len(shapes)} of another shape (e.g. {shapes[:2]})"
+        )
+        raise PncdError(
+            f"{path} does not fit {want or type(model).__name__}: {detail}; "
+            "is it a checkpoint of another architecture or class count?"
+        )
+    model.load_state_dict(state)
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def read_run_config(run: str | Path) -> dict[str, Any]:
+    run = Path(run)
+    if run.is_file():
+        run = run.parent
+    cfg_path = run / CONFIG
+    if not cfg_path.is_file():
+        raise PncdError(f"{run} is not a pncd run (no {CONFIG}); pass the --out directory of pncd train/distill")
+    return read_json(cfg_path)
+
+
+def checkpoint_path(run: str | Path, which: str = "best") -> Path:
+    """``run`` may be a run directory or a ``.safetensors`` file inside one."""
+    run = Path(run)
+    if run.suffix == ".safetensors":
+        return run
+    path = run / (BEST if which == "best" else LAST)
+    if not path.is_file():
+        other = run / (LAST if which == "best" else BEST)
+        if other.is_file():
+            return other
+        raise PncdError(f"{run} has no checkpoint ({BEST} or {LAST}); train it first or point at the right run")
+    return path
+
+
+def load_model(run: str | Path, which: str = "best", device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a run's network from its config.json and load its weights, in eval mode."""
+    from pncd import models
+
+    cfg = read_run_config(run)
+    spec = dict(cfg["model"])
+    name = spec.pop("name")
+    spec.pop("taps", None)
+    spec.pop("parameters", None)
+    model = models.create(name, **spec)
+    load_weights(model, checkpoint_path(run, which))
+    return model.to(device).eval(), cfg
+
+
+def model_spec(model: nn.Module) -> dict[str, Any]:
+    """The model part of a run's config: how to rebuild it, plus taps and size (informative)."""
+    from pncd.models import count_parameters
+
+    model = unwrap(model)
+    spec = dict(model.pncd_spec)
+    spec["taps"] = {k: t.to_dict() for k, t in model.taps.items()}
+    spec["parameters"] = count_parameters(model)
+    return spec
+
+
+def save_state(path: str | Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise PncdError(f"{path}: training state could not be loaded safely ({e}); start without --resume") from None
+
+
+def write_run_config(
+    run_dir: str | Path,
+    model: nn.Module,
+    data: dict[str, Any],
+    options: dict[str, Any],
+    kind: str = "train",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``config.json`` so later stages rebuild the model and its data with no flags.
+
+    ``data`` is ``pncd.data.DataSpec.to_dict()`` (root, size, channels, num_classes,
+    normalization, ...); ``options`` the command's resolved options.
+    """
+    import sys
+
+    from pncd import __version__
+    from pncd.io import versions, write_json
+
+    cfg = {
+        "pncd_version": __version__,
+        "kind": kind,
+        "model": model_spec(model),
+        "data": dict(data),
+        "options": dict(options),
+        "versions": versions(),
+        "command": " ".join(["pncd", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("pncd") else None,
+        **(extra or {}),
+    }
+    write_json(Path(run_dir) / CONFIG, cfg)
+    return cfg
