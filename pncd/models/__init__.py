@@ -64,6 +64,26 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def check_input_size(x: torch.Tensor, multiple: int, network: str) -> None:
+    """Raise a PncdError unless both sides of ``x`` are multiples of ``multiple``.
+
+    Networks stricter than "divisible by 16" declare ``model.size_multiple`` and call this at
+    the top of ``forward``. Skipped while tracing or compiling (ONNX export): the sizes are
+    symbolic there, and an exported graph needs the same sizes as the network it came from.
+    """
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if h % multiple or w % multiple:
+        from pncd.errors import PncdError
+
+        ok = ", ".join(str(multiple * k) for k in range(1, 5))
+        raise PncdError(
+            f"{network} needs input height and width divisible by {multiple}, got {h}x{w}; "
+            f"resize or crop to a valid size ({ok}, ...), e.g. --size {multiple * max(1, round(max(h, w) / multiple))}"
+        )
+
+
 class FeatureTaps:
     """Collect module outputs by dotted path with forward hooks (works for any nn.Module).
 

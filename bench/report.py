@@ -1,0 +1,217 @@
+"""The bench report: ``report.json`` (schema ``pncd.bench/1``), ``report.md``, a plot and overlays.
+
+``report.json`` is flat where it matters: ``entries`` is a list of one flat dict per measured
+thing (each artifact and each torch reference) whose keys are scalars, so a gate, a spreadsheet
+or ``jq`` reads it without knowing the nesting; per-case scores, runtime settings and raw device
+details sit beside it keyed by entry id. Keys of an entry (``None`` where not measured):
+
+    id, key, kind ("artifact" | "reference"), name, ref_id, source_run, artifact_dir, model,
+    target, runtime, precision, device, where, backend, backend_reason,
+    latency_ms_{min,median,mean,p90,p95,p99,max,std}, latency_n, latency_what,
+    compute_ms_{median,mean,p90,p99}, throughput_ips, batch_size, batch_latency_ms_median,
+    batch_throughput_ips, batch_error, first_inference_ms, activation_s, engine_build_s,
+    engine_from_cache, mem_rss_peak_growth_mib, mem_rss_delta_mib,
+    power_mean_mw, power_source, energy_per_inference_mj, nvpmodel_mode, jetson_clocks,
+    n_cases, n_slices, dice, dice_std, voe, voe_std, rvd, rvd_std, n_rvd_undefined,
+    n_empty_gt, n_empty_both, dice_lesion_slices,
+    dice_diff, dice_rel, voe_diff, rvd_diff, abs_rvd_diff, worst_case, worst_case_dice_drop,
+    n_cases_dice_changed, dice_diff_boot_mean, dice_diff_ci_lo, dice_diff_ci_hi,
+    pixel_agreement, n_slices_differ
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "pncd.bench/1"
+
+
+def latency_fields(lat: dict[str, Any] | None) -> dict[str, Any]:
+    """Flatten :func:`pncd.bench.latency.summarize` output of the batch-1 and batch loops."""
+    out: dict[str, Any] = {}
+    b1 = (lat or {}).get("b1") or {}
+    e2e = b1.get("end_to_end") or {}
+    for k in ("min", "median", "mean", "p90", "p95", "p99", "max", "std"):
+        out[f"latency_ms_{k}"] = e2e.get(k)
+    out["latency_n"] = e2e.get("n")
+    comp = b1.get("compute") or {}
+    for k in ("median", "mean", "p90", "p99"):
+        out[f"compute_ms_{k}"] = comp.get(k)
+    out["throughput_ips"] = b1.get("throughput_ips")
+    bt = (lat or {}).get("batch") or {}
+    out["batch_size"] = bt.get("batch")
+    out["batch_latency_ms_median"] = (bt.get("end_to_end") or {}).get("median")
+    out["batch_throughput_ips"] = bt.get("throughput_ips")
+    out["batch_error"] = bt.get("error")
+    return out
+
+
+def accuracy_fields(summary: dict[str, Any]) -> dict[str, Any]:
+    keys = ("n_cases", "n_slices", "dice", "dice_std", "voe", "voe_std", "rvd", "rvd_std", "n_rvd_undefined",
+            "n_empty_gt", "n_empty_both", "dice_lesion_slices")
+    return {k: summary.get(k) for k in keys}
+
+
+def compare_fields(cmp: dict[str, Any] | None) -> dict[str, Any]:
+    keys = ("dice_diff", "dice_rel", "voe_diff", "rvd_diff", "abs_rvd_diff", "worst_case", "worst_case_dice_drop",
+            "n_cases_dice_changed", "dice_diff_boot_mean", "dice_diff_ci_lo", "dice_diff_ci_hi", "pixel_agreement",
+            "n_slices_differ")
+    return {k: (cmp or {}).get(k) for k in keys}
+
+
+# ---------------------------------------------------------------------------------------------
+# report.md
+# ---------------------------------------------------------------------------------------------
+
+
+def _f(v: Any, nd: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    entries = report["entries"]
+    m = report.get("machine", {})
+    d = report.get("data", {})
+    parts = [
+        f"# pncd bench report\n\nSchema `{report['schema']}`, written {report['created']} by pncd "
+        f"{report.get('pncd_version')}.\n\nCommand: `{report.get('command') or 'run_bench()'}`",
+        "## Machine\n\n" + _table(["what", "value"], [[k, _f(v)] for k, v in m.items() if not isinstance(v, (dict, list))]),
+        "## Data\n\n" + _table(["what", "value"], [[k, _f(v)] for k, v in d.items() if not isinstance(v, (dict, list))]),
+        "## Latency (batch 1, end-to-end: host arrays in and out)\n\n" + _table(
+            ["entry", "device", "median ms", "mean ± std ms", "p90 ms", "p99 ms", "compute median ms", "img/s (b1)",
+             "img/s (batch)", "first ms", "peak RSS growth MiB"],
+            [[e["name"], e["where"] or e["device"], _f(e["latency_ms_median"], 3),
+              f"{_f(e['latency_ms_mean'], 3)} ± {_f(e['latency_ms_std'], 3)}", _f(e["latency_ms_p90"], 3),
+              _f(e["latency_ms_p99"], 3), _f(e["compute_ms_median"], 3), _f(e["throughput_ips"], 1),
+              (f"{_f(e['batch_throughput_ips'], 1)} (b{e['batch_size']})" if e["batch_throughput_ips"] else
+               f"– ({e['batch_error'] or 'not measured'})"),
+              _f(e["first_inference_ms"], 1), _f(e["mem_rss_peak_growth_mib"], 1)] for e in entries],
+        ),
+        "## Accuracy (per case = per patient volume)\n\n" + _table(
+            ["entry", "Dice", "VOE", "RVD", "cases", "slices", "RVD undefined", "empty GT (both empty)"],
+            [[e["name"], f"{_f(e['dice'])} ± {_f(e['dice_std'])}", _f(e["voe"]), _f(e["rvd"]), _f(e["n_cases"]),
+              _f(e["n_slices"]), _f(e["n_rvd_undefined"]), f"{_f(e['n_empty_gt'])} ({_f(e['n_empty_both'])})"]
+             for e in entries],
+        ),
+    ]
+    arts = [e for e in entries if e["kind"] == "artifact"]
+    if arts:
+        parts.append(
+            "## Against the torch reference\n\nDice difference = artifact − reference (negative: the artifact "
+            "lost Dice); the interval is a paired bootstrap over cases.\n\n" + _table(
+                ["artifact", "reference", "ΔDice", "Dice ratio", "95% CI of ΔDice", "worst case (drop)", "ΔVOE",
+                 "ΔRVD", "pixel agreement", "slices differing"],
+                [[e["name"], e["ref_id"], _f(e["dice_diff"], 5), _f(e["dice_rel"], 5),
+                  f"[{_f(e['dice_diff_ci_lo'], 5)}, {_f(e['dice_diff_ci_hi'], 5)}]",
+                  f"{_f(e['worst_case'])} ({_f(e['worst_case_dice_drop'], 5)})", _f(e["voe_diff"], 5),
+                  _f(e["rvd_diff"], 5), _f(e["pixel_agreement"], 6), _f(e["n_slices_differ"])] for e in arts],
+            )
+        )
+    power = [e for e in entries if e.get("power_mean_mw") is not None or e.get("nvpmodel_mode")]
+    if power:
+        parts.append("## Device power (tegrastats during the timed batch-1 loop)\n\n" + _table(
+            ["entry", "mean power mW", "rail", "energy / inference mJ", "nvpmodel", "jetson_clocks"],
+            [[e["name"], _f(e["power_mean_mw"], 0), _f(e["power_source"]), _f(e["energy_per_inference_mj"], 3),
+              _f(e["nvpmodel_mode"]), _f(e["jetson_clocks"])] for e in power]))
+    parts.append(
+        "## Notes\n\n"
+        "- Latency: warm-up first, then timed iterations; end-to-end includes host-device copies. Compute-only "
+        "appears where the runtime separates it (TensorRT: CUDA events around the execution).\n"
+        "- Memory: whole-process figures — growth of the peak resident set (ru_maxrss; 0 when an earlier stage "
+        "peaked higher) over activation and the timed runs; on the device, the runner process's own.\n"
+        "- Empty cases: both empty gives Dice 1, VOE 0, RVD 0; empty ground truth with a prediction gives "
+        "Dice 0, VOE 1 and an undefined RVD, left out of RVD means and counted above."
+    )
+    files = report.get("files", {})
+    if files.get("plot"):
+        parts.append(f"## Latency versus Dice\n\n![latency versus Dice]({files['plot']})")
+    ov = files.get("overlays") or []
+    if ov:
+        parts.append("## Where artifact and reference disagree most\n\nPanels: image with ground truth (green), "
+                     "reference, artifact, disagreement (red: reference only, blue: artifact only).\n\n"
+                     + "\n".join(f"![{Path(p).stem}]({p})" for p in ov))
+    elif arts:
+        parts.append("## Where artifact and reference disagree most\n\nNo slice differs: every artifact's label "
+                     "maps equal its reference's.")
+    return "\n\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# plot and overlays
+# ---------------------------------------------------------------------------------------------
+
+
+def plot_latency_dice(entries: list[dict[str, Any]], path: Path) -> bool:
+    """Median batch-1 latency (x) against mean Dice (y), one labelled point per entry."""
+    pts = [e for e in entries if e.get("latency_ms_median") is not None and e.get("dice") is not None]
+    if not pts:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for kind, marker, color in (("reference", "s", "tab:gray"), ("artifact", "o", "tab:blue")):
+        sel = [e for e in pts if e["kind"] == kind]
+        if sel:
+            ax.scatter([e["latency_ms_median"] for e in sel], [e["dice"] for e in sel], marker=marker, c=color,
+                       label="torch reference" if kind == "reference" else "artifact", zorder=3)
+    for e in pts:
+        ax.annotate(e["name"], (e["latency_ms_median"], e["dice"]), textcoords="offset points", xytext=(4, 4),
+                    fontsize=7)
+    lat = [e["latency_ms_median"] for e in pts]
+    if min(lat) > 0 and max(lat) / min(lat) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("median latency, batch 1 (ms)")
+    ax.set_ylabel("mean Dice per case")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return True
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    m = mask.astype(bool)
+    inner = m.copy()
+    inner[1:, :] &= m[:-1, :]
+    inner[:-1, :] &= m[1:, :]
+    inner[:, 1:] &= m[:, :-1]
+    inner[:, :-1] &= m[:, 1:]
+    return m & ~inner
+
+
+def disagreement_panel(image: np.ndarray, gt: np.ndarray, ref: np.ndarray, art: np.ndarray) -> np.ndarray:
+    """RGB uint8: [image + GT outline | reference | artifact | disagreement map]."""
+    from pncd.viz import to_uint8
+
+    g = to_uint8(image)
+    base = np.stack([g, g, g], axis=-1)
+    with_gt = base.copy()
+    with_gt[_outline(gt > 0)] = (0, 255, 0)
+    ref_p, art_p = base.copy(), base.copy()
+    ref_p[_outline(ref > 0)] = (255, 200, 0)
+    art_p[_outline(art > 0)] = (255, 200, 0)
+    diff = (base // 3).copy()
+    diff[(ref > 0) & (art > 0)] = (110, 110, 110)
+    diff[(ref != art) & (ref > 0)] = (255, 40, 40)
+    diff[(ref != art) & (art > 0)] = (40, 120, 255)
+    sep = np.full((g.shape[0], 2, 3), 255, np.uint8)
+    return np.concatenate([with_gt, sep, ref_p, sep, art_p, sep, diff], axis=1)

@@ -1,0 +1,63 @@
+"""``pncd export``: the click layer over :func:`pncd.export.pipeline.export_run`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pncd.config import config_option, resolved_params
+
+TARGET_NAMES = ("onnxruntime", "openvino", "tensorrt", "jetson")
+
+
+@click.command("export", context_settings={"max_content_width": 100})
+@config_option
+@click.argument("run", type=click.Path(file_okay=True, dir_okay=True))
+@click.option("--target", required=True, help="onnxruntime, openvino, tensorrt or jetson.")
+@click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8.")
+@click.option("--out", required=True, type=click.Path(), help="Directory to write (must not exist, see --force).")
+@click.option("--calib-data", type=click.Path(), default=None,
+              help="Data set root for INT8 calibration (its train split); default: the run's data set.")
+@click.option("--calib-size", type=int, default=128, show_default=True, help="Training images used to calibrate INT8.")
+@click.option("--calib-method", default="minmax", show_default=True, help="minmax, entropy or percentile.")
+@click.option("--input-size", default=None, help="HxW of the exported input (default: the run's data size).")
+@click.option("--dynamic-batch", is_flag=True, help="Export a dynamic batch dimension (default: batch 1).")
+@click.option("--accuracy-control", is_flag=True,
+              help="OpenVINO INT8: NNCF accuracy-aware quantization (Dice on held-out images).")
+@click.option("--max-dice-drop", type=float, default=0.01, show_default=True,
+              help="Largest absolute Dice drop --accuracy-control may accept.")
+@click.option("--parity-images", type=int, default=32, show_default=True,
+              help="Held-out (val, else test) images for the parity check against torch.")
+@click.option("--strict", is_flag=True, help="Fail (write nothing) when INT8 keeps < 99% of the FP32 Dice.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.pass_context
+def export_command(ctx: click.Context, config, run, target, precision, out, calib_data, calib_size, calib_method,
+                   input_size, dynamic_batch, accuracy_control, max_dice_drop, parity_images, strict, force) -> None:
+    """Export a trained run to ONNX Runtime, OpenVINO or TensorRT, check it against torch, and
+    write the artifact with its manifest.json.
+
+    RUN is a run directory of pncd train / distill (config.json + best.safetensors). The export
+    is compared with the torch model on held-out images; FP32 must agree on >= 99.99% of
+    pixels, FP16 on >= 99.9%, or nothing is written. INT8 is calibrated on training images and
+    reports its Dice relative to FP32 (warning below 99%, error with --strict).
+
+    \b
+    Examples:
+      pncd export runs/enet-pncd --target onnxruntime --precision fp32 --out exports/enet-ort-fp32
+      pncd export runs/enet-pncd --target openvino --precision int8 --calib-size 256 \\
+          --accuracy-control --max-dice-drop 0.005 --out exports/enet-ov-int8
+      pncd export runs/enet-pncd --target tensorrt --precision int8 --dynamic-batch --out exports/enet-trt-int8
+      pncd export runs/enet-pncd --target jetson --precision fp16 --input-size 256x256 --out exports/enet-jetson
+    """
+    from pncd.export.calibration import parse_size
+    from pncd.export.pipeline import ExportOptions, export_run
+
+    opts = ExportOptions(
+        target=target, precision=precision, out=out, calib_data=calib_data, calib_size=calib_size,
+        calib_method=calib_method, input_size=parse_size(input_size), dynamic_batch=dynamic_batch,
+        accuracy_control=accuracy_control, max_dice_drop=max_dice_drop, strict=strict, force=force,
+        parity_images=parity_images,
+    )
+    command = " ".join(["pncd", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("pncd") else None
+    export_run(run, opts, options=resolved_params(ctx), command=command)

@@ -1,0 +1,133 @@
+"""OpenVINO IR from the exported ONNX: FP32, FP16 weights, INT8 with NNCF.
+
+- FP32: ``ov.convert_model(onnx)`` saved with ``compress_to_fp16=False`` (``ov.save_model``
+  compresses by default, which would make "FP32" FP16 weights).
+- FP16: the same model saved with ``compress_to_fp16=True`` (FP16 weights; the CPU plugin
+  decompresses them and computes at its default inference precision).
+- INT8: ``nncf.quantize`` on the training calibration images, or with ``accuracy_control``
+  ``nncf.quantize_with_accuracy_control`` whose validation function computes the Dice of the
+  quantized model on held-out images and keeps the drop under ``max_drop`` (absolute Dice) by
+  reverting the most harmful layers to floating point. Saved with ``compress_to_fp16=False``
+  so the layers left in floating point keep FP32 weights.
+
+Calibration methods map to NNCF's range estimators: minmax -> MINMAX, percentile ->
+MEAN_QUANTILE, entropy -> HISTOGRAM (NNCF has no KL-entropy calibrator; its histogram
+estimator is the closest, and the manifest records which one ran).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pncd.errors import PncdError
+from pncd.export.calibration import ImageSet
+from pncd.targets.base import require
+
+NNCF_METHODS = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "entropy": "HISTOGRAM"}
+
+
+def convert(
+    onnx_path: str | Path,
+    xml_path: str | Path,
+    precision: str,
+    input_name: str,
+    calib: ImageSet | None = None,
+    method: str = "minmax",
+    accuracy_control: bool = False,
+    validation: ImageSet | None = None,
+    max_drop: float = 0.01,
+    num_classes: int = 2,
+) -> dict[str, Any]:
+    """Write ``xml_path`` (+ ``.bin``) for ``precision``; returns the options used."""
+    ov = require("openvino", "openvino", "the openvino target")
+    model = ov.convert_model(str(onnx_path))
+    record: dict[str, Any] = {"converter": "openvino.convert_model (from the ONNX file)"}
+    if precision == "fp32":
+        ov.save_model(model, str(xml_path), compress_to_fp16=False)
+        record["compress_to_fp16"] = False
+    elif precision == "fp16":
+        ov.save_model(model, str(xml_path), compress_to_fp16=True)
+        record["compress_to_fp16"] = True
+    elif precision == "int8":
+        if calib is None:
+            raise PncdError("OpenVINO INT8 needs calibration images")
+        q, qrec = _quantize(model, input_name, calib, method, accuracy_control, validation, max_drop, num_classes)
+        ov.save_model(q, str(xml_path), compress_to_fp16=False)
+        record.update(qrec, compress_to_fp16=False)
+    else:
+        raise PncdError(f"precision {precision!r} is unknown for openvino; use fp32, fp16 or int8")
+    return record
+
+
+def _quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_control: bool,
+              validation: ImageSet | None, max_drop: float, num_classes: int):
+    nncf = require("nncf", "nncf", "OpenVINO INT8 quantization")
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    if method not in NNCF_METHODS:
+        raise PncdError(f"--calib-method {method!r} is unknown; use one of {', '.join(NNCF_METHODS)}")
+    nncf.set_log_level(logging.ERROR)
+    estimator = getattr(RangeEstimatorParametersSet, NNCF_METHODS[method])
+    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=estimator)
+    calib_ds = nncf.Dataset([calib.images[i : i + 1] for i in range(len(calib))])
+    common = {"subset_size": len(calib), "fast_bias_correction": True}
+    record: dict[str, Any] = {
+        "quantizer": "nncf.quantize",
+        "nncf_range_estimator": NNCF_METHODS[method],
+        "preset": "default (PERFORMANCE: symmetric)",
+        **common,
+    }
+    try:
+        if not accuracy_control:
+            return nncf.quantize(model, calib_ds, advanced_parameters=advanced, **common), record
+        if validation is None or len(validation) == 0:
+            raise PncdError("--accuracy-control needs held-out images with labels (a val or test split)")
+        items = [(validation.images[i : i + 1], validation.masks[i], validation.case_ids[i])
+                 for i in range(len(validation))]
+        val_ds = nncf.Dataset(items)
+        validate = dice_validation_fn(num_classes)
+        q = nncf.quantize_with_accuracy_control(
+            model, calib_ds, val_ds, validate, max_drop=float(max_drop),
+            drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=advanced, **common,
+        )
+    except PncdError:
+        raise
+    except Exception as e:
+        raise PncdError(f"NNCF INT8 quantization failed ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:250] if str(e) else 'no message'})") from None
+    record.update(
+        quantizer="nncf.quantize_with_accuracy_control",
+        accuracy_control={"metric": "Dice (per case, foreground classes)", "max_drop": float(max_drop),
+                          "drop_type": "absolute", "validation_images": len(validation),
+                          "validation_split": validation.split},
+    )
+    return q, record
+
+
+def dice_validation_fn(num_classes: int):
+    """NNCF validation function: (Dice per case over the items, per-item Dice) of a compiled model."""
+    from pncd.metrics import SegMetrics
+
+    def validate(compiled_model, items) -> tuple[float, list[float]]:
+        metrics = SegMetrics(num_classes)
+        per_item: list[float] = []
+        out = compiled_model.output(0)
+        for image, mask, case in items:
+            pred = np.asarray(compiled_model(image)[out]).argmax(axis=1)[0]
+            metrics.update(case, pred, mask)
+            per_item.append(image_dice(pred, mask, num_classes))
+        return float(metrics.summary()["dice"] or 0.0), per_item
+
+    return validate
+
+
+def image_dice(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
+    """Mean Dice over the foreground classes of one label map (1.0 where both are empty)."""
+    from pncd.metrics import dice
+
+    return float(np.mean([dice(pred == k, gt == k) for k in range(1, num_classes)]))

@@ -1,0 +1,104 @@
+"""ONNX-level conversions shared by the ONNX Runtime and TensorRT targets: FP16 and INT8 QDQ.
+
+- FP16: ``onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True)``: the
+  graph computes in FP16, the input and output stay FP32 (casts at the edges), so callers feed
+  the same arrays to every precision. ``Cast`` and ``ConstantOfShape`` nodes are kept in FP32
+  (with casts around them): onnxconverter-common 1.16 turns their output types to FP16 but not
+  their ``to`` / ``value`` attributes, an invalid graph for the dynamo exporter's
+  ``Cast(bool -> float)`` and ``max_unpool`` patterns.
+- INT8: ``quant_pre_process`` (shape inference, graph optimisation) then ``quantize_static`` in
+  QDQ format, per-channel weights, calibrated on real training images. For ONNX Runtime on CPU
+  the activations are asymmetric QUInt8 and weights QInt8 (its fastest CPU kernels); for
+  TensorRT both are symmetric QInt8 (``ActivationSymmetric``/``WeightSymmetric``), the only
+  INT8 TensorRT takes from QDQ.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import warnings
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pncd.errors import PncdError
+
+FP16_EXTRA_BLOCKED = ("ConstantOfShape", "Cast")
+
+
+def to_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """Write an FP16 copy of ``src`` with FP32 input/output; returns the converter options."""
+    import onnx
+    from onnxconverter_common import float16
+
+    block = list(float16.DEFAULT_OP_BLOCK_LIST) + list(FP16_EXTRA_BLOCKED)
+    model = onnx.load(str(src))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # per-weight "truncated to 1e-07" notices
+        half = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
+    onnx.save(half, str(dst))
+    _check(dst)
+    return {
+        "converter": "onnxconverter_common.float16.convert_float_to_float16",
+        "keep_io_types": True,
+        "op_block_list": "DEFAULT_OP_BLOCK_LIST + " + ",".join(FP16_EXTRA_BLOCKED),
+    }
+
+
+def quantize_int8(src: str | Path, dst: str | Path, images: np.ndarray, input_name: str, method: str,
+                  symmetric: bool) -> dict[str, Any]:
+    """Static INT8 QDQ quantization of ``src`` calibrated on ``images``; returns the options used.
+
+    ``symmetric=True`` gives the TensorRT flavour (QInt8 activations and weights, zero points 0).
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from pncd.export.calibration import ort_reader
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if method not in methods:
+        raise PncdError(f"--calib-method {method!r} is unknown; use one of {', '.join(methods)}")
+    act = QuantType.QInt8 if symmetric else QuantType.QUInt8
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
+    with tempfile.TemporaryDirectory(prefix="pncd-quant-") as scratch:
+        pre = Path(scratch) / "preprocessed.onnx"
+        buf = io.StringIO()
+        try:
+            with warnings.catch_warnings(), redirect_stdout(buf):  # the calibrators print progress
+                warnings.simplefilter("ignore")
+                quant_pre_process(str(src), str(pre))
+                quantize_static(
+                    str(pre), str(dst), ort_reader(images, input_name),
+                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=act,
+                    weight_type=QuantType.QInt8, calibrate_method=methods[method], extra_options=extra,
+                )
+        except PncdError:
+            raise
+        except Exception as e:
+            raise PncdError(f"INT8 quantization of {Path(src).name} failed ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:250] if str(e) else 'no message'})") from None
+    _check(dst)
+    return {
+        "quantizer": "onnxruntime.quantization.quantize_static",
+        "pre_process": "onnxruntime.quantization.shape_inference.quant_pre_process",
+        "quant_format": "QDQ",
+        "per_channel": True,
+        "activation_type": "QInt8" if symmetric else "QUInt8",
+        "weight_type": "QInt8",
+        "calibrate_method": methods[method].name,
+        "extra_options": extra,
+    }
+
+
+def _check(path: str | Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as e:
+        raise PncdError(f"{path}: the converted ONNX fails onnx.checker ({str(e).splitlines()[0][:200]})") from None

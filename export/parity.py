@@ -1,0 +1,125 @@
+"""Parity of an export against its torch model on held-out images, and the export-time checks.
+
+Numbers (all on the same held-out images, see :mod:`pncd.export.calibration`):
+
+- ``max_abs_logit_diff`` / ``mean_abs_logit_diff``: logits of the export minus torch's, with
+  ``logit_scale`` (the largest |torch logit|) for context;
+- ``argmax_agreement``: the fraction of pixels whose predicted class is the same;
+- ``dice_vs_torch``: Dice of the export's segmentation with torch's as the reference
+  (per case, :class:`pncd.metrics.SegMetrics`);
+- ``dice_gt_torch`` / ``dice_gt_export``: Dice of each against the ground truth, and
+  ``dice_ratio`` = export / torch, the MLPerf convention (REFERENCE.md section 5: a quantized
+  model keeps at least 99% of the FP32 model's accuracy).
+
+Checks: FP32 needs argmax agreement of at least 99.99%, FP16 at least 99.9% (else PncdError,
+and the export writes nothing); INT8 warns when ``dice_ratio`` is below 0.99, or cannot be
+computed because torch's own Dice is 0, and fails with ``strict``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from pncd.errors import PncdError
+
+MIN_AGREEMENT = {"fp32": 0.9999, "fp16": 0.999}
+MIN_INT8_DICE_RATIO = 0.99
+
+
+def batches(n: int, batch: int):
+    for i in range(0, n, batch):
+        yield slice(i, min(n, i + batch))
+
+
+def runner_logits(runner, input_name: str, output_name: str, images: np.ndarray, batch: int = 1,
+                  desc: str | None = None) -> np.ndarray:
+    """Logits of an (active or inactive) runner over ``images`` (N, C, H, W), float32."""
+    runner.activate()
+    outs = []
+    for sl in tqdm(list(batches(len(images), batch)), desc=desc, leave=False, disable=desc is None or None):
+        out = runner.infer({input_name: np.ascontiguousarray(images[sl], dtype=np.float32)})
+        outs.append(np.asarray(out[output_name], dtype=np.float32))
+    return np.concatenate(outs)
+
+
+def torch_logits(model, images: np.ndarray, batch: int = 8) -> np.ndarray:
+    """Reference logits of the torch model (eval mode, CPU)."""
+    import torch
+
+    model = model.eval()
+    outs = []
+    with torch.inference_mode():
+        for sl in batches(len(images), batch):
+            outs.append(model(torch.from_numpy(np.ascontiguousarray(images[sl]))).float().numpy())
+    return np.concatenate(outs)
+
+
+def seg_dice(pred: np.ndarray, ref: np.ndarray, case_ids: list[str], num_classes: int) -> float | None:
+    """Per-case Dice (mean over cases) of label maps ``pred`` against ``ref`` (N, H, W)."""
+    from pncd.metrics import SegMetrics
+
+    m = SegMetrics(num_classes)
+    for i, case in enumerate(case_ids):
+        m.update(case, pred[i], ref[i])
+    return m.summary()["dice"]
+
+
+def compare(ref: np.ndarray, out: np.ndarray, masks: np.ndarray, case_ids: list[str],
+            num_classes: int) -> dict[str, Any]:
+    """Parity numbers of export logits ``out`` against torch logits ``ref`` (see module docstring)."""
+    if ref.shape != out.shape:
+        raise PncdError(f"the export returns logits of shape {tuple(out.shape)}, torch {tuple(ref.shape)}; "
+                        "the export does not match its model")
+    diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+    finite = bool(np.isfinite(out).all())
+    p_ref, p_out = ref.argmax(axis=1), out.argmax(axis=1)
+    d_torch = seg_dice(p_ref, masks, case_ids, num_classes)
+    d_export = seg_dice(p_out, masks, case_ids, num_classes)
+    ratio = d_export / d_torch if d_torch and d_export is not None else None
+    return {
+        "images": int(len(ref)),
+        "cases": len(dict.fromkeys(case_ids)),
+        "pixels": int(p_ref.size),
+        "finite": finite,
+        "max_abs_logit_diff": float(np.nanmax(diff)) if finite else float("inf"),
+        "mean_abs_logit_diff": float(np.nanmean(diff)) if finite else float("inf"),
+        "logit_scale": float(np.abs(ref).max()),
+        "argmax_agreement": float((p_ref == p_out).mean()),
+        "dice_vs_torch": seg_dice(p_out, p_ref, case_ids, num_classes),
+        "dice_gt_torch": d_torch,
+        "dice_gt_export": d_export,
+        "dice_ratio": ratio,
+    }
+
+
+def check(precision: str, result: dict[str, Any], strict: bool = False, what: str = "the export") -> dict[str, Any]:
+    """Apply the export-time rule for ``precision``: PncdError on failure, else the check record."""
+    warnings: list[str] = []
+    if not result["finite"]:
+        raise PncdError(f"{what} ({precision}) returns NaN or infinite logits on held-out images; "
+                        "nothing was written (FP16 overflow? try fp32)")
+    if precision in MIN_AGREEMENT:
+        need = MIN_AGREEMENT[precision]
+        got = result["argmax_agreement"]
+        rule = f"argmax agreement with torch >= {need:.2%}"
+        if got < need:
+            raise PncdError(
+                f"{what} ({precision}) agrees with torch on {got:.4%} of pixels, below the required {need:.2%} "
+                f"(max |logit difference| {result['max_abs_logit_diff']:.3g}); nothing was written"
+            )
+        return {"rule": rule, "passed": True, "warnings": warnings}
+    rule = f"INT8 Dice >= {MIN_INT8_DICE_RATIO:.0%} of torch FP32 Dice (ground truth, held-out images)"
+    ratio = result["dice_ratio"]
+    if ratio is None:
+        warnings.append(f"INT8 accuracy not judged: torch FP32 Dice on the held-out images is "
+                        f"{result['dice_gt_torch']} (an untrained or degenerate model?)")
+    elif ratio < MIN_INT8_DICE_RATIO:
+        warnings.append(f"INT8 keeps {ratio:.2%} of the FP32 Dice ({result['dice_gt_export']:.4f} vs "
+                        f"{result['dice_gt_torch']:.4f}), below {MIN_INT8_DICE_RATIO:.0%}")
+    if warnings and strict:
+        raise PncdError(f"{what}: {warnings[0]}; --strict refuses it (nothing was written): calibrate on more "
+                        "images (--calib-size), another --calib-method, or --accuracy-control for openvino")
+    return {"rule": rule, "passed": not warnings, "warnings": warnings}

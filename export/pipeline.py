@@ -1,0 +1,247 @@
+"""``export_run``: a run directory -> one checked artifact directory with its manifest.
+
+Order of work (everything that can fail on bad input fails before anything is written):
+
+1. check the target/precision pair and the options; refuse an existing ``--out`` without
+   ``--force``; import the target's runtime (a missing one names the package to install);
+2. load the run (``config.json`` + checkpoint) and the images: held-out images for parity,
+   training images for INT8 calibration;
+3. in a temporary directory (``pncd.io.atomic_dir``): export the FP32 ONNX, build the target's
+   files, run them on their real runtime against torch, apply the checks, write
+   ``manifest.json``; rename into place only if all of that succeeded.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from pncd.errors import PncdError
+from pncd.export import calibration as cal
+from pncd.export import parity
+from pncd.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from pncd.targets.base import require
+from pncd.targets.registry import check_pair
+
+SIZE_MULTIPLE = 16
+
+
+@dataclass
+class ExportOptions:
+    """Options of one export (the CLI flags of ``pncd export``)."""
+
+    target: str
+    precision: str
+    out: str
+    calib_data: str | None = None
+    calib_size: int = 128
+    calib_method: str = "minmax"
+    input_size: tuple[int, int] | None = None
+    dynamic_batch: bool = False
+    accuracy_control: bool = False
+    max_dice_drop: float = 0.01
+    strict: bool = False
+    force: bool = False
+    parity_images: int = 32
+    parity_batch: int = 8
+
+
+def validate(opts: ExportOptions) -> None:
+    """Option errors that need no files: one PncdError line each."""
+    check_pair(opts.target, opts.precision)
+    if opts.calib_method not in cal.CALIB_METHODS:
+        raise PncdError(f"--calib-method {opts.calib_method!r} is unknown; use one of {', '.join(cal.CALIB_METHODS)}")
+    if opts.accuracy_control and (opts.target, opts.precision) != ("openvino", "int8"):
+        raise PncdError("--accuracy-control applies to --target openvino --precision int8 only")
+    if not 0.0 < opts.max_dice_drop < 1.0:
+        raise PncdError(f"--max-dice-drop {opts.max_dice_drop} is invalid; use an absolute Dice drop in (0, 1), e.g. 0.01")
+    if opts.parity_images < 1:
+        raise PncdError(f"--parity-images {opts.parity_images} is invalid; use at least 1")
+    if opts.input_size is not None:
+        h, w = opts.input_size
+        if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
+            raise PncdError(f"--input-size {h}x{w} is invalid: the networks need sides divisible by "
+                            f"{SIZE_MULTIPLE} (e.g. {h // SIZE_MULTIPLE * SIZE_MULTIPLE or SIZE_MULTIPLE}x"
+                            f"{w // SIZE_MULTIPLE * SIZE_MULTIPLE or SIZE_MULTIPLE})")
+    out = Path(opts.out)
+    if out.exists() and not opts.force:
+        raise PncdError(f"{out} already exists; choose another --out or pass --force")
+
+
+def require_runtime(target: str, precision: str) -> None:
+    """Import the target's conversion tools up front: a missing one says what to install."""
+    if target == "openvino":
+        require("openvino", "openvino", "the openvino target")
+        if precision == "int8":
+            require("nncf", "nncf", "OpenVINO INT8 quantization")
+    require("onnxruntime", "onnxruntime", f"the {target} target (parity and quantization run on it)")
+
+
+def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] | None = None,
+               options: dict[str, Any] | None = None, command: str | None = None) -> dict[str, Any]:
+    """Export ``run`` as ``opts`` says; returns the manifest written to ``opts.out``."""
+    from pncd.checkpoint import checkpoint_path, load_model, read_run_config
+    from pncd.export import manifest as mf
+    from pncd.io import atomic_dir, write_json
+
+    log = log or (lambda msg: click.echo(msg, err=True))
+    validate(opts)
+    require_runtime(opts.target, opts.precision)
+    read_run_config(run)  # a clear error for a directory that is not a run
+    ckpt = checkpoint_path(run)
+    model, cfg = load_model(run)
+    data = dict(cfg.get("data") or {})
+    if not data:
+        raise PncdError(f"{run}/config.json has no data spec; re-run training with this pncd version")
+    channels = int(cfg["model"].get("in_channels", data.get("channels", 1)))
+    num_classes = int(cfg["model"].get("num_classes", data.get("num_classes", 2)))
+    size = opts.input_size or (int(data["size"]), int(data["size"]))
+    if size[0] % SIZE_MULTIPLE or size[1] % SIZE_MULTIPLE:
+        raise PncdError(f"the run's image size {size[0]}x{size[1]} is not divisible by {SIZE_MULTIPLE}; "
+                        "pass --input-size HxW")
+
+    log(f"loading {opts.parity_images} held-out images for the parity check")
+    held = cal.held_out_images(data, opts.parity_images, size)
+    calib = None
+    if opts.precision == "int8":
+        log(f"loading up to {opts.calib_size} training images for INT8 calibration")
+        calib = cal.calibration_images(data, opts.calib_size, size, opts.calib_data)
+    ref = parity.torch_logits(model, held.images)
+
+    with atomic_dir(opts.out, force=opts.force) as tmp, tempfile.TemporaryDirectory(prefix="pncd-export-") as scratch:
+        fp32_onnx = Path(scratch) / "model.onnx"
+        log(f"exporting {cfg['model'].get('name')} to ONNX ({size[0]}x{size[1]}, "
+            f"{'dynamic' if opts.dynamic_batch else 'static'} batch)")
+        exporter = export_onnx(model, fp32_onnx, channels, size[0], size[1], opts.dynamic_batch)
+        log(f"building the {opts.target} {opts.precision} artifact")
+        built = build_target(opts, fp32_onnx, tmp, calib, held, num_classes)
+        batch = opts.parity_batch if opts.dynamic_batch else 1
+        results = {}
+        for label, runner in built.pop("parity_runners"):
+            out = parity.runner_logits(runner, INPUT_NAME, OUTPUT_NAME, held.images, batch, desc=f"parity {label}")
+            runner.deactivate()
+            res = parity.compare(ref, out, held.masks, held.case_ids, num_classes)
+            res.update(runtime=label, split=held.split, data_root=held.root, split_size=held.total)
+            res["check"] = parity.check(opts.precision, res, opts.strict, what=f"the {opts.target} {opts.precision} export")
+            results[label] = res
+        first = next(iter(results.values()))
+        for w in (w for r in results.values() for w in r["check"]["warnings"]):
+            log(f"warning: {w}")
+        batch_dim: Any = "batch" if opts.dynamic_batch else 1
+        man = mf.build_manifest(
+            tmp,
+            target=opts.target,
+            precision=opts.precision,
+            runtime=check_pair(opts.target, opts.precision).runtime,
+            artifact=built["artifact"],
+            onnx=built.get("onnx"),
+            input_name=INPUT_NAME,
+            output_name=OUTPUT_NAME,
+            input={"name": INPUT_NAME, "shape": [batch_dim, channels, size[0], size[1]], "dtype": "float32",
+                   "layout": "NCHW"},
+            output={"name": OUTPUT_NAME, "shape": [batch_dim, num_classes, size[0], size[1]], "dtype": "float32"},
+            source_run=mf.source_record(run, ckpt, cfg)["run"],
+            source=mf.source_record(run, ckpt, cfg),
+            model=mf.model_record(model, cfg),
+            data=data,
+            calibration=built.get("calibration"),
+            exporter=exporter,
+            build=built.get("build"),
+            tensorrt=built.get("tensorrt"),
+            parity=first,
+            parity_all=results if len(results) > 1 else None,
+            checks={"rule": first["check"]["rule"], "passed": all(r["check"]["passed"] for r in results.values()),
+                    "warnings": [w for r in results.values() for w in r["check"]["warnings"]], "strict": opts.strict},
+            options=options or {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
+            command=command,
+        )
+        write_json(tmp / mf.MANIFEST, man)
+    log(f"wrote {opts.out}: {man['artifact']} (argmax agreement {first['argmax_agreement']:.4%}, "
+        f"max |logit diff| {first['max_abs_logit_diff']:.3g}, Dice vs torch {_fmt(first['dice_vs_torch'])}, "
+        f"Dice ratio {_fmt(first['dice_ratio'])})")
+    return man
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def build_target(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None,
+                 held: cal.ImageSet, num_classes: int) -> dict[str, Any]:
+    """Write the target's files into ``out_dir``; return what the manifest and parity need."""
+    t, p = opts.target, opts.precision
+    if t == "onnxruntime":
+        return _build_onnxruntime(opts, fp32_onnx, out_dir, calib)
+    if t == "openvino":
+        return _build_openvino(opts, fp32_onnx, out_dir, calib, held, num_classes)
+    if t in ("tensorrt", "jetson"):
+        return _build_tensorrt(opts, fp32_onnx, out_dir, calib)
+    raise PncdError(f"no builder for target {t!r} / {p!r}")  # unreachable after check_pair
+
+
+def _calib_record(opts: ExportOptions, calib: cal.ImageSet | None, backend_method: str) -> dict[str, Any] | None:
+    return cal.calibration_record(calib, opts.calib_method, backend_method) if calib is not None else None
+
+
+def _build_onnxruntime(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None) -> dict[str, Any]:
+    import shutil
+
+    from pncd.export.ort_export import quantize_int8, to_fp16
+    from pncd.targets.onnxruntime import OnnxRuntimeRunner
+    from pncd.targets.tensorrt import ONNX_FOR_PRECISION
+
+    name = ONNX_FOR_PRECISION[opts.precision]
+    dst = out_dir / name
+    if opts.precision == "fp32":
+        shutil.copyfile(fp32_onnx, dst)
+        build: dict[str, Any] = {"onnx": "as exported"}
+    elif opts.precision == "fp16":
+        build = to_fp16(fp32_onnx, dst)
+    else:
+        build = quantize_int8(fp32_onnx, dst, calib.images, INPUT_NAME, opts.calib_method, symmetric=False)
+    return {
+        "artifact": name, "onnx": name, "build": build,
+        "calibration": _calib_record(opts, calib, build.get("calibrate_method", "")),
+        "parity_runners": [("onnxruntime", OnnxRuntimeRunner(dst))],
+    }
+
+
+def _build_openvino(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None,
+                    held: cal.ImageSet, num_classes: int) -> dict[str, Any]:
+    from pncd.export.openvino_export import convert
+    from pncd.targets.openvino import OpenVinoRunner
+
+    xml = out_dir / "model.xml"
+    build = convert(fp32_onnx, xml, opts.precision, INPUT_NAME, calib=calib, method=opts.calib_method,
+                    accuracy_control=opts.accuracy_control, validation=held, max_drop=opts.max_dice_drop,
+                    num_classes=num_classes)
+    hint = "f32" if opts.precision == "fp32" else None
+    build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}
+    return {
+        "artifact": "model.xml", "onnx": None, "build": build,
+        "calibration": _calib_record(opts, calib, f"nncf {build.get('nncf_range_estimator', '')}".strip()),
+        "parity_runners": [("openvino", OpenVinoRunner(xml, device="CPU", precision_hint=hint))],
+    }
+
+
+def _build_tensorrt(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None) -> dict[str, Any]:
+    from pncd.export import tensorrt_export as te
+    from pncd.targets.onnxruntime import OnnxRuntimeRunner
+
+    name, build = te.write_onnx(fp32_onnx, out_dir, opts.precision, INPUT_NAME, calib, opts.calib_method)
+    info = te.maybe_build_engine(opts.target, out_dir / name, out_dir, opts.precision)
+    runners: list[tuple[str, Any]] = []
+    if info.get("engine"):
+        from pncd.targets.tensorrt import TensorRTRunner
+
+        runners.append(("tensorrt", TensorRTRunner(out_dir / info["engine"])))
+    runners.append(("onnxruntime (the TensorRT ONNX)", OnnxRuntimeRunner(out_dir / name)))
+    return {
+        "artifact": name, "onnx": name, "build": build, "tensorrt": info,
+        "calibration": _calib_record(opts, calib, build.get("calibrate_method", "")),
+        "parity_runners": runners,
+    }

@@ -1,0 +1,69 @@
+"""The TensorRT and Jetson targets: the ONNX TensorRT consumes, and an engine where possible.
+
+One ONNX per precision (see :mod:`pncd.targets.tensorrt` for why one file serves both weakly
+and strongly typed networks): FP32 as exported, FP16 converted with FP32 input/output, INT8 as
+a QDQ graph with symmetric signed INT8 activations and weights (TensorRT's explicit
+quantization), calibrated on training images. ``--target tensorrt`` also builds
+``model.engine`` when ``tensorrt`` is importable (an NVIDIA machine); ``--target jetson`` never
+does: an engine only runs on the TensorRT version and GPU that built it, so the bench stage
+builds it on the device. The manifest records the build plan for the installed TensorRT and for
+the JetPack releases in REFERENCE.md, so the device side can be checked against it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pncd.export.calibration import ImageSet
+from pncd.export.ort_export import quantize_int8, to_fp16
+from pncd.targets.tensorrt import ONNX_FOR_PRECISION, build_engine, trt_build_plan
+
+KNOWN_RELEASES = {"10.3": "JetPack 6.x", "10.16": "JetPack 7.2"}
+ENGINE = "model.engine"
+
+
+def tensorrt_available() -> bool:
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def write_onnx(fp32_onnx: Path, out_dir: Path, precision: str, input_name: str,
+               calib: ImageSet | None, method: str) -> tuple[str, dict[str, Any]]:
+    """Write the precision's ONNX into ``out_dir``; returns (file name, conversion options)."""
+    name = ONNX_FOR_PRECISION[precision]
+    dst = out_dir / name
+    if precision == "fp32":
+        shutil.copyfile(fp32_onnx, dst)
+        return name, {"onnx": "as exported"}
+    if precision == "fp16":
+        return name, to_fp16(fp32_onnx, dst)
+    assert calib is not None, "INT8 needs calibration images"
+    return name, quantize_int8(fp32_onnx, dst, calib.images, input_name, method, symmetric=True)
+
+
+def plans(precision: str) -> dict[str, Any]:
+    """Build plans for the JetPack releases we know and the installed TensorRT (if any)."""
+    out: dict[str, Any] = {f"{v} ({what})": trt_build_plan(v, precision) for v, what in KNOWN_RELEASES.items()}
+    if tensorrt_available():
+        import tensorrt as trt
+
+        out[f"{trt.__version__} (installed)"] = trt_build_plan(trt.__version__, precision)
+    return out
+
+
+def maybe_build_engine(target: str, onnx_path: Path, out_dir: Path, precision: str) -> dict[str, Any]:
+    """Build ``model.engine`` for target tensorrt where TensorRT is importable; say why not otherwise."""
+    info: dict[str, Any] = {"plans": plans(precision), "engine": None, "built_with": None}
+    if target == "jetson":
+        info["engine_note"] = "built on the device by pncd bench (engines are tied to their TensorRT and GPU)"
+        return info
+    if not tensorrt_available():
+        info["engine_note"] = "tensorrt is not importable here; build the engine on the NVIDIA machine that runs it"
+        return info
+    import tensorrt as trt
+
+    build_engine(onnx_path, out_dir / ENGINE, precision)
+    info.update(engine=ENGINE, built_with=trt.__version__, engine_note=None)
+    return info

@@ -1,0 +1,32 @@
+"""PNCD distillation: the four losses (PMD, RMD, RD, PNSCD) and the engine that combines them.
+
+Each loss lives in its own module; the names below are imported lazily so that importing
+``pncd.distill`` stays cheap (the CLI imports packages on every invocation).
+
+- :class:`~pncd.distill.pmd.PMDLoss`     prediction maps, KL(p_t || p_s) at temperature T
+- :class:`~pncd.distill.rmd.RMDLoss`     importance (energy) maps of tap pairs
+- :class:`~pncd.distill.rd.RDLoss`       cosine affinities between class-region vectors
+- :class:`~pncd.distill.pnscd.PNSCDLoss` class-guided noise-contrastive loss with a memory
+- :func:`~pncd.distill.region.region_vectors` region vectors shared by RD and PNSCD
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "PMDLoss": "pncd.distill.pmd",
+    "RMDLoss": "pncd.distill.rmd",
+    "RDLoss": "pncd.distill.rd",
+    "PNSCDLoss": "pncd.distill.pnscd",
+    "region_vectors": "pncd.distill.region",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pncd.distill' has no attribute {name!r}")

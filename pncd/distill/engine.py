@@ -1,0 +1,282 @@
+"""``pncd distill``: train a student on ``Loss_seg + a*PMD + b1*RMD + b2*RD + b3*PNSCD``.
+
+The teacher is frozen (eval mode, ``torch.inference_mode``, no gradients) and its forward
+pass runs once per batch; its logits and tapped features feed every module. Features are
+taken by forward hooks keyed by module path (``pncd.models.FeatureTaps``), so a teacher the
+user wrote works too (``--teacher package.module:function --teacher-weights FILE``).
+
+Taps default to each network's declared ``low`` and ``high`` features (EMKD's choice); the
+``high`` pair (the last one) feeds PNSCD. The projection heads and the PNSCD memory live only
+here: the saved student is a plain ``pncd.models`` checkpoint.
+
+DDP: the PNSCD memory is kept identical on every rank by gathering the teacher embeddings
+and their labels from all ranks before each memory update; the heads' gradients are
+all-reduced like the student's.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+from torch import nn
+
+from pncd import checkpoint as ckpt
+from pncd.config import resolved_params
+from pncd.errors import PncdError
+from pncd.models import FeatureTaps
+from pncd.train import Trainer, common_training_options, options_from_params, prepare_out
+
+MODULES = ("pmd", "rmd", "rd", "pnscd")
+
+
+@dataclass
+class DistillOptions:
+    """The distillation part of a run's configuration (defaults: REFERENCE.md section 1)."""
+
+    modules: tuple[str, ...] = MODULES
+    w_pmd: float = 0.1
+    w_rmd: float = 0.9
+    w_rd: float = 0.9
+    w_pnscd: float = 0.9
+    temperature: float = 4.0
+    rmd_variant: str = "paper"
+    rd_p: int = 2
+    tau: float = 0.07
+    n_negatives: int = 4096
+    embed_dim: int = 128
+    taps: list[tuple[str, str]] = field(default_factory=list)
+
+    def weight(self, name: str) -> float:
+        return getattr(self, f"w_{name}") if name in self.modules else 0.0
+
+    def active(self) -> list[str]:
+        return [m for m in MODULES if self.weight(m) > 0]
+
+
+def load_teacher(teacher: str, weights: str | None, device: torch.device) -> tuple[nn.Module, dict | None]:
+    """A teacher from a pncd run directory, or ``package.module:function`` plus a weights file."""
+    path = Path(teacher)
+    if path.exists():
+        model, cfg = ckpt.load_model(path, "best", device)
+        return model, cfg
+    if ":" not in teacher:
+        raise PncdError(f"--teacher {teacher}: no such run directory, and not a 'package.module:function' factory")
+    mod_name, fn_name = teacher.split(":", 1)
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as e:
+        raise PncdError(f"--teacher {teacher}: cannot import the factory ({e})") from None
+    model = fn()
+    if not isinstance(model, nn.Module):
+        raise PncdError(f"--teacher {teacher}: the factory returned {type(model).__name__}, not a torch.nn.Module")
+    if not weights:
+        raise PncdError(f"--teacher {teacher} is a factory: pass its trained weights with --teacher-weights FILE")
+    if weights.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(weights)
+    else:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise PncdError(f"--teacher-weights {weights} does not fit {teacher}: {str(e).splitlines()[0]}") from None
+    return model.to(device).eval(), None
+
+
+def resolve_taps(student: nn.Module, teacher: nn.Module, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    if pairs:
+        return pairs
+    s_taps, t_taps = getattr(student, "taps", None), getattr(teacher, "taps", None)
+    if not s_taps or not t_taps:
+        raise PncdError("the teacher declares no taps; name feature pairs with --taps STUDENT_MODULE=TEACHER_MODULE (twice: low, high)")
+    return [(s_taps[k].module, t_taps[k].module) for k in ("low", "high")]
+
+
+class DistillTrainer(Trainer):
+    kind = "distill"
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, dopts: DistillOptions, teacher_source: dict, *args: Any, **kw: Any) -> None:
+        self.teacher, self.dopts, self.teacher_source = teacher, dopts, teacher_source
+        super().__init__(student, *args, **kw)
+
+    def setup(self) -> None:
+        from pncd.distill.pmd import PMDLoss
+        from pncd.distill.pnscd import PNSCDLoss
+        from pncd.distill.rd import RDLoss
+        from pncd.distill.rmd import RMDLoss
+        from pncd.runtime import all_gather_varlen
+
+        d = self.dopts
+        self.teacher = self.teacher.to(self.device).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.pairs = resolve_taps(self.raw_model, self.teacher, d.taps)
+        need_feats = any(d.weight(m) > 0 for m in ("rmd", "rd", "pnscd"))
+        self.s_hooks = FeatureTaps(self.raw_model, [s for s, _ in self.pairs]) if need_feats else None
+        self.t_hooks = FeatureTaps(self.teacher, [t for _, t in self.pairs]) if need_feats else None
+        s_ch, t_ch = self._probe_channels()
+        nc = self.data_spec.num_classes
+        self.losses = nn.ModuleDict()
+        if d.weight("pmd"):
+            self.losses["pmd"] = PMDLoss(temperature=d.temperature)
+        if d.weight("rmd"):
+            self.losses["rmd"] = RMDLoss(variant=d.rmd_variant)
+        if d.weight("rd"):
+            self.losses["rd"] = RDLoss(num_classes=nc, p=d.rd_p)
+        if d.weight("pnscd"):
+            self.losses["pnscd"] = PNSCDLoss(
+                s_channels=s_ch[-1], t_channels=t_ch[-1], num_classes=nc, dim=d.embed_dim, tau=d.tau,
+                n_negatives=d.n_negatives, n_data=self._count_region_samples(), gather_fn=all_gather_varlen,
+            )
+        self.losses.to(self.device)
+
+    def _probe_channels(self) -> tuple[list[int], list[int]]:
+        """Channels of every tapped feature, from one forward pass of each network."""
+        if self.s_hooks is None:
+            return [0], [0]
+        size = self.data_spec.size
+        x = torch.zeros(1, self.data_spec.channels, size, size, device=self.device)
+        was_training = self.raw_model.training
+        self.raw_model.eval()
+        with torch.inference_mode():
+            self.raw_model(x)
+            self.teacher(x)
+        self.raw_model.train(was_training)
+        s = [self.s_hooks[m].shape[1] for m, _ in self.pairs]
+        t = [self.t_hooks[m].shape[1] for _, m in self.pairs]
+        return s, t
+
+    def _count_region_samples(self) -> int:
+        """M of PNSCD: the number of (slice, class present) samples in the training set."""
+        masks = self.train_set.masks
+        return int(sum((masks == k).any(axis=(1, 2)).sum() for k in range(self.data_spec.num_classes)))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad] + list(self.losses.parameters())
+
+    def extra_state(self) -> dict[str, nn.Module]:
+        return {"losses": self.losses}
+
+    def after_backward(self) -> None:
+        if self.dist.enabled:
+            for p in self.losses.parameters():
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= self.dist.world
+
+    def compute_loss(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        d = self.dopts
+        with torch.inference_mode():
+            t_logits = self.teacher(images)
+        # inference tensors cannot join autograd: clone the few the losses read
+        t_logits = t_logits.clone()
+        t_feats = [self.t_hooks[t].clone() for _, t in self.pairs] if self.t_hooks else []
+        s_logits = self.model(images)
+        s_feats = [self.s_hooks[s] for s, _ in self.pairs] if self.s_hooks else []
+        parts = self.seg_loss(s_logits, masks)
+        out = {"loss_seg": parts["loss"], "seg_ce": parts["ce"], "seg_dice": parts["dice"]}
+        total = parts["loss"]
+        for name, fn in self.losses.items():
+            if name == "pmd":
+                value = fn(s_logits, t_logits)
+            elif name == "rmd":
+                value = fn(s_feats, t_feats)
+            elif name == "rd":
+                value = fn(s_feats, t_feats, masks)
+            else:
+                value = fn(s_feats[-1], t_feats[-1], masks)
+            out[name] = value
+            total = total + d.weight(name) * value
+        out["loss"] = total
+        return out
+
+    def config_extra(self) -> dict[str, Any]:
+        d = asdict(self.dopts)
+        d["taps"] = [list(p) for p in self.pairs]
+        d["active"] = self.dopts.active()
+        return {"distill": d, "teacher": self.teacher_source}
+
+
+def _parse_taps(values: tuple[str, ...]) -> list[tuple[str, str]]:
+    pairs = []
+    for v in values:
+        if "=" not in v:
+            raise PncdError(f"--taps {v!r}: write STUDENT_MODULE=TEACHER_MODULE")
+        s, t = v.split("=", 1)
+        pairs.append((s.strip(), t.strip()))
+    return pairs
+
+
+@click.command("distill")
+@common_training_options
+@click.option("--teacher", required=True, help="Teacher run directory, or package.module:function for your own network.")
+@click.option("--teacher-weights", type=click.Path(dir_okay=False, exists=True), default=None, help="Weights (.safetensors or .pt) for a factory teacher.")
+@click.option("--student", required=True, help="Student network: enet, mobilenetv2, resnet18 (any registered model).")
+@click.option("--modules", default=",".join(MODULES), show_default=True, help="Comma-separated subset of pmd,rmd,rd,pnscd (or 'none').")
+@click.option("--w-pmd", type=float, default=0.1, show_default=True, help="Weight a of PMD.")
+@click.option("--w-rmd", type=float, default=0.9, show_default=True, help="Weight b1 of RMD.")
+@click.option("--w-rd", type=float, default=0.9, show_default=True, help="Weight b2 of RD.")
+@click.option("--w-pnscd", type=float, default=0.9, show_default=True, help="Weight b3 of PNSCD.")
+@click.option("--temperature", type=float, default=4.0, show_default=True, help="PMD softmax temperature T.")
+@click.option("--rmd-variant", type=click.Choice(["paper", "emkd"]), default="paper", show_default=True)
+@click.option("--tau", type=float, default=0.07, show_default=True, help="PNSCD temperature.")
+@click.option("--n-negatives", type=int, default=4096, show_default=True, help="PNSCD negatives N (batch + memory).")
+@click.option("--taps", multiple=True, help="A feature pair STUDENT_MODULE=TEACHER_MODULE (repeat; last pair feeds PNSCD).")
+@click.pass_context
+def distill_command(ctx: click.Context, teacher: str, teacher_weights: str | None, student: str, modules: str, w_pmd: float, w_rmd: float,
+                    w_rd: float, w_pnscd: float, temperature: float, rmd_variant: str, tau: float, n_negatives: int, taps: tuple[str, ...],
+                    **p: Any) -> None:
+    """Distil a frozen teacher into a student with PNCD (PMD, RMD, RD, PNSCD).
+
+    Data options not given on the command line (data, size, channels, classes,
+    normalisation) are taken from the teacher run, so the student sees the same data.
+
+    \b
+    Examples:
+      pncd distill --teacher runs/dcsaunet --student enet --out runs/enet-pncd --epochs 20
+      pncd distill --teacher runs/dcsaunet --student enet --modules pnscd --out runs/enet-pnscd
+      pncd distill --teacher mypkg.nets:build --teacher-weights t.safetensors \\
+          --taps encoder1=stem --taps encoder3=layer3 --student resnet18 --data DIR --out runs/r18
+    """
+    from pncd import models
+    from pncd.runtime import resolve_device, shutdown_distributed
+
+    params = resolved_params(ctx)
+    mods = tuple(m.strip() for m in modules.split(",") if m.strip() and m.strip() != "none")
+    bad = [m for m in mods if m not in MODULES]
+    if bad:
+        raise PncdError(f"--modules: unknown {bad}; valid: {', '.join(MODULES)}")
+    t_model, t_cfg = load_teacher(teacher, teacher_weights, resolve_device(p["device"]))
+    if t_cfg is not None:
+        src = click.core.ParameterSource
+        for key in ("data", "size", "normalization", "num_classes", "split_seed"):
+            if ctx.get_parameter_source(key) in (src.DEFAULT, None) and key in _TEACHER_DATA_KEYS:
+                p[key] = t_cfg["data"][_TEACHER_DATA_KEYS[key]]
+        if ctx.get_parameter_source("channels") in (src.DEFAULT, None):
+            p["channels"] = str(t_cfg["data"]["channels"])
+    spec, opts = options_from_params(p)
+    if t_cfg is not None:
+        for key in ("channels", "num_classes"):
+            if t_cfg["data"][key] != getattr(spec, key):
+                raise PncdError(f"--teacher {teacher} was trained with {key}={t_cfg['data'][key]}, not {getattr(spec, key)}")
+    dopts = DistillOptions(modules=mods, w_pmd=w_pmd, w_rmd=w_rmd, w_rd=w_rd, w_pnscd=w_pnscd, temperature=temperature,
+                           rmd_variant=rmd_variant, tau=tau, n_negatives=n_negatives, taps=_parse_taps(taps))
+    out = prepare_out(p["out"], p["resume"], p["force"])
+    s_model = models.create(student, in_channels=spec.channels, num_classes=spec.num_classes)
+    source = {"teacher": str(teacher), "weights": teacher_weights, "model": (t_cfg or {}).get("model", {}).get("name")}
+    try:
+        DistillTrainer(s_model, t_model, dopts, source, spec, opts, out, resume=p["resume"], command_params=params).fit()
+    finally:
+        shutdown_distributed()
+    click.echo(f"student written to {out}")
+
+
+_TEACHER_DATA_KEYS = {"data": "root", "size": "size", "normalization": "normalization", "num_classes": "num_classes", "split_seed": "split_seed"}

@@ -1,0 +1,223 @@
+"""Positive-Negative Sample Contrastive Distillation (PNSCD, PNCD eq. 8).
+
+Samples are class regions, not whole images. For each image b and class k present (in both
+networks' masks at the high tap's size), the region vectors (eq. 5) are projected by a head
+``Linear(c, dim)`` per network and L2-normalised: ``g_s(b,k)``, ``g_t(b,k)``.
+
+For a student anchor ``g_s(b,k)``:
+
+- positives: teacher embeddings of the same class k, from this batch (including the same
+  image's own teacher region) and from a per-class FIFO memory of past teacher embeddings;
+- negatives: teacher embeddings of the other classes, batch first, then memory from newest to
+  oldest (classes interleaved by age), at most N (``n_negatives``).
+
+With ``s = g_s . g_t / tau`` and ``h = e^s / (e^s + N/M)`` (N = the negatives this anchor
+actually used, M = ``n_data``, the number of class-region samples in the training set)::
+
+    L = -(1/k_p) * sum over positives [ log h(pos) + sum over negatives log(1 - h(neg)) ]
+      = -(mean over positives of log h(pos)) - sum over negatives of log(1 - h(neg))
+
+computed in log space, ``log h = s - logaddexp(s, log(N/M))`` and
+``log(1-h) = log(N/M) - logaddexp(s, log(N/M))``, then averaged over anchors. Anchors without a
+negative (a batch, and memory, with one class only) add nothing; if no anchor is left the loss is
+a zero still connected to the heads and student features.
+
+This is CRD's noise-contrastive form (Tian et al., ICLR 2020) with its instance pairs replaced
+by class-guided pairs. Departures from CRD: h has no normalisation constant Z (REFERENCE.md's
+reading of eq. 8), so the negative sum starts of the order of N (about N log 2 when N ~ M) with random heads and falls as
+classes separate; the memory holds teacher embeddings only (no student memory, the student side
+is always the anchor). As in CRD, the teacher head trains: gradients reach it through this
+batch's teacher embeddings; memory entries are detached.
+
+Memory: registered buffers (they follow ``.to(device)`` and the state dict), updated in training
+mode only, AFTER the loss is computed, with this batch's teacher embeddings. Updates never
+synchronise with the host; they write a new memory tensor (out of place, one copy of K*Q*dim
+floats) because the loss just computed keeps the old one for its backward pass, so several
+forwards before one backward (gradient accumulation) work. For data-parallel training set
+``gather_fn`` to a function that concatenates a tensor over ranks (e.g. an ``all_gather``
+wrapper): the update then sees every rank's embeddings in the same order, so all ranks keep
+identical memories and the loss on each rank contrasts against the same negatives. The gathered tensors have a fixed shape
+(B*K, dim) and (B*K,) (absent classes padded with label -1), so an equal batch size per rank is
+all ``all_gather`` needs. The heads and memory are dropped after training.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pncd.distill.region import class_masks, region_vectors_from_masks
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+class PNSCDLoss(nn.Module):
+    """Class-guided noise-contrastive distillation on high-tap region embeddings."""
+
+    def __init__(
+        self,
+        s_channels: int,
+        t_channels: int,
+        num_classes: int,
+        *,
+        n_data: int,
+        dim: int = 128,
+        tau: float = 0.07,
+        n_negatives: int = 4096,
+        memory_per_class: int | None = None,
+        gather_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"PNSCD needs at least 2 classes, got {num_classes}")
+        if n_data < 1:
+            raise ValueError(f"n_data (class-region samples in the training set) must be positive, got {n_data}")
+        if tau <= 0 or n_negatives < 1:
+            raise ValueError(f"tau and n_negatives must be positive, got {tau} and {n_negatives}")
+        self.num_classes = int(num_classes)
+        self.n_data = int(n_data)
+        self.tau = float(tau)
+        self.n_negatives = int(n_negatives)
+        # By default the other classes' memories together can supply N negatives.
+        q = memory_per_class or math.ceil(n_negatives / (num_classes - 1))
+        if q < 1:
+            raise ValueError(f"memory_per_class must be positive, got {memory_per_class}")
+        self.memory_per_class = int(q)
+        self.embed_s = nn.Linear(s_channels, dim)
+        self.embed_t = nn.Linear(t_channels, dim)
+        # Slot q of each class (the extra one) is scratch: writes that must not land anywhere
+        # go there, which keeps the update free of data-dependent shapes (no host sync).
+        self.register_buffer("memory", torch.zeros(num_classes, q + 1, dim))
+        self.register_buffer("mem_ptr", torch.zeros(num_classes, dtype=torch.long))
+        self.register_buffer("mem_count", torch.zeros(num_classes, dtype=torch.long))
+        self.gather_fn: Callable[[torch.Tensor], torch.Tensor] = gather_fn or _identity
+
+    # -- memory -----------------------------------------------------------------------------------------
+    def memory_view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Memory as candidates, newest first, classes interleaved by age.
+
+        Returns embeddings (Q*K, dim), valid (Q*K,) bool and class (Q*K,) long.
+        """
+        k, q = self.num_classes, self.memory_per_class
+        dev = self.memory.device
+        age = torch.arange(q, device=dev)[:, None]  # (Q, 1)
+        cls = torch.arange(k, device=dev)[None, :].expand(q, k)  # (Q, K): age-major order
+        slot = (self.mem_ptr[None, :] - 1 - age) % q  # slot holding the age-th newest entry
+        rows = (cls * (q + 1) + slot).reshape(-1)
+        emb = self.memory.view(-1, self.memory.shape[-1]).index_select(0, rows)
+        valid = (age < self.mem_count[None, :]).reshape(-1)
+        return emb, valid, cls.reshape(-1)
+
+    @torch.no_grad()
+    def enqueue(self, emb: torch.Tensor, labels: torch.Tensor) -> None:
+        """Push embeddings (n, dim) with class labels (n,) (-1 = skip) into the per-class FIFOs."""
+        k, q = self.num_classes, self.memory_per_class
+        emb = emb.detach().to(self.memory.dtype)
+        valid = labels >= 0
+        lab = labels.clamp_min(0).long()
+        onehot = F.one_hot(lab, k) * valid[:, None]  # (n, K)
+        n_k = onehot.sum(dim=0)  # new entries per class
+        rank = (onehot.cumsum(dim=0) - onehot).gather(1, lab[:, None])[:, 0]  # order within class
+        keep = valid & (rank >= n_k[lab] - q)  # a class with more than Q new entries keeps its last Q
+        slot = torch.where(keep, (self.mem_ptr[lab] + rank) % q, torch.full_like(rank, q))
+        # Out of place: the loss just computed saved the old memory for its backward pass.
+        flat = self.memory.view(-1, self.memory.shape[-1])
+        self.memory = flat.index_copy(0, lab * (q + 1) + slot, emb).view_as(self.memory)
+        self.mem_ptr = (self.mem_ptr + n_k) % q
+        self.mem_count = (self.mem_count + n_k).clamp_max(q)
+
+    def reset_memory(self) -> None:
+        self.memory = torch.zeros_like(self.memory)
+        self.mem_ptr = torch.zeros_like(self.mem_ptr)
+        self.mem_count = torch.zeros_like(self.mem_count)
+
+    def _masks(self, valid: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positive and negative masks (anchors, batch + memory slots) for anchors of class ``cls``.
+
+        Candidates are this batch's samples, then the memory's raw slots (K * (Q+1), scratch slots
+        never valid). The N negatives kept are the first in the order "batch, then memory newest
+        first with classes interleaved by age"; a memory entry's place in that order is computed
+        in closed form, so the memory is neither copied nor sorted.
+        """
+        k, q, n = self.num_classes, self.memory_per_class, self.n_negatives
+        dev = cls.device
+        # Batch part (B*K candidates).
+        same_b = cls[:, None] == cls[None, :]
+        pos_b = same_b & valid[None]
+        neg_b = ~same_b & valid[None]
+        neg_b = neg_b & (neg_b.cumsum(dim=1) <= n)
+        # Memory part, per anchor class first: (K, K*(Q+1)).
+        slot_cls = torch.arange(k, device=dev).repeat_interleave(q + 1)
+        slot = torch.arange(q + 1, device=dev).repeat(k)
+        age = (self.mem_ptr[slot_cls] - 1 - slot) % q
+        mem_valid = (slot < q) & (age < self.mem_count[slot_cls])
+        # Entries of class c' that come before (age a, class c) in age-major order:
+        # min(count[c'], a + [c' < c]); summed over the classes c' other than the anchor's.
+        before = torch.minimum(
+            self.mem_count[:, None], age[None, :] + (torch.arange(k, device=dev)[:, None] < slot_cls[None, :])
+        )  # (K c', slots)
+        rank = before.sum(dim=0, keepdim=True) - before  # (K anchor class, slots)
+        other = torch.arange(k, device=dev)[:, None] != slot_cls[None, :]
+        n_valid = torch.zeros(k, dtype=torch.long, device=dev).scatter_add_(0, cls, valid.long())
+        budget = n - (n_valid.sum() - n_valid)  # what the batch's negatives leave for the memory
+        neg_m = mem_valid[None] & other & (rank < budget[:, None])
+        pos_m = mem_valid[None] & ~other
+        pos = torch.cat([pos_b, pos_m[cls]], dim=1)
+        neg = torch.cat([neg_b, neg_m[cls]], dim=1)
+        return pos, neg
+
+    # -- loss -------------------------------------------------------------------------------------------
+    def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Loss for high-tap features (B, Cs, h, w), (B, Ct, h', w') and labels (B, H, W)."""
+        k = self.num_classes
+        if student_feat.ndim != 4 or teacher_feat.ndim != 4 or labels.ndim != 3:
+            raise ValueError(
+                f"expected features (B, C, h, w) and labels (B, H, W), got {tuple(student_feat.shape)}, "
+                f"{tuple(teacher_feat.shape)} and {tuple(labels.shape)}"
+            )
+        if not student_feat.shape[0] == teacher_feat.shape[0] == labels.shape[0]:
+            raise ValueError(
+                f"batch sizes differ: {student_feat.shape[0]}, {teacher_feat.shape[0]}, {labels.shape[0]}"
+            )
+        if student_feat.shape[1] != self.embed_s.in_features or teacher_feat.shape[1] != self.embed_t.in_features:
+            raise ValueError(
+                f"PNSCD heads expect {self.embed_s.in_features} student and {self.embed_t.in_features} "
+                f"teacher channels, got {student_feat.shape[1]} and {teacher_feat.shape[1]}"
+            )
+        with torch.autocast(device_type=labels.device.type, enabled=False):
+            masks_s = class_masks(labels, student_feat.shape[-2:], k)
+            same_size = teacher_feat.shape[-2:] == student_feat.shape[-2:]
+            masks_t = masks_s if same_size else class_masks(labels, teacher_feat.shape[-2:], k)
+            vs, ps = region_vectors_from_masks(student_feat, masks_s)
+            vt, pt = region_vectors_from_masks(teacher_feat.detach(), masks_t)
+            b = vs.shape[0]
+            valid = (ps & pt).reshape(-1)  # (B*K,), sample order: image-major, then class
+            cls = torch.arange(k, device=labels.device).repeat(b)
+            g_s = F.normalize(self.embed_s(vs.reshape(b * k, -1)), dim=1)
+            g_t = F.normalize(self.embed_t(vt.reshape(b * k, -1)), dim=1)
+
+            pos, neg = self._masks(valid, cls)
+            mem = self.memory.view(-1, self.memory.shape[-1])  # raw ring buffers, no copy
+            # Scores against the batch and the (constant) memory separately: no gradient is
+            # computed for the memory's thousands of rows.
+            s = torch.cat([g_s @ g_t.t(), g_s @ mem.t()], dim=1) / self.tau  # (B*K, candidates)
+            n_pos = pos.sum(dim=1)
+            n_neg = neg.sum(dim=1)
+            log_nm = torch.log(n_neg.clamp_min(1).float() / self.n_data)[:, None]
+            lse = torch.logaddexp(s, log_nm)
+            zero = torch.zeros_like(s)
+            pos_term = torch.where(pos, s - lse, zero).sum(dim=1) / n_pos.clamp_min(1)
+            neg_term = torch.where(neg, log_nm - lse, zero).sum(dim=1)
+            use = valid & (n_pos > 0) & (n_neg > 0)
+            per_anchor = -(pos_term + neg_term)
+            loss = torch.where(use, per_anchor, torch.zeros_like(per_anchor)).sum() / use.sum().clamp_min(1)
+
+        if self.training:
+            self.enqueue(self.gather_fn(g_t.detach() * valid[:, None]), self.gather_fn(torch.where(valid, cls, -1)))
+        return loss

@@ -1,0 +1,47 @@
+"""Overlays a person can read: image in gray, ground truth in green, prediction in red."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pncd.io import atomic_path
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """(C,H,W) or (H,W) float image -> (H,W) uint8, stretched to its 1st-99th percentile."""
+    img = image[0] if image.ndim == 3 else image
+    lo, hi = np.percentile(img, [1, 99])
+    return (np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def _edges(mask: np.ndarray) -> np.ndarray:
+    m = mask.astype(bool)
+    inner = m.copy()
+    inner[1:, :] &= m[:-1, :]
+    inner[:-1, :] &= m[1:, :]
+    inner[:, 1:] &= m[:, :-1]
+    inner[:, :-1] &= m[:, 1:]
+    return m & ~inner
+
+
+def overlay(image: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """RGB uint8 panel: [image | image + GT outline (green) | image + prediction outline (red)]."""
+    g = to_uint8(image)
+    base = np.stack([g, g, g], axis=-1)
+    with_gt, with_pred = base.copy(), base.copy()
+    with_gt[_edges(gt > 0)] = (0, 255, 0)
+    with_pred[_edges(pred > 0)] = (255, 0, 0)
+    sep = np.full((g.shape[0], 2, 3), 255, np.uint8)
+    return np.concatenate([base, sep, with_gt, sep, with_pred], axis=1)
+
+
+def save_png(path: str | Path, rgb: np.ndarray, scale: int = 1) -> None:
+    from PIL import Image
+
+    im = Image.fromarray(rgb)
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")

@@ -1,0 +1,95 @@
+"""ONNX Runtime runner: one ``InferenceSession`` over an ONNX file (FP32, FP16 or INT8 QDQ).
+
+``onnxruntime`` is imported when the runner is activated, so pncd imports without it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pncd.errors import PncdError
+from pncd.targets.base import Runner, require
+
+
+class OnnxRuntimeRunner(Runner):
+    """Run an ONNX file on ONNX Runtime.
+
+    ``providers``: execution providers in priority order (default CPU only);
+    ``threads``: intra-op threads (default: ONNX Runtime's choice, one per physical core).
+    Graph optimisations are fully enabled, as a deployment would run them.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.providers = list(providers or ["CPUExecutionProvider"])
+        self.threads = threads
+        self.session = None
+        self._outputs: list[str] = []
+
+    def _activate(self) -> None:
+        ort = require("onnxruntime", "onnxruntime", "the onnxruntime target")
+        if not self.path.is_file():
+            raise PncdError(f"{self.path}: ONNX file not found")
+        available = ort.get_available_providers()
+        missing = [p for p in self.providers if p not in available]
+        if missing:
+            raise PncdError(
+                f"ONNX Runtime here lacks {missing} (available: {available}); install the matching "
+                "onnxruntime package (e.g. onnxruntime-gpu for CUDA) or run on the CPU"
+            )
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3  # errors only: the runner's caller reports what matters
+        if self.threads:
+            so.intra_op_num_threads = int(self.threads)
+            so.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=self.providers)
+        except Exception as e:  # ORT raises its own Fail/InvalidGraph types
+            raise PncdError(f"{self.path}: ONNX Runtime could not load it ({str(e).splitlines()[0][:300]})") from None
+        self._outputs = [o.name for o in self.session.get_outputs()]
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.session.run(self._outputs, feed)
+        return dict(zip(self._outputs, outs))
+
+    def _deactivate(self) -> None:
+        self.session = None
+
+    def input_names(self) -> list[str]:
+        return list(self.input_metadata())
+
+    def input_metadata(self) -> dict[str, dict[str, Any]]:
+        """``{name: {"shape": [...], "dtype": ...}}``; a dynamic dimension is its name (e.g. "batch")."""
+        if self.session is not None:
+            return {i.name: {"shape": list(i.shape), "dtype": i.type} for i in self.session.get_inputs()}
+        import onnx
+
+        m = onnx.load(str(self.path), load_external_data=False)
+        inits = {t.name for t in m.graph.initializer}
+        out = {}
+        for i in m.graph.input:
+            if i.name in inits:
+                continue
+            dims = [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+            out[i.name] = {"shape": dims, "dtype": onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type).name}
+        return out
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        import importlib.metadata as md
+
+        try:
+            version = md.version("onnxruntime")
+        except md.PackageNotFoundError:  # e.g. onnxruntime-gpu
+            version = getattr(__import__("onnxruntime"), "__version__", None)
+        used = self.session.get_providers() if self.session is not None else self.providers
+        return {"runner": type(self).__name__, "runtime": "onnxruntime", "version": version, "file": self.path.name,
+                "providers": used, "threads": self.threads, "graph_optimization": "ORT_ENABLE_ALL"}

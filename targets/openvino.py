@@ -1,0 +1,147 @@
+"""OpenVINO runner: a compiled IR (``model.xml`` + ``model.bin``) on an OpenVINO device.
+
+``openvino`` is imported when the runner is activated. On CPUs with BF16 support the CPU plugin
+computes in bf16 unless told otherwise, so FP32 artifacts are run with
+``INFERENCE_PRECISION_HINT = "f32"`` (REFERENCE.md section 5); ``settings["inference_precision"]``
+reports what the plugin actually uses.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pncd.errors import PncdError
+from pncd.targets.base import Runner, require
+
+
+class OpenVinoRunner(Runner):
+    """Run an OpenVINO IR with one synchronous infer request (latency mode).
+
+    ``precision_hint``: "f32" for FP32 artifacts, None to leave the plugin's default;
+    ``threads``: ``INFERENCE_NUM_THREADS`` (default: the plugin's choice).
+    :meth:`throughput` measures images per second with ``ov.AsyncInferQueue``.
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        xml_path: str | os.PathLike,
+        device: str = "CPU",
+        precision_hint: str | None = None,
+        threads: int | None = None,
+        performance_hint: str = "LATENCY",
+    ) -> None:
+        super().__init__()
+        self.path = Path(xml_path)
+        self.device = device
+        self.precision_hint = precision_hint
+        self.threads = threads
+        self.performance_hint = performance_hint
+        self.compiled = None
+        self._request = None
+        self._core = None
+
+    def config(self, performance_hint: str | None = None) -> dict[str, Any]:
+        """The compile-time properties this runner passes to OpenVINO."""
+        cfg: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint or self.performance_hint}
+        if self.precision_hint:
+            cfg["INFERENCE_PRECISION_HINT"] = self.precision_hint
+        if self.threads:
+            cfg["INFERENCE_NUM_THREADS"] = int(self.threads)
+        return cfg
+
+    def _compile(self, performance_hint: str | None = None):
+        ov = require("openvino", "openvino", "the openvino target")
+        if not self.path.is_file():
+            raise PncdError(f"{self.path}: OpenVINO IR not found")
+        if self._core is None:
+            self._core = ov.Core()
+        base = self.device.split(".")[0].split(":")[0]
+        available = self._core.available_devices
+        if base not in ("AUTO", "HETERO", "MULTI") and not any(d.split(".")[0] == base for d in available):
+            raise PncdError(f"OpenVINO device {self.device!r} is not available here (available: {available})")
+        try:
+            return self._core.compile_model(str(self.path), self.device, self.config(performance_hint))
+        except RuntimeError as e:
+            raise PncdError(f"{self.path}: OpenVINO could not compile it for {self.device} "
+                            f"({str(e).strip().splitlines()[0][:300]})") from None
+
+    def _activate(self) -> None:
+        self.compiled = self._compile()
+        self._request = self.compiled.create_infer_request()
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        res = self._request.infer(feed)
+        # The request reuses its output tensors: copy before the next call overwrites them.
+        return {_name(o, i): np.array(res[o], copy=True) for i, o in enumerate(self.compiled.outputs)}
+
+    def _deactivate(self) -> None:
+        self._request = None
+        self.compiled = None
+
+    def input_names(self) -> list[str]:
+        if self.compiled is not None:
+            return [_name(p, i) for i, p in enumerate(self.compiled.inputs)]
+        ov = require("openvino", "openvino", "the openvino target")
+        model = ov.Core().read_model(str(self.path))
+        return [_name(p, i) for i, p in enumerate(model.inputs)]
+
+    def inference_precision(self) -> str | None:
+        """The precision the plugin computes in (e.g. "f32", "bf16"), once active."""
+        if self.compiled is None:
+            return None
+        try:
+            return str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        except RuntimeError:  # devices without the property
+            return None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        import importlib.metadata as md
+
+        try:
+            version = md.version("openvino")
+        except md.PackageNotFoundError:
+            version = None
+        return {"runner": type(self).__name__, "runtime": "openvino", "version": version, "file": self.path.name,
+                "device": self.device, "config": self.config(), "inference_precision": self.inference_precision()}
+
+    def throughput(self, feed: dict[str, np.ndarray], iterations: int = 100, jobs: int = 0,
+                   warmup: int | None = None) -> dict[str, Any]:
+        """Images per second with ``ov.AsyncInferQueue`` (the model compiled in THROUGHPUT mode).
+
+        ``jobs`` = parallel infer requests (0: the device's optimal number). Every request gets
+        the same ``feed``; the batch size is that of ``feed``.
+        """
+        ov = require("openvino", "openvino", "the openvino target")
+        compiled = self._compile("THROUGHPUT")
+        queue = ov.AsyncInferQueue(compiled, int(jobs))
+        n_jobs = len(queue)
+        for _ in range(n_jobs if warmup is None else warmup):
+            queue.start_async(feed)
+        queue.wait_all()
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            queue.start_async(feed)
+        queue.wait_all()
+        seconds = time.perf_counter() - t0
+        batch = int(next(iter(feed.values())).shape[0])
+        try:
+            streams = int(compiled.get_property("NUM_STREAMS"))
+        except (RuntimeError, TypeError, ValueError):
+            streams = None
+        return {"images_per_s": iterations * batch / seconds, "iterations": iterations, "batch": batch,
+                "jobs": n_jobs, "streams": streams, "seconds": seconds, "device": self.device}
+
+
+def _name(port: Any, index: int) -> str:
+    try:
+        return port.get_any_name()
+    except RuntimeError:  # an unnamed port
+        return f"output{index}"

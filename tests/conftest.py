@@ -1,0 +1,41 @@
+"""Shared fixtures for the whole test suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic data set (8 cases x 6 slices at 64 x 64, seed 0), generated once per session.
+
+    Layout: ``images/*.nii.gz``, ``labels/*.nii.gz``, ``splits.json`` (6 train, 1 val, 1 test
+    cases). Treat it as read-only: other tests share it.
+    """
+    from pncd.data.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("synthetic") / "data", n_cases=8, n_slices=6, size=64, seed=0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Keep the built-in synthetic default (written on first use) inside the test session, and
+    run torch single-threaded: on a shared 2-core machine small ops are far slower with 2."""
+    import os
+
+    import torch
+
+    old = {k: os.environ.get(k) for k in ("PNCD_CACHE", "OMP_NUM_THREADS")}
+    os.environ["PNCD_CACHE"] = str(tmp_path_factory.mktemp("pncd-cache"))
+    os.environ["OMP_NUM_THREADS"] = "1"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -1,0 +1,20 @@
+"""Test helpers: run the real CLI in a subprocess (exit codes, crashes, torchrun)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 300, cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "pncd.cli", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=cwd)
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+    """The one-line error the CLI printed (the last non-empty stderr line)."""
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
