@@ -253,7 +253,7 @@ def run_bench(
                 splits[key] = load_split(spec, split)
             return key, splits[key]
 
-        def local_entry(kind: str, make_runner: Callable[[], Any], input_name: str, output_name: str | None,
+        def local_entry(make_runner: Callable[[], Any], input_name: str, output_name: str | None,
                         ss: Any, desc: str) -> tuple[dict, np.ndarray, dict]:
             runner, m = lat.measure(make_runner, input_name, output_name, ss.images, lat_opts)
             try:
@@ -279,13 +279,13 @@ def run_bench(
             run_name = a["source_run"].name
             ref_id = None
             if reference:
-                rkey = str(a["source_run"])
+                rkey = f"{a['source_run']}|{key}"  # one reference per run and preprocessing
                 if rkey not in refs:
                     ref_device = "cpu" if device == "jetson" else device
                     rid = _unique(_slug(f"{run_name}-torch-fp32"), taken)
                     log(f"[{rid}] torch reference on {ref_device}")
                     fields, preds, rs = local_entry(
-                        "reference", lambda a=a, d=ref_device: _torch_runner(a, d, threads),
+                        lambda a=a, d=ref_device: _torch_runner(a, d, threads),
                         a["input_name"], a["output_name"], ss, f"{rid}")
                     summary, cases = score(preds, ss.masks, ss.case_ids, num_classes)
                     entries.append({
@@ -334,7 +334,7 @@ def run_bench(
                 log(f"[{aid}] {a['target']} {a['precision']} on {device}")
                 if _local_runtime(a, device):
                     log(f"[{aid}] TensorRT needs an NVIDIA GPU: running its ONNX on ONNX Runtime (cpu)")
-                fields, preds, rs = local_entry("artifact", lambda a=a: _load_runner(a, device, threads),
+                fields, preds, rs = local_entry(lambda a=a: _load_runner(a, device, threads),
                                                 a["input_name"], a["output_name"], ss, aid)
                 settings[aid] = rs
                 extra = {"backend": _local_runtime(a, device) or a["runtime"],
@@ -370,7 +370,8 @@ def run_bench(
                 for i in worst_slices(a_p, r_p, overlays):
                     name = f"overlays/{e['id']}__{_slug(ss.case_ids[i])}_s{ss.slice_index[i]}.png"
                     (tmp / "overlays").mkdir(exist_ok=True)
-                    save_png(tmp / name, rep.disagreement_panel(ss.images[i], ss.masks[i], r_p[i], a_p[i]), scale=2)
+                    scale = max(1, 256 // max(ss.masks.shape[1:]))  # small inputs are enlarged to be readable
+                    save_png(tmp / name, rep.disagreement_panel(ss.images[i], ss.masks[i], r_p[i], a_p[i]), scale=scale)
                     files["overlays"].append(name)
         first = next(iter(splits.values()))
         from pncd import __version__

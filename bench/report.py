@@ -109,6 +109,14 @@ def render_markdown(report: dict[str, Any]) -> str:
              for e in entries],
         ),
     ]
+    dev = report.get("device_machine")
+    if dev:
+        parts.insert(2, "## Device (Jetson runner)\n\n" + _table(["what", "value"], [[k, _f(v)] for k, v in dev.items()]))
+    settings = report.get("settings") or {}
+    if settings:
+        parts.append("## Runtime settings\n\n" + _table(["entry", "settings"], [
+            [eid, ", ".join(f"{k}={_f(v)}" for k, v in s.items() if not isinstance(v, (dict, list)))]
+            for eid, s in settings.items()]))
     arts = [e for e in entries if e["kind"] == "artifact"]
     if arts:
         parts.append(
@@ -178,6 +186,7 @@ def plot_latency_dice(entries: list[dict[str, Any]], path: Path) -> bool:
     lat = [e["latency_ms_median"] for e in pts]
     if min(lat) > 0 and max(lat) / min(lat) > 20:
         ax.set_xscale("log")
+    ax.margins(x=0.25, y=0.12)  # room for the labels of the outermost points
     ax.set_xlabel("median latency, batch 1 (ms)")
     ax.set_ylabel("mean Dice per case")
     ax.grid(True, alpha=0.3)

@@ -69,7 +69,7 @@ def worst_slices(preds: np.ndarray, sliceset: Any, n: int) -> list[int]:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.pass_context
-def eval_command(ctx: click.Context, run: str, data: str | None, split: str, which: str, out: str | None, overlays: int, device: str, force: bool) -> None:
+def eval_command(ctx: click.Context, config: str | None, run: str, data: str | None, split: str, which: str, out: str | None, overlays: int, device: str, force: bool) -> None:
     """Evaluate a run on a split: metrics.json (per case and summary) and overlay PNGs.
 
     \b

@@ -348,12 +348,21 @@ def prepare_out(out: str, resume: bool, force: bool) -> Path:
     return path
 
 
+def check_size(model: nn.Module, size: int) -> None:
+    multiple = getattr(model, "size_multiple", 16)
+    if size % multiple:
+        name = model.pncd_spec["name"]
+        raise PncdError(f"--size {size} does not suit {name}: use a multiple of {multiple} (e.g. {max(multiple, size // multiple * multiple)})")
+
+
 def options_from_params(p: dict[str, Any]) -> tuple[Any, TrainOptions]:
     from pncd.data import DataSpec
 
     if p["size"] % 16:
         raise PncdError(f"--size {p['size']} is not divisible by 16")
-    spec = DataSpec(root=p["data"], size=p["size"], channels=int(p["channels"]), num_classes=p["num_classes"],
+    # an absolute root, so later stages find the data from any working directory
+    root = str(Path(p["data"]).resolve()) if p["data"] else None
+    spec = DataSpec(root=root, size=p["size"], channels=int(p["channels"]), num_classes=p["num_classes"],
                     normalization=p["normalization"], split_seed=p["split_seed"])
     opts = TrainOptions(epochs=p["epochs"], batch=p["batch"], lr=p["lr"], min_lr=p["min_lr"], weight_decay=p["weight_decay"],
                         seed=p["seed"], workers=p["workers"], device=p["device"], amp=p["amp"], rotation=p["rotation"],
@@ -385,8 +394,10 @@ def train_command(ctx: click.Context, model_name: str, pretrained: str | None, *
     spec, opts = options_from_params(p)
     out = prepare_out(p["out"], p["resume"], p["force"])
     kw = {"pretrained": pretrained} if pretrained else {}
+    seed_everything(opts.seed)  # the initial weights depend on the seed too
     model = models.create(model_name, in_channels=spec.channels, num_classes=spec.num_classes, **kw)
     model.pncd_spec.pop("pretrained", None)  # the weights are in the run; later stages need no file
+    check_size(model, spec.size)
     try:
         Trainer(model, spec, opts, out, resume=p["resume"], command_params=params).fit()
     finally:

@@ -354,6 +354,15 @@ class TrtBackend:
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
         self.input_name, self.output_name = inputs[0], outputs[0]
+        # The engine knows its batch range (also when it came from the cache): static or profile max.
+        shape = tuple(self.engine.get_tensor_shape(self.input_name))
+        if shape and shape[0] != -1:
+            self.max_batch = int(shape[0])
+        else:
+            try:
+                self.max_batch = int(self.engine.get_tensor_profile_shape(self.input_name, 0)[2][0])
+            except Exception:
+                pass
         self.stream = self.cuda.stream()
         self.events = [self.cuda.event(), self.cuda.event()]
         self.buffers = {}
@@ -421,7 +430,8 @@ class TrtBackend:
 
         trt, cuda, ctx = self.trt, self.cuda, self.context
         x = np.ascontiguousarray(x, dtype=trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
-        ctx.set_input_shape(self.input_name, tuple(x.shape))
+        if ctx.set_input_shape(self.input_name, tuple(x.shape)) is False:
+            raise RunnerError(f"the engine does not take input shape {tuple(x.shape)} (batch 1..{self.max_batch})")
         out_shape = tuple(ctx.get_tensor_shape(self.output_name))
         out = np.empty(out_shape, dtype=trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
         d_in = self._buffer(self.input_name, x.nbytes)

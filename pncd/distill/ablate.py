@@ -63,7 +63,7 @@ def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
 @click.option("--epochs", type=int, default=20, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--distill-args", default="", help="Extra options passed to every `pncd distill` (quoted string).")
-def ablate_command(teacher: str, student: str, out: str, grid_kind: str, split: str, epochs: int, seed: int, distill_args: str) -> None:
+def ablate_command(config: str | None, teacher: str, student: str, out: str, grid_kind: str, split: str, epochs: int, seed: int, distill_args: str) -> None:
     """Run the PNCD module ablation for one student and write ablation.md / ablation.json.
 
     \b

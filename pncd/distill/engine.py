@@ -30,7 +30,7 @@ from pncd import checkpoint as ckpt
 from pncd.config import resolved_params
 from pncd.errors import PncdError
 from pncd.models import FeatureTaps
-from pncd.train import Trainer, common_training_options, options_from_params, prepare_out
+from pncd.train import Trainer, check_size, common_training_options, options_from_params, prepare_out
 
 MODULES = ("pmd", "rmd", "rd", "pnscd")
 
@@ -50,6 +50,7 @@ class DistillOptions:
     tau: float = 0.07
     n_negatives: int = 4096
     embed_dim: int = 128
+    pnscd_norm: str = "none"
     taps: list[tuple[str, str]] = field(default_factory=list)
 
     def weight(self, name: str) -> float:
@@ -135,6 +136,7 @@ class DistillTrainer(Trainer):
             self.losses["pnscd"] = PNSCDLoss(
                 s_channels=s_ch[-1], t_channels=t_ch[-1], num_classes=nc, dim=d.embed_dim, tau=d.tau,
                 n_negatives=d.n_negatives, n_data=self._count_region_samples(), gather_fn=all_gather_varlen,
+                normalize=d.pnscd_norm,
             )
         self.losses.to(self.device)
 
@@ -229,10 +231,12 @@ def _parse_taps(values: tuple[str, ...]) -> list[tuple[str, str]]:
 @click.option("--rmd-variant", type=click.Choice(["paper", "emkd"]), default="paper", show_default=True)
 @click.option("--tau", type=float, default=0.07, show_default=True, help="PNSCD temperature.")
 @click.option("--n-negatives", type=int, default=4096, show_default=True, help="PNSCD negatives N (batch + memory).")
+@click.option("--pnscd-norm", type=click.Choice(["none", "crd"]), default="none", show_default=True,
+              help="none: h = e^s/(e^s + N/M) as REFERENCE.md reads eq. 8; crd: divide e^s by CRD's constant Z.")
 @click.option("--taps", multiple=True, help="A feature pair STUDENT_MODULE=TEACHER_MODULE (repeat; last pair feeds PNSCD).")
 @click.pass_context
 def distill_command(ctx: click.Context, teacher: str, teacher_weights: str | None, student: str, modules: str, w_pmd: float, w_rmd: float,
-                    w_rd: float, w_pnscd: float, temperature: float, rmd_variant: str, tau: float, n_negatives: int, taps: tuple[str, ...],
+                    w_rd: float, w_pnscd: float, temperature: float, rmd_variant: str, tau: float, n_negatives: int, pnscd_norm: str, taps: tuple[str, ...],
                     **p: Any) -> None:
     """Distil a frozen teacher into a student with PNCD (PMD, RMD, RD, PNSCD).
 
@@ -247,7 +251,7 @@ def distill_command(ctx: click.Context, teacher: str, teacher_weights: str | Non
           --taps encoder1=stem --taps encoder3=layer3 --student resnet18 --data DIR --out runs/r18
     """
     from pncd import models
-    from pncd.runtime import resolve_device, shutdown_distributed
+    from pncd.runtime import resolve_device, seed_everything, shutdown_distributed
 
     params = resolved_params(ctx)
     mods = tuple(m.strip() for m in modules.split(",") if m.strip() and m.strip() != "none")
@@ -268,9 +272,12 @@ def distill_command(ctx: click.Context, teacher: str, teacher_weights: str | Non
             if t_cfg["data"][key] != getattr(spec, key):
                 raise PncdError(f"--teacher {teacher} was trained with {key}={t_cfg['data'][key]}, not {getattr(spec, key)}")
     dopts = DistillOptions(modules=mods, w_pmd=w_pmd, w_rmd=w_rmd, w_rd=w_rd, w_pnscd=w_pnscd, temperature=temperature,
-                           rmd_variant=rmd_variant, tau=tau, n_negatives=n_negatives, taps=_parse_taps(taps))
+                           rmd_variant=rmd_variant, tau=tau, n_negatives=n_negatives, pnscd_norm=pnscd_norm,
+                           taps=_parse_taps(taps))
     out = prepare_out(p["out"], p["resume"], p["force"])
+    seed_everything(opts.seed)  # the student's initial weights depend on the seed too
     s_model = models.create(student, in_channels=spec.channels, num_classes=spec.num_classes)
+    check_size(s_model, spec.size)
     source = {"teacher": str(teacher), "weights": teacher_weights, "model": (t_cfg or {}).get("model", {}).get("name")}
     try:
         DistillTrainer(s_model, t_model, dopts, source, spec, opts, out, resume=p["resume"], command_params=params).fit()

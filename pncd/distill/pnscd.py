@@ -23,9 +23,11 @@ negative (a batch, and memory, with one class only) add nothing; if no anchor is
 a zero still connected to the heads and student features.
 
 This is CRD's noise-contrastive form (Tian et al., ICLR 2020) with its instance pairs replaced
-by class-guided pairs. Departures from CRD: h has no normalisation constant Z (REFERENCE.md's
-reading of eq. 8), so the negative sum starts of the order of N (about N log 2 when N ~ M) with random heads and falls as
-classes separate; the memory holds teacher embeddings only (no student memory, the student side
+by class-guided pairs. Departures from CRD: by default h has no normalisation constant Z
+(REFERENCE.md's reading of eq. 8), so the negative sum starts of the order of N (about N log 2
+when N ~ M) with random heads and falls as classes separate. ``normalize="crd"`` (CLI
+``--pnscd-norm crd``) divides e^s by CRD's constant Z (fixed from the first batch), which keeps
+the loss of order 1 like the other terms. The memory holds teacher embeddings only (no student memory, the student side
 is always the anchor). As in CRD, the teacher head trains: gradients reach it through this
 batch's teacher embeddings; memory entries are detached.
 
@@ -72,8 +74,12 @@ class PNSCDLoss(nn.Module):
         n_negatives: int = 4096,
         memory_per_class: int | None = None,
         gather_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        normalize: str = "none",
     ) -> None:
         super().__init__()
+        if normalize not in ("none", "crd"):
+            raise ValueError(f"normalize must be 'none' or 'crd', got {normalize!r}")
+        self.normalize = normalize
         if num_classes < 2:
             raise ValueError(f"PNSCD needs at least 2 classes, got {num_classes}")
         if n_data < 1:
@@ -97,6 +103,8 @@ class PNSCDLoss(nn.Module):
         self.register_buffer("mem_ptr", torch.zeros(num_classes, dtype=torch.long))
         self.register_buffer("mem_count", torch.zeros(num_classes, dtype=torch.long))
         self.gather_fn: Callable[[torch.Tensor], torch.Tensor] = gather_fn or _identity
+        # CRD's normalisation constant log Z (normalize="crd"), fixed from the first batch.
+        self.register_buffer("log_z", torch.full((), float("nan")))
 
     # -- memory -----------------------------------------------------------------------------------------
     def memory_view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -173,6 +181,17 @@ class PNSCDLoss(nn.Module):
         return pos, neg
 
     # -- loss -------------------------------------------------------------------------------------------
+    def _log_z(self, s: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+        """CRD's constant: Z = mean(e^s) * M over the first batch's scored pairs, then kept.
+
+        With it, e^s / Z averages 1/M, so h of a typical negative is about 1/(N+1) and the
+        negative sum is of order 1 instead of order N.
+        """
+        if torch.isnan(self.log_z) and bool(used.any()):
+            s_used = s[used]
+            self.log_z.fill_(float(torch.logsumexp(s_used, 0) - math.log(s_used.numel()) + math.log(self.n_data)))
+        return torch.nan_to_num(self.log_z, nan=0.0)
+
     def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss for high-tap features (B, Cs, h, w), (B, Ct, h', w') and labels (B, H, W)."""
         k = self.num_classes
@@ -207,6 +226,8 @@ class PNSCDLoss(nn.Module):
             # Scores against the batch and the (constant) memory separately: no gradient is
             # computed for the memory's thousands of rows.
             s = torch.cat([g_s @ g_t.t(), g_s @ mem.t()], dim=1) / self.tau  # (B*K, candidates)
+            if self.normalize == "crd":
+                s = s - self._log_z(s.detach(), pos | neg)
             n_pos = pos.sum(dim=1)
             n_neg = neg.sum(dim=1)
             log_nm = torch.log(n_neg.clamp_min(1).float() / self.n_data)[:, None]

@@ -97,6 +97,11 @@ class AttentionUNet(nn.Module):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        for m in self.modules():
+            if isinstance(m, AttentionGate):
+                # fan-in scale for the one-channel gate logit: the gates start unsaturated (near
+                # 0.5); fan-out scaling (std 1.4) would start most gates shut.
+                nn.init.kaiming_normal_(m.psi.weight, mode="fan_in", nonlinearity="sigmoid")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s1 = self.enc1(x)

@@ -5,9 +5,9 @@ the teachers the PNCD paper compares against (its Table 2, no parameter count gi
 * **Residual block**: 3x3 conv -> BN -> ReLU -> 3x3 conv -> BN, plus a shortcut (1x1 conv ->
   BN -> squeeze-and-excitation), summed and passed through ReLU.
 * **MixPool** (merges features with the feedback mask): a 3x3 conv -> BN -> ReLU -> 1x1 conv
-  -> sigmoid predicts a mask from the features, binarised at 0.5 and OR-ed with the input mask
-  (max-pooled to the block's resolution); one 3x3 conv branch (c/2) sees the features times
-  that mask, another (c/2) the plain features; the two are concatenated.
+  -> sigmoid predicts a mask from the features, which is OR-ed with the input mask (max-pooled
+  to the block's resolution); one 3x3 conv branch (c/2) sees the features times that mask,
+  another (c/2) the plain features; the two are concatenated.
 * **U shape**: four encoder blocks (two residual blocks + MixPool + 2x2 max-pool; 32, 64, 128,
   256 channels), four decoder blocks (4x4 stride-2 transposed conv, concatenation with the
   skip, two residual blocks + MixPool; 128, 64, 32, 16 channels), and a 1x1 classifier on the
@@ -18,18 +18,20 @@ back as an input (kept per image by the training script), and at test time re-ru
 network with its own last prediction for a fixed number of rounds (10 in the authors' code),
 starting from an empty mask. A self-contained network cannot keep per-image state across
 epochs, so the feedback is unrolled inside ``forward``: ``iterations`` passes (default 2), the
-first with an empty mask, each later one with the previous pass's foreground mask (1 - the
-background probability, binarised at 0.5). The loop length is a constructor constant, so
-``forward`` has no data-dependent control flow and exports to ONNX unrolled.
+first with an empty mask, each later one with the previous pass's foreground probability
+(1 - the background probability). The loop length is a constructor constant, so ``forward``
+has no data-dependent control flow and exports to ONNX unrolled; gradients flow through every
+pass, so the first pass learns to give a useful mask.
 
-Differences from the authors' code, both so that every parameter trains: their hard
-thresholds have no gradient, so the mask predictor of every MixPool never learns, and the
-feedback carries no gradient. Here both binarisations use a straight-through estimator (the
-forward value is the 0/1 mask, the gradient that of the soft probability). The
+Masks stay soft: the paper binarises both masks at 0.5 before the logical OR; here the OR is
+the maximum of the two probabilities. The authors' hard thresholds carry no gradient (the mask
+predictor of every MixPool never learns), and a threshold inside the network makes outputs
+jump where a probability sits near 0.5, so FP16 / INT8 or another runtime could flip pixels;
+the maximum of probabilities equals the OR on 0/1 masks and is continuous. The
 squeeze-and-excitation bottleneck uses ratio 16 (at least 4 units); the authors' code uses one
 hidden unit.
 
-7.72 M parameters at 1 input channel and 2 classes. Input sides must be divisible by 16.
+7.75 M parameters at 1 input channel and 2 classes. Input sides must be divisible by 16.
 
 Taps: low = ``e1.pool`` (32 channels, stride 2); high = ``e3.pool``, the last stride-8 feature
 of the encoder (128 channels). With several passes the taps hold the last pass's features.
@@ -44,17 +46,13 @@ from pncd.errors import PncdError
 from pncd.models import Tap, register_model
 
 
-def binarise(p: torch.Tensor) -> torch.Tensor:
-    """0/1 mask ``p > 0.5`` in the forward pass, gradient of ``p`` in the backward pass."""
-    hard = (p > 0.5).to(p.dtype)
-    return hard + (p - p.detach())
-
-
 class SqueezeExcitation(nn.Module):
     def __init__(self, channels: int, ratio: int = 16) -> None:
         super().__init__()
         hidden = max(channels // ratio, 4)
-        self.fc = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
+        self.fc = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1), nn.Sigmoid()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.fc(x.mean(dim=(2, 3), keepdim=True))
@@ -86,10 +84,11 @@ class MixPool(nn.Module):
         self.down = nn.MaxPool2d(stride) if stride > 1 else nn.Identity()
         half = channels // 2
         self.masked = nn.Sequential(nn.Conv2d(channels, half, 3, padding=1), nn.BatchNorm2d(half), nn.ReLU(inplace=True))
-        self.plain = nn.Sequential(nn.Conv2d(channels, channels - half, 3, padding=1), nn.BatchNorm2d(channels - half), nn.ReLU(inplace=True))
+        rest = channels - half
+        self.plain = nn.Sequential(nn.Conv2d(channels, rest, 3, padding=1), nn.BatchNorm2d(rest), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        gate = torch.maximum(binarise(self.predict(x)), self.down(mask))  # logical OR of 0/1 masks
+        gate = torch.maximum(self.predict(x), self.down(mask))  # soft logical OR
         return torch.cat([self.masked(x * gate), self.plain(x)], dim=1)
 
 
@@ -156,11 +155,11 @@ class FANet(nn.Module):
         logits = self.single_pass(x, mask)
         for _ in range(self.iterations - 1):
             foreground = 1.0 - torch.softmax(logits, dim=1)[:, :1]
-            logits = self.single_pass(x, binarise(foreground))
+            logits = self.single_pass(x, foreground)
         return logits
 
 
 @register_model("fanet", role="teacher")
 def fanet(in_channels: int = 1, num_classes: int = 2, iterations: int = 2) -> nn.Module:
-    """FANet teacher, feedback unrolled over ``iterations`` passes (7.72 M parameters)."""
+    """FANet teacher, feedback unrolled over ``iterations`` passes (7.75 M parameters)."""
     return FANet(in_channels, num_classes, iterations)

@@ -3,14 +3,15 @@
 Which network: the PNCD paper cites Jin et al. ("RA-UNet: A hybrid deep attention-aware
 network to extract liver and tumor in CT scans", Frontiers in Bioengineering and
 Biotechnology 2020) but reports 22.1 M parameters, and Jin's network cannot give that at its
-published widths: its 2-D form (pre-activation bottleneck residual units with widths 4f ...
-64f and Wang et al.'s attention modules on the skips) has 0.52 M parameters at f = 4 (Jin's
-2-D liver network), 2.0 M at f = 8 (Jin's 3-D width) and reaches 22 M only at an unpublished
-f = 26. The count is matched, to three digits, by the *RAUNet* of Ni, Zhou, Li, Wang, Zhang and
-Liu ("RAUNet: Residual Attention U-Net for Semantic Segmentation of Cataract Surgical
-Instruments", ICONIP 2019), the network EMKD ships under that name (EMKD is the public code
-whose losses, weights and student sizes the PNCD paper follows; see REFERENCE.md). So this
-file builds Ni et al.'s RAUNet: 22.14 M parameters at 1 input channel and 2 classes.
+published widths: by our count, its 2-D form (pre-activation bottleneck residual units with
+widths 4f ... 64f and Wang et al.'s attention modules on the skips) has 0.52 M parameters at
+f = 4 (Jin's 2-D liver network), 2.0 M at f = 8 (Jin's 3-D width) and reaches 22 M only at an
+unpublished f = 26. The count is matched, to three digits, by the *RAUNet* of Ni, Zhou, Li,
+Wang, Zhang and Liu ("RAUNet: Residual Attention U-Net for Semantic Segmentation of Cataract
+Surgical Instruments", ICONIP 2019), the network EMKD ships under that name (EMKD is the public
+code whose loss weights, student sizes and module names the PNCD paper matches; see
+REFERENCE.md). So this file builds Ni et al.'s RAUNet: 22.14 M parameters at 1 input channel
+and 2 classes.
 
 Layout:
 

@@ -28,7 +28,7 @@ multiples of 64 (64, 128, 192, 256, ...; ``size_multiple``); ``forward`` raises 
 naming the valid sizes otherwise. For 256 / 512 inputs, ``window_sizes=(8, 8, 8, 8)`` gives
 the paper's uniform windows (sides then multiples of 256). Cao et al. use window 7 at 224.
 
-27.2 M parameters at 1 input channel and 2 classes.
+27.15 M parameters at 1 input channel and 2 classes.
 
 Taps: Swin-UNet has no stride-2 feature (its first layer cuts 4 x 4 patches), so low =
 ``encoder.0``, the first stage's output (96 channels, stride 4); high = ``encoder.1``, the
@@ -157,10 +157,12 @@ class SwinUNet(nn.Module):
         window_sizes = tuple(int(w) for w in window_sizes)
         if len(window_sizes) != 4 or min(window_sizes) < 1:
             raise PncdError(f"swin_unet window_sizes must be 4 positive sizes (one per stage), got {window_sizes}")
+        if embed_dim % 32:
+            raise PncdError(f"swin_unet embed_dim must be a multiple of 32 (heads of 32 channels), got {embed_dim}")
         self.window_sizes = window_sizes
         self.size_multiple = math.lcm(*(PATCH * 2**i * w for i, w in enumerate(window_sizes)))
         dims = [embed_dim * 2**i for i in range(4)]
-        heads = [d // 32 for d in dims] if embed_dim % 32 == 0 else [3 * 2**i for i in range(4)]
+        heads = [d // 32 for d in dims]  # Swin-T: 3, 6, 12, 24
         drop = [drop_path * i / 7 for i in range(8)]  # linear over the 8 encoder blocks
         self.embed = nn.Conv2d(in_channels, embed_dim, PATCH, stride=PATCH)
         self.embed_norm = nn.LayerNorm(embed_dim)
@@ -202,5 +204,5 @@ def _init_weights(m: nn.Module) -> None:
 
 @register_model("swin_unet", role="teacher")
 def swin_unet(in_channels: int = 1, num_classes: int = 2, window_sizes: tuple[int, ...] = (8, 8, 4, 2)) -> nn.Module:
-    """Swin-UNet teacher (Swin-T widths, 27.2 M parameters; input sides multiples of 64)."""
+    """Swin-UNet teacher (Swin-T widths, 27.15 M parameters; input sides multiples of 64)."""
     return SwinUNet(in_channels, num_classes, tuple(window_sizes))

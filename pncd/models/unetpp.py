@@ -8,10 +8,10 @@ all earlier nodes of its level, ``X(i, 0) ... X(i, j-1)``, plus the 2x up-sample
 ``X(i+1, j-1)`` (the nested dense skip pathways). Every node is two (3x3 conv -> BN -> ReLU).
 A 1x1 classifier on ``X(0, 4)`` gives the logits.
 
-Widths: ``base * (1, 2, 4, 8, 16)``. Zhou et al. use 32 (9.0 M parameters, their Table 1) and
-EMKD's NestedUNet 64 (36.6 M); neither is the PNCD paper's 20.6 M. ``base=48`` (48, 96, 192,
-384, 768), with bias-carrying convs followed by BatchNorm and parameter-free bilinear
-up-sampling, gives 20.61 M at 1 input channel and 2 classes, which is the paper's figure to
+Widths: ``base * (1, 2, 4, 8, 16)``. Zhou et al. use 32 (their Table 1 lists 9.04 M; 9.16 M
+here) and EMKD's NestedUNet 64 (36.6 M); neither is the PNCD paper's 20.6 M. ``base=48`` (48,
+96, 192, 384, 768), with bias-carrying convs followed by BatchNorm and parameter-free bilinear
+up-sampling, gives 20.61 M parameters at 1 input channel and 2 classes, the paper's figure to
 three digits, so it is the default here (``base=32`` gives Zhou's network).
 
 Deep supervision (1x1 heads on ``X(0, 1..4)``, averaged or pruned at inference) is not built:

@@ -174,6 +174,7 @@ def fake_tensorrt(version: str):
 
         def set_input_shape(self, name, shape):
             self.shape = shape
+            return True
 
         def get_tensor_shape(self, name):
             return (self.shape[0], 2, *self.shape[2:])
@@ -202,6 +203,14 @@ def fake_tensorrt(version: str):
 
         def get_tensor_dtype(self, name):
             return "float"
+
+        def get_tensor_shape(self, name):
+            shape = self.s.get_inputs()[0].shape
+            return tuple(-1 if not isinstance(d, int) else d for d in shape)
+
+        def get_tensor_profile_shape(self, name, profile):
+            return [(1, *self.get_tensor_shape(name)[1:]), (1, *self.get_tensor_shape(name)[1:]),
+                    (log["profiles"][-1][name][2][0], *self.get_tensor_shape(name)[1:])]
 
         def create_execution_context(self):
             return Context(self.s)
@@ -257,3 +266,39 @@ def test_tensorrt_path_strongly_typed_and_damaged_cache(tmp_path, tiny_onnx):
     again = jr.TrtBackend(str(tiny_onnx), "fp16", str(tmp_path), max_batch=2, trt=trt, cuda=FakeCuda())
     assert log["builds"] == 2 and not again.from_cache
     assert Path(again.engine_path).read_bytes().startswith(b"ENGINE")
+
+
+def test_tensorrt_path_static_batch_engine(tmp_path, tiny_images):
+    """Mocked TensorRT (none here): a batch-1 ONNX gives a batch-1 engine, also when loaded from the cache."""
+    from conftest import make_onnx
+
+    static = make_onnx(tmp_path / "static.onnx", dynamic=False)
+    trt, log = fake_tensorrt("10.3.0")
+    b = jr.TrtBackend(str(static), "fp32", str(tmp_path / "c"), max_batch=8, trt=trt, cuda=FakeCuda())
+    assert b.max_batch == 1 and log["profiles"] == [] and log["flags"] == []
+    cached = jr.TrtBackend(str(static), "fp32", str(tmp_path / "c"), max_batch=8, trt=trt, cuda=FakeCuda())
+    assert cached.from_cache and cached.max_batch == 1
+    np.testing.assert_array_equal(jr.segment(cached, tiny_images, batch=1), _ort_labels(static, tiny_images))
+
+
+def test_runner_stops_when_its_session_closes(tmp_path, tiny_onnx, tiny_images):
+    """A dropped SSH session closes the runner's stdin: it must stop, and stop tegrastats, at once."""
+    import subprocess
+    import sys
+
+    fake = Path(__file__).resolve().parents[1] / "fixtures" / "jetson" / "fake_tegrastats.py"
+    np.savez(tmp_path / "inputs.npz", images=tiny_images)
+    argv = [sys.executable, jr.__file__, "run", "--onnx", str(tiny_onnx), "--inputs", "inputs.npz", "--out-dir", "out",
+            "--duration", "60", "--tegrastats", str(fake), "--tegrastats-interval", "50", "--exit-on-stdin-eof"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not subprocess.run(["pgrep", "-f", str(fake)], capture_output=True).stdout and time.monotonic() < deadline:
+        time.sleep(0.1)  # wait until the timed loop (with tegrastats) is running
+    assert proc.poll() is None, proc.stderr.read().decode()
+    t0 = time.monotonic()
+    proc.stdin.close()
+    proc.wait(timeout=20)
+    assert time.monotonic() - t0 < 10 and proc.returncode == jr.EXIT_RUN
+    time.sleep(0.2)
+    assert subprocess.run(["pgrep", "-f", str(fake)], capture_output=True).stdout == b""
+    assert not (tmp_path / "out").exists()

@@ -220,3 +220,23 @@ def test_training_the_student_and_heads_lowers_the_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[2]
+
+
+def test_crd_normalisation_keeps_loss_of_order_one():
+    """normalize="crd": e^s/Z averages 1/M on the first batch, so the negative sum is O(1), not O(N)."""
+    import torch
+
+    from pncd.distill.pnscd import PNSCDLoss
+
+    torch.manual_seed(0)
+    labels = torch.zeros(4, 16, 16, dtype=torch.long)
+    labels[:, 4:10, 4:10] = 1
+    feats_s, feats_t = torch.randn(4, 8, 8, 8), torch.randn(4, 6, 8, 8)
+    raw = PNSCDLoss(8, 6, 2, n_data=500, n_negatives=256)
+    crd = PNSCDLoss(8, 6, 2, n_data=500, n_negatives=256, normalize="crd")
+    crd.load_state_dict({k: v for k, v in raw.state_dict().items()}, strict=False)
+    raw.train(), crd.train()
+    for _ in range(80):  # fill the memory so N reaches 256
+        lr, lc = raw(feats_s, feats_t, labels), crd(feats_s, feats_t, labels)
+    assert torch.isfinite(crd.log_z)
+    assert lc.item() < 20 < lr.item()

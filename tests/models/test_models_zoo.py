@@ -3,7 +3,9 @@
 A new architecture file in ``pncd/models`` is picked up here with no test code of its own:
 output shape at two sizes and channel counts, backward, parameter count against the declared
 reference, taps, safetensors round trip, wrong-checkpoint error and ONNX parity (real ONNX
-Runtime session). Inputs are tiny (64 x 64 / 96 x 64) to keep the run short on a CPU.
+Runtime session). Inputs are tiny (64 x 64 / 96 x 64, rounded up to a network's declared
+``size_multiple``) to keep the run short on a CPU. The slow-marked test repeats the ONNX check
+with the dynamo exporter.
 """
 
 from __future__ import annotations
@@ -49,16 +51,34 @@ def settle_batchnorm(model: nn.Module, x: torch.Tensor) -> nn.Module:
     return model.eval()
 
 
+def perturb_buffers(model: nn.Module) -> nn.Module:
+    """Give every floating-point buffer (BatchNorm statistics) values that a fresh network lacks."""
+    with torch.no_grad():
+        for buf in model.buffers():
+            if buf.is_floating_point():
+                buf.mul_(0.5).add_(torch.rand_like(buf))
+    return model
+
+
+def sizes(model: nn.Module) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A square and a non-square test size (about 64 x 64 and 96 x 64), in multiples of the
+    network's ``size_multiple`` (16 unless it declares a stricter one)."""
+    m = int(getattr(model, "size_multiple", 16))
+
+    def up(v: int) -> int:
+        return -(-v // m) * m
+
+    return (up(64), up(64)), (up(96), up(64))
+
+
 class ModelTester:
     """Checks every registered network must pass; subclasses provide the ``name`` fixture."""
 
-    size = (64, 64)
-    other_size = (96, 64)  # non-square, sides divisible by 16
-
     def test_output_shape_sizes_channels_classes(self, name: str) -> None:
         torch.manual_seed(0)
-        for channels, (h, w) in ((1, self.size), (3, self.other_size)):
+        for channels, pick in ((1, 0), (3, 1)):
             model = models.create(name, in_channels=channels, num_classes=3).eval()
+            h, w = sizes(model)[pick]
             with torch.no_grad():
                 out = model(images(1, channels, h, w))
             assert out.shape == (1, 3, h, w), f"{name} at {channels}ch {h}x{w}"
@@ -67,8 +87,9 @@ class ModelTester:
     def test_backward_reaches_every_parameter(self, name: str) -> None:
         torch.manual_seed(0)
         model = models.create(name, in_channels=1, num_classes=2).train()
-        x = images(2, 1, *self.size)
-        target = torch.randint(0, 2, (2, *self.size))
+        size = sizes(model)[0]
+        x = images(2, 1, *size)
+        target = torch.randint(0, 2, (2, *size))
         loss = nn.functional.cross_entropy(model(x), target)
         loss.backward()
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -89,8 +110,11 @@ class ModelTester:
     def test_taps_have_declared_channels_and_stride(self, name: str) -> None:
         model = models.create(name, in_channels=1, num_classes=2).eval()
         assert {"low", "high"} <= set(model.taps), f"{name} must declare low and high taps"
-        assert model.taps["low"].stride == 2 and model.taps["high"].stride == 8
-        h, w = self.other_size
+        # low is the stride-2 feature and high the last stride-8 one where the network has them
+        # (a Swin encoder starts at stride 4); shapes below are checked against the declaration.
+        assert model.taps["high"].stride == 8
+        assert model.taps["low"].stride in (2, 4)
+        h, w = sizes(model)[1]
         taps = list(model.taps.values())
         with models.FeatureTaps(model, [t.module for t in taps]) as ft, torch.no_grad():
             model(images(1, 1, h, w))
@@ -102,7 +126,7 @@ class ModelTester:
 
     def test_save_load_round_trip(self, name: str, tmp_path: Path) -> None:
         torch.manual_seed(0)
-        a = settle_batchnorm(models.create(name, in_channels=1, num_classes=2), images(4, 1, *self.size))
+        a = perturb_buffers(models.create(name, in_channels=1, num_classes=2)).eval()
         path = tmp_path / "w.safetensors"
         save_weights(a, path)
         torch.manual_seed(1)
@@ -110,7 +134,7 @@ class ModelTester:
         sa, sb = a.state_dict(), b.state_dict()
         assert any(not torch.equal(sa[k], sb[k]) for k in sa), "a fresh network should differ before loading"
         load_weights(b, path)
-        x = images(1, 1, *self.size, seed=1)
+        x = images(1, 1, *sizes(a)[0], seed=1)
         with torch.no_grad():
             assert torch.equal(a(x), b(x))
 
@@ -132,22 +156,51 @@ class ModelTester:
         import onnxruntime as ort
 
         torch.manual_seed(0)
-        model = settle_batchnorm(models.create(name, in_channels=1, num_classes=3), images(4, 1, *self.size))
+        model = models.create(name, in_channels=1, num_classes=3)
+        size, other_size = sizes(model)
+        settle_batchnorm(model, images(4, 1, *size))
         path = tmp_path / f"{name}.onnx"
         axes = {0: "batch", 2: "height", 3: "width"}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(
-                model, (images(1, 1, *self.size),), str(path), dynamo=False, opset_version=18,
+                model, (images(1, 1, *size),), str(path), dynamo=False, opset_version=18,
                 input_names=["image"], output_names=["logits"], dynamic_axes={"image": axes, "logits": axes},
             )
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        x = images(2, 1, *self.other_size, seed=1)
+        x = images(2, 1, *other_size, seed=1)
         with torch.no_grad():
             ref = model(x).numpy()
         out = session.run(["logits"], {"image": x.numpy()})[0]
         assert out.shape == ref.shape
-        assert np.abs(out - ref).max() < 1e-3
+        # 1e-3 absolute for logits of order 1; randomly initialised deep networks (DCSAU-Net's
+        # BatchNorm over pooled features above all) reach logits of 10-100 and amplify float32
+        # rounding alike in torch and ONNX Runtime, so the bound scales with the logits.
+        scale = max(1.0, float(np.abs(ref).max()))
+        assert np.abs(out - ref).max() < 1e-3 * scale
+
+    @pytest.mark.slow
+    def test_onnx_dynamo_export_matches_torch(self, name: str, tmp_path: Path) -> None:
+        """The dynamo exporter (torch's default) also handles every network; 5-30 s each."""
+        import onnxruntime as ort
+
+        torch.manual_seed(0)
+        model = models.create(name, in_channels=1, num_classes=3)
+        size = sizes(model)[0]
+        settle_batchnorm(model, images(4, 1, *size))
+        path = tmp_path / f"{name}.onnx"
+        x = images(1, 1, *size, seed=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=18, external_data=False,
+                              input_names=["image"], output_names=["logits"])
+        assert not (tmp_path / f"{name}.onnx.data").exists(), "weights must be inside the .onnx file"
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        with torch.no_grad():
+            ref = model(x).numpy()
+        out = session.run(["logits"], {"image": x.numpy()})[0]
+        scale = max(1.0, float(np.abs(ref).max()))
+        assert np.abs(out - ref).max() < 1e-3 * scale
 
 
 @pytest.fixture(params=ALL_MODELS)

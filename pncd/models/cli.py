@@ -1,0 +1,67 @@
+"""``pncd models``: list the registered networks, their size and their distillation taps."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from pncd import models
+
+
+def describe(name: str, in_channels: int = 1, num_classes: int = 2) -> dict:
+    """One network's row: role, parameters (built at ``in_channels`` / ``num_classes``), taps."""
+    info = models.model_info(name)
+    model = models.create(name, in_channels=in_channels, num_classes=num_classes)
+    return {
+        "name": name,
+        "role": info.get("role"),
+        "parameters": models.count_parameters(model),
+        "paper_params_m": info.get("paper_params_m"),
+        "taps": {key: tap.to_dict() for key, tap in model.taps.items()},
+    }
+
+
+def _table(rows: list[dict]) -> str:
+    def tap(t: dict) -> str:
+        return f"{t['module']} ({t['channels']} ch, /{t['stride']})"
+
+    header = ["name", "role", "params (M)", "paper (M)", "low tap", "high tap"]
+    body = [
+        [
+            r["name"],
+            r["role"],
+            f"{r['parameters'] / 1e6:.3f}",
+            "-" if r["paper_params_m"] is None else f"{r['paper_params_m']:g}",
+            tap(r["taps"]["low"]) if "low" in r["taps"] else "-",
+            tap(r["taps"]["high"]) if "high" in r["taps"] else "-",
+        ]
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+@click.command("models")
+@click.option("--role", type=click.Choice(["student", "teacher"]), default=None, help="Only students or only teachers.")
+@click.option("--channels", type=int, default=1, show_default=True, help="Input channels the counts are taken at.")
+@click.option("--classes", type=int, default=2, show_default=True, help="Classes the counts are taken at.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
+def models_command(role: str | None, channels: int, classes: int, as_json: bool) -> None:
+    """List the registered networks: role, parameter count (in millions, at 1 input channel
+    and 2 classes unless told otherwise), the reference count they are tested against, and
+    the low / high distillation taps (module path, channels, stride).
+
+    \b
+    Examples:
+      pncd models
+      pncd models --role student
+      pncd models --json > models.json
+    """
+    rows = [describe(n, channels, classes) for n in models.list_models(role)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(_table(rows))

@@ -1,0 +1,121 @@
+"""pncd distill end to end on the synthetic phantoms (tiny sizes, real CLI in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers import error_line, run_cli
+
+TINY = ["--size", "32", "--batch", "4", "--steps-per-epoch", "4"]
+
+
+@pytest.fixture(scope="module")
+def teacher_run(synthetic_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "unet"
+    p = run_cli("train", "--model", "unet", "--data", synthetic_root, "--epochs", "3", "--out", out, *TINY, "--lr", "3e-3")
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+def _epochs(run):
+    return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if json.loads(x)["type"] == "epoch"]
+
+
+def test_distill_lowers_each_distillation_loss(teacher_run, tmp_path):
+    out = tmp_path / "enet"
+    # data options come from the teacher run (no --data / --size given for them)
+    p = run_cli("distill", "--teacher", teacher_run, "--student", "enet", "--epochs", "5", "--batch", "4",
+                "--steps-per-epoch", "4", "--out", out, "--lr", "3e-3", "--pnscd-norm", "crd")
+    assert p.returncode == 0, p.stderr
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["kind"] == "distill" and cfg["data"]["size"] == 32
+    assert cfg["distill"]["active"] == ["pmd", "rmd", "rd", "pnscd"]
+    assert cfg["distill"]["taps"][1] == [cfg["model"]["taps"]["high"]["module"], json.loads(
+        (teacher_run / "config.json").read_text())["model"]["taps"]["high"]["module"]]
+    rows = _epochs(out)
+    for name in ("pmd", "rmd", "rd", "pnscd", "loss_seg"):
+        assert rows[-1][name] < rows[0][name], (name, [r[name] for r in rows])
+    # the saved student is a plain pncd.models checkpoint: no heads, no memory
+    keys = load_file(str(out / "best.safetensors")).keys()
+    assert not any("embed" in k or "memory" in k for k in keys)
+    from pncd.checkpoint import load_model
+
+    model, _ = load_model(out)
+    assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)
+
+
+def test_module_subset_costs_nothing_else(teacher_run, tmp_path):
+    out = tmp_path / "pmd-only"
+    p = run_cli("distill", "--teacher", teacher_run, "--student", "enet", "--epochs", "1", "--out", out, "--modules", "pmd",
+                "--batch", "4", "--steps-per-epoch", "2")
+    assert p.returncode == 0, p.stderr
+    row = _epochs(out)[0]
+    assert "pmd" in row and not {"rmd", "rd", "pnscd"} & row.keys()
+
+    from pncd.data import DataSpec
+    from pncd.distill.engine import DistillOptions, DistillTrainer
+    from pncd.checkpoint import load_model
+    from pncd.models import create
+    from pncd.train import TrainOptions
+
+    teacher, cfg = load_model(teacher_run)
+    spec = DataSpec.from_dict(cfg["data"])
+    tr = DistillTrainer(create("enet"), teacher, DistillOptions(modules=("pmd",)), {}, spec,
+                        TrainOptions(epochs=1, batch=4, steps_per_epoch=1, device="cpu"), tmp_path / "x")
+    assert tr.s_hooks is None and tr.t_hooks is None and list(tr.losses) == ["pmd"]
+    assert not any(m._forward_hooks for m in tr.raw_model.modules())
+
+
+def test_user_factory_teacher_with_taps(synthetic_root, tmp_path):
+    """A network pncd does not know, tapped by module path through forward hooks."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    try:
+        from user_teacher import build
+    finally:
+        sys.path.pop(0)
+    weights = tmp_path / "teacher.pt"
+    torch.save(build().state_dict(), weights)
+    out = tmp_path / "enet"
+    env = {"PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    from pncd.models import create
+
+    student = create("enet")
+    low, high = student.taps["low"].module, student.taps["high"].module
+    p = run_cli("distill", "--teacher", "user_teacher:build", "--teacher-weights", weights, "--student", "enet",
+                "--data", synthetic_root, "--taps", f"{low}=stem", "--taps", f"{high}=deep", "--epochs", "1",
+                "--out", out, *TINY, env=env)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((out / "config.json").read_text())["distill"]["taps"] == [[low, "stem"], [high, "deep"]]
+
+    bad = run_cli("distill", "--teacher", "user_teacher:build", "--teacher-weights", weights, "--student", "enet",
+                  "--data", synthetic_root, "--epochs", "1", "--out", tmp_path / "no-taps", *TINY, env=env)
+    assert bad.returncode == 1 and "--taps" in error_line(bad)
+    assert not (tmp_path / "no-taps").exists() or not any((tmp_path / "no-taps").iterdir())
+
+
+def test_unknown_module_and_missing_teacher(tmp_path):
+    p = run_cli("distill", "--teacher", tmp_path / "nope", "--student", "enet", "--out", tmp_path / "o")
+    assert p.returncode == 1 and "nope" in error_line(p)
+    p = run_cli("distill", "--teacher", tmp_path, "--student", "enet", "--out", tmp_path / "o", "--modules", "pmd,xyz")
+    assert p.returncode == 1 and "xyz" in error_line(p) and "pnscd" in error_line(p)
+
+
+def test_distill_ddp_two_cpu_processes(teacher_run, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "pncd.cli",
+           "distill", "--teacher", str(teacher_run), "--student", "enet", "--epochs", "2", "--out", str(out), "--device", "cpu",
+           "--batch", "4", "--steps-per-epoch", "2"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = _epochs(out)
+    assert [r["epoch"] for r in rows] == [0, 1] and all("pnscd" in r for r in rows)
+    state = torch.load(out / "last_state.pt", weights_only=True)
+    # memory filled from both ranks: 2 epochs x 2 steps x 2 ranks x 4 images with background
+    assert int(state["extra"]["losses"]["pnscd.mem_count"][0]) == 32
