@@ -44,14 +44,18 @@ def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None
     if not value:
         return value
     data = load_config_file(value)
-    cmd = ctx.command
-    known = {p.name for p in cmd.params if p.name and p.name != "config"}
-    unknown = sorted(set(data) - known)
+    # keys are option names (``model`` for ``--model``), mapped to click's parameter names
+    names: dict[str, str] = {}
+    for p in ctx.command.params:
+        if p.name and p.name != "config":
+            names[p.name] = p.name
+            for opt in getattr(p, "opts", []):
+                if opt.startswith("--"):
+                    names[opt[2:].replace("-", "_")] = p.name
+    unknown = sorted(set(data) - set(names))
     if unknown:
-        raise click.BadParameter(
-            f"unknown key(s) {unknown} in {value}; valid keys: {sorted(known)}", ctx=ctx, param=_param
-        )
-    ctx.default_map = {**(ctx.default_map or {}), **data}
+        raise click.BadParameter(f"unknown key(s) {unknown} in {value}; valid keys: {sorted(names)}", ctx=ctx, param=_param)
+    ctx.default_map = {**(ctx.default_map or {}), **{names[k]: v for k, v in data.items()}}
     return value
 
 

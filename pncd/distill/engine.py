@@ -50,7 +50,7 @@ class DistillOptions:
     tau: float = 0.07
     n_negatives: int = 4096
     embed_dim: int = 128
-    pnscd_norm: str = "none"
+    pnscd_norm: str = "crd"
     taps: list[tuple[str, str]] = field(default_factory=list)
 
     def weight(self, name: str) -> float:
@@ -101,89 +101,71 @@ def resolve_taps(student: nn.Module, teacher: nn.Module, pairs: list[tuple[str, 
     return [(s_taps[k].module, t_taps[k].module) for k in ("low", "high")]
 
 
-class DistillTrainer(Trainer):
-    kind = "distill"
+class PNCD(nn.Module):
+    """The distillation objective: a frozen teacher, feature hooks on both networks, and the
+    active loss modules (PMD, RMD, RD, PNSCD with its heads and memory).
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, dopts: DistillOptions, teacher_source: dict, *args: Any, **kw: Any) -> None:
-        self.teacher, self.dopts, self.teacher_source = teacher, dopts, teacher_source
-        super().__init__(student, *args, **kw)
+    ``forward(student, images, masks, seg_loss)`` runs the teacher once, the student once, and
+    returns the dict of every component plus the weighted ``loss``. Only ``self.losses`` holds
+    trainable parameters (PNSCD's heads); the teacher is not a registered submodule, so the
+    state dict of this module is what --resume needs and nothing of it is saved with the student.
+    """
 
-    def setup(self) -> None:
+    def __init__(self, student: nn.Module, teacher: nn.Module, dopts: DistillOptions, num_classes: int, channels: int, size: int,
+                 n_region_samples: int, device: torch.device | str = "cpu") -> None:
         from pncd.distill.pmd import PMDLoss
         from pncd.distill.pnscd import PNSCDLoss
         from pncd.distill.rd import RDLoss
         from pncd.distill.rmd import RMDLoss
         from pncd.runtime import all_gather_varlen
 
-        d = self.dopts
-        self.teacher = self.teacher.to(self.device).eval()
-        for p in self.teacher.parameters():
+        super().__init__()
+        d = self.dopts = dopts
+        self.__dict__["teacher"] = teacher.to(device).eval()  # frozen, and kept out of state_dict()
+        for p in teacher.parameters():
             p.requires_grad_(False)
-        self.pairs = resolve_taps(self.raw_model, self.teacher, d.taps)
+        self.pairs = resolve_taps(student, teacher, d.taps)
         need_feats = any(d.weight(m) > 0 for m in ("rmd", "rd", "pnscd"))
-        self.s_hooks = FeatureTaps(self.raw_model, [s for s, _ in self.pairs]) if need_feats else None
-        self.t_hooks = FeatureTaps(self.teacher, [t for _, t in self.pairs]) if need_feats else None
-        s_ch, t_ch = self._probe_channels()
-        nc = self.data_spec.num_classes
+        self.s_hooks = FeatureTaps(student, [s for s, _ in self.pairs]) if need_feats else None
+        self.t_hooks = FeatureTaps(teacher, [t for _, t in self.pairs]) if need_feats else None
+        s_ch, t_ch = self._probe_channels(student, channels, size, device)
         self.losses = nn.ModuleDict()
         if d.weight("pmd"):
             self.losses["pmd"] = PMDLoss(temperature=d.temperature)
         if d.weight("rmd"):
             self.losses["rmd"] = RMDLoss(variant=d.rmd_variant)
         if d.weight("rd"):
-            self.losses["rd"] = RDLoss(num_classes=nc, p=d.rd_p)
+            self.losses["rd"] = RDLoss(num_classes=num_classes, p=d.rd_p)
         if d.weight("pnscd"):
             self.losses["pnscd"] = PNSCDLoss(
-                s_channels=s_ch[-1], t_channels=t_ch[-1], num_classes=nc, dim=d.embed_dim, tau=d.tau,
-                n_negatives=d.n_negatives, n_data=self._count_region_samples(), gather_fn=all_gather_varlen,
-                normalize=d.pnscd_norm,
+                s_channels=s_ch[-1], t_channels=t_ch[-1], num_classes=num_classes, dim=d.embed_dim, tau=d.tau,
+                n_negatives=d.n_negatives, n_data=n_region_samples, gather_fn=all_gather_varlen, normalize=d.pnscd_norm,
             )
-        self.losses.to(self.device)
+        self.losses.to(device)
 
-    def _probe_channels(self) -> tuple[list[int], list[int]]:
+    def _probe_channels(self, student: nn.Module, channels: int, size: int, device: torch.device | str) -> tuple[list[int], list[int]]:
         """Channels of every tapped feature, from one forward pass of each network."""
         if self.s_hooks is None:
             return [0], [0]
-        size = self.data_spec.size
-        x = torch.zeros(1, self.data_spec.channels, size, size, device=self.device)
-        was_training = self.raw_model.training
-        self.raw_model.eval()
+        x = torch.zeros(1, channels, size, size, device=device)
+        was_training = student.training
+        student.eval()
         with torch.inference_mode():
-            self.raw_model(x)
+            student(x)
             self.teacher(x)
-        self.raw_model.train(was_training)
-        s = [self.s_hooks[m].shape[1] for m, _ in self.pairs]
-        t = [self.t_hooks[m].shape[1] for _, m in self.pairs]
-        return s, t
+        student.train(was_training)
+        return [self.s_hooks[m].shape[1] for m, _ in self.pairs], [self.t_hooks[m].shape[1] for _, m in self.pairs]
 
-    def _count_region_samples(self) -> int:
-        """M of PNSCD: the number of (slice, class present) samples in the training set."""
-        masks = self.train_set.masks
-        return int(sum((masks == k).any(axis=(1, 2)).sum() for k in range(self.data_spec.num_classes)))
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad] + list(self.losses.parameters())
-
-    def extra_state(self) -> dict[str, nn.Module]:
-        return {"losses": self.losses}
-
-    def after_backward(self) -> None:
-        if self.dist.enabled:
-            for p in self.losses.parameters():
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= self.dist.world
-
-    def compute_loss(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, student: nn.Module, images: torch.Tensor, masks: torch.Tensor, seg_loss: nn.Module) -> dict[str, torch.Tensor]:
         d = self.dopts
         with torch.inference_mode():
             t_logits = self.teacher(images)
         # inference tensors cannot join autograd: clone the few the losses read
         t_logits = t_logits.clone()
         t_feats = [self.t_hooks[t].clone() for _, t in self.pairs] if self.t_hooks else []
-        s_logits = self.model(images)
+        s_logits = student(images)
         s_feats = [self.s_hooks[s] for s, _ in self.pairs] if self.s_hooks else []
-        parts = self.seg_loss(s_logits, masks)
+        parts = seg_loss(s_logits, masks)
         out = {"loss_seg": parts["loss"], "seg_ce": parts["ce"], "seg_dice": parts["dice"]}
         total = parts["loss"]
         for name, fn in self.losses.items():
@@ -199,6 +181,43 @@ class DistillTrainer(Trainer):
             total = total + d.weight(name) * value
         out["loss"] = total
         return out
+
+
+def count_region_samples(masks: np.ndarray, num_classes: int) -> int:
+    """M of PNSCD: the number of (slice, class present) samples in the training set."""
+    return int(sum((masks == k).any(axis=(1, 2)).sum() for k in range(num_classes)))
+
+
+class DistillTrainer(Trainer):
+    """``Trainer`` whose loss is the PNCD objective; the heads train and resume with the student."""
+
+    kind = "distill"
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, dopts: DistillOptions, teacher_source: dict, *args: Any, **kw: Any) -> None:
+        self.teacher, self.dopts, self.teacher_source = teacher, dopts, teacher_source
+        super().__init__(student, *args, **kw)
+
+    def setup(self) -> None:
+        s = self.data_spec
+        self.pncd = PNCD(self.raw_model, self.teacher, self.dopts, s.num_classes, s.channels, s.size,
+                         count_region_samples(self.train_set.masks, s.num_classes), self.device)
+        self.losses, self.pairs = self.pncd.losses, self.pncd.pairs
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad] + list(self.losses.parameters())
+
+    def extra_state(self) -> dict[str, nn.Module]:
+        return {"losses": self.losses}
+
+    def after_backward(self) -> None:
+        if self.dist.enabled:
+            for p in self.losses.parameters():
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= self.dist.world
+
+    def compute_loss(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.pncd(self.model, images, masks, self.seg_loss)
 
     def config_extra(self) -> dict[str, Any]:
         d = asdict(self.dopts)
@@ -231,8 +250,9 @@ def _parse_taps(values: tuple[str, ...]) -> list[tuple[str, str]]:
 @click.option("--rmd-variant", type=click.Choice(["paper", "emkd"]), default="paper", show_default=True)
 @click.option("--tau", type=float, default=0.07, show_default=True, help="PNSCD temperature.")
 @click.option("--n-negatives", type=int, default=4096, show_default=True, help="PNSCD negatives N (batch + memory).")
-@click.option("--pnscd-norm", type=click.Choice(["none", "crd"]), default="none", show_default=True,
-              help="none: h = e^s/(e^s + N/M) as REFERENCE.md reads eq. 8; crd: divide e^s by CRD's constant Z.")
+@click.option("--pnscd-norm", type=click.Choice(["crd", "none"]), default="crd", show_default=True,
+              help="crd: divide e^s by CRD's constant Z (loss of order 1); none: h = e^s/(e^s + N/M) literally, "
+                   "whose negative sum is of order N and swamps Loss_seg.")
 @click.option("--taps", multiple=True, help="A feature pair STUDENT_MODULE=TEACHER_MODULE (repeat; last pair feeds PNSCD).")
 @click.pass_context
 def distill_command(ctx: click.Context, teacher: str, teacher_weights: str | None, student: str, modules: str, w_pmd: float, w_rmd: float,

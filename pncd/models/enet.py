@@ -18,9 +18,9 @@ in the forward pass; here every block runs.
 Departure for deployment: max-unpooling is computed from a "first maximum of each 2x2 window"
 mask instead of MaxPool indices + MaxUnpool. The result is identical to
 ``F.max_unpool2d(y, indices)`` (torch picks the first maximum in raster order, so does the
-mask; the tests check this), but it exports to plain ONNX ops (Slice, Equal, Mul,
-DepthToSpace) that ONNX Runtime, OpenVINO and TensorRT all run, where MaxUnpool is not
-supported everywhere.
+mask; the tests check this), but the exported graph holds only common ONNX ops (Slice, Max,
+Equal, And, Not, Where, Pad, DepthToSpace). TensorRT's ONNX parser supports neither MaxUnpool
+nor MaxPool's indices output.
 
 Taps (as in EMKD): low = the initial block (16 channels, stride 2); high = the last stride-8
 feature, bottleneck 3.8 (128 channels).
@@ -46,28 +46,34 @@ def _conv_bn(cin: int, cout: int, kernel, stride: int = 1, padding=0, dilation: 
     return nn.Sequential(*layers)
 
 
-def first_max_mask(x: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-    """Where each 2x2 window's first maximum (raster order) sits: bool ``(B, C, 4, H/2, W/2)``.
+def pool_with_mask(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """2x2 max-pooling and where each window's first maximum (raster order) sits.
 
-    ``pooled`` is ``max_pool2d(x, 2)``; slot k of dim 2 is window position (k // 2, k % 2).
+    Returns the pooled tensor ``(B, C, H/2, W/2)`` (equal to ``F.max_pool2d(x, 2)``) and a bool
+    mask ``(B, C, 4, H/2, W/2)`` whose slot k marks window position (k // 2, k % 2). The maximum
+    is taken over four strided slices rather than by MaxPool: ONNX Runtime's FP16 CPU kernels
+    compare a MaxPool output with a slice of its input wrongly (ORT 1.32), Max is safe.
     """
+    corners = [x[:, :, dy::2, dx::2] for dy in (0, 1) for dx in (0, 1)]
+    pooled = torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(corners[2], corners[3]))
     taken: torch.Tensor | None = None
     slots = []
-    for dy in (0, 1):
-        for dx in (0, 1):
-            hit = x[:, :, dy::2, dx::2] == pooled
-            if taken is None:
-                slots.append(hit)
-                taken = hit
-            else:
-                slots.append(hit & ~taken)
-                taken = taken | hit
-    return torch.stack(slots, dim=2)
+    for corner in corners:
+        hit = corner == pooled
+        if taken is None:
+            slots.append(hit)
+            taken = hit
+        else:
+            slots.append(hit & ~taken)
+            taken = taken | hit
+    return pooled, torch.stack(slots, dim=2)
 
 
 def unpool_with_mask(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Place each value of ``y`` (B, C, h, w) at its window's recorded maximum: (B, C, 2h, 2w)."""
-    spread = y.unsqueeze(2) * mask.to(y.dtype)  # (B, C, 4, h, w)
+    # where() rather than a multiply by mask.to(dtype): a Cast to float32 in the graph breaks
+    # the FP16 conversion of the exported model (onnxconverter-common leaves its target type).
+    spread = torch.where(mask, y.unsqueeze(2), torch.zeros((), dtype=y.dtype, device=y.device))  # (B, C, 4, h, w)
     return F.pixel_shuffle(spread.flatten(1, 2), 2)
 
 
@@ -123,8 +129,7 @@ class DownBottleneck(nn.Module):
         self.act = nn.PReLU()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = F.max_pool2d(x, 2)
-        mask = first_max_mask(x, pooled)
+        pooled, mask = pool_with_mask(x)
         ext = self.drop(self.expand(self.conv(self.reduce(x))))
         main = F.pad(pooled, (0, 0, 0, 0, 0, self.extra))
         return self.act(main + ext), mask

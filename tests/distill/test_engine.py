@@ -69,7 +69,7 @@ def test_module_subset_costs_nothing_else(teacher_run, tmp_path):
     spec = DataSpec.from_dict(cfg["data"])
     tr = DistillTrainer(create("enet"), teacher, DistillOptions(modules=("pmd",)), {}, spec,
                         TrainOptions(epochs=1, batch=4, steps_per_epoch=1, device="cpu"), tmp_path / "x")
-    assert tr.s_hooks is None and tr.t_hooks is None and list(tr.losses) == ["pmd"]
+    assert tr.pncd.s_hooks is None and tr.pncd.t_hooks is None and list(tr.losses) == ["pmd"]
     assert not any(m._forward_hooks for m in tr.raw_model.modules())
 
 

@@ -36,22 +36,28 @@ def test_backbone_output_stride_is_8(name: str) -> None:
     assert feat.shape[1] == model.classifier.in_channels
 
 
-@pytest.mark.parametrize("name,first,inner", [
-    ("resnet18", ("conv1.weight", "backbone.conv1.weight"), ("layer3.1.conv2.weight", "backbone.layer3.1.conv2.weight")),
-    ("mobilenetv2", ("features.0.0.weight", "backbone.0.0.weight"), ("features.14.conv.1.0.weight", "backbone.14.conv.1.0.weight")),
-])
-def test_pretrained_state_dict_is_loaded(name: str, first: tuple[str, str], inner: tuple[str, str], tv_files: dict[str, Path]) -> None:
+# (our key, torchvision key) of the first conv, and of every other loaded tensor's prefix.
+KEYS = {
+    "resnet18": (("backbone.conv1.weight", "conv1.weight"), ("backbone.", "")),
+    "mobilenetv2": (("backbone.0.0.weight", "features.0.0.weight"), ("backbone.", "features.")),
+}
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "resnet18"])
+def test_pretrained_state_dict_is_loaded(name: str, tv_files: dict[str, Path]) -> None:
     ref = torch.load(tv_files[name], weights_only=True)
-    rgb = models.create(name, in_channels=3, num_classes=2, pretrained=str(tv_files[name])).state_dict()
-    grey = models.create(name, in_channels=1, num_classes=2, pretrained=str(tv_files[name])).state_dict()
-    assert torch.equal(rgb[first[1]], ref[first[0]])
-    assert torch.equal(rgb[inner[1]], ref[inner[0]])
-    assert torch.equal(grey[inner[1]], ref[inner[0]])
-    # One channel: the RGB filters summed, so a grey image replicated to RGB responds the same.
-    assert grey[first[1]].shape[1] == 1
-    assert torch.allclose(grey[first[1]], ref[first[0]].sum(dim=1, keepdim=True), atol=1e-6)
-    bn_key = "backbone.bn1.running_var" if name == "resnet18" else "backbone.0.1.running_var"
-    assert torch.equal(grey[bn_key], ref[bn_key.replace("backbone.", "" if name == "resnet18" else "features.")])
+    (first, tv_first), (ours, theirs) = KEYS[name]
+    for channels in (1, 3):
+        state = models.create(name, in_channels=channels, num_classes=2, pretrained=str(tv_files[name])).state_dict()
+        backbone = {k: v for k, v in state.items() if k.startswith(ours) and k != first}
+        assert len(backbone) > 100  # weights and BatchNorm statistics
+        for key, value in backbone.items():
+            assert torch.equal(value, ref[theirs + key[len(ours):]]), key
+        if channels == 3:
+            assert torch.equal(state[first], ref[tv_first])
+        else:  # the RGB filters summed: a grey image replicated to RGB responds the same
+            assert state[first].shape[1] == 1
+            assert torch.allclose(state[first], ref[tv_first].sum(dim=1, keepdim=True), atol=1e-6)
 
 
 def test_grey_model_matches_rgb_model_on_replicated_input(tv_files: dict[str, Path]) -> None:
