@@ -2,10 +2,12 @@
 
 - FP16: ``onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True)``: the
   graph computes in FP16, the input and output stay FP32 (casts at the edges), so callers feed
-  the same arrays to every precision. ``Cast`` and ``ConstantOfShape`` nodes are kept in FP32
-  (with casts around them): onnxconverter-common 1.16 turns their output types to FP16 but not
-  their ``to`` / ``value`` attributes, an invalid graph for the dynamo exporter's
-  ``Cast(bool -> float)`` and ``max_unpool`` patterns.
+  the same arrays to every precision. onnxconverter-common 1.16 turns the output types of
+  ``Cast(to=FLOAT)`` and ``ConstantOfShape`` nodes to FP16 but not their ``to`` / ``value``
+  attributes (an invalid graph for the dynamo exporter's ``Cast(bool -> float)`` and
+  ``new_zeros`` patterns); :func:`_repair_fp16_types` makes the attributes agree. (Putting
+  ``Cast`` in the converter's block list instead makes it loop forever: it blocks the casts it
+  inserts.)
 - INT8: ``quant_pre_process`` (shape inference, graph optimisation) then ``quantize_static`` in
   QDQ format, per-channel weights, calibrated on real training images. For ONNX Runtime on CPU
   the activations are asymmetric QUInt8 and weights QInt8 (its fastest CPU kernels); for
@@ -26,7 +28,6 @@ import numpy as np
 
 from pncd.errors import PncdError
 
-FP16_EXTRA_BLOCKED = ("ConstantOfShape", "Cast")
 
 
 def to_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
@@ -34,18 +35,46 @@ def to_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
     import onnx
     from onnxconverter_common import float16
 
-    block = list(float16.DEFAULT_OP_BLOCK_LIST) + list(FP16_EXTRA_BLOCKED)
     model = onnx.load(str(src))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # per-weight "truncated to 1e-07" notices
-        half = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
+        half = float16.convert_float_to_float16(model, keep_io_types=True)
+    repaired = _repair_fp16_types(half)
     onnx.save(half, str(dst))
     _check(dst)
     return {
         "converter": "onnxconverter_common.float16.convert_float_to_float16",
         "keep_io_types": True,
-        "op_block_list": "DEFAULT_OP_BLOCK_LIST + " + ",".join(FP16_EXTRA_BLOCKED),
+        "op_block_list": "DEFAULT_OP_BLOCK_LIST",
+        "repaired_nodes": repaired,
     }
+
+
+def _repair_fp16_types(model) -> int:
+    """Make Cast/ConstantOfShape attributes produce the FP16 their outputs were given; count them."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    fp16_values = {v.name for v in model.graph.value_info if v.type.tensor_type.elem_type == TensorProto.FLOAT16}
+    fixed = 0
+    for node in model.graph.node:
+        if not node.output or node.output[0] not in fp16_values:
+            continue
+        if node.op_type == "Cast":
+            for a in node.attribute:
+                if a.name == "to" and a.i == TensorProto.FLOAT:
+                    a.i = TensorProto.FLOAT16
+                    fixed += 1
+        elif node.op_type == "ConstantOfShape":
+            value = next((a for a in node.attribute if a.name == "value"), None)
+            if value is None or value.t.data_type == TensorProto.FLOAT:
+                v = float(onnx.numpy_helper.to_array(value.t).reshape(-1)[0]) if value is not None else 0.0
+                t = onnx.numpy_helper.from_array(np.array([v], dtype=np.float16), name="value")
+                if value is not None:
+                    node.attribute.remove(value)
+                node.attribute.append(helper.make_attribute("value", t))
+                fixed += 1
+    return fixed
 
 
 def quantize_int8(src: str | Path, dst: str | Path, images: np.ndarray, input_name: str, method: str,
