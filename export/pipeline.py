@@ -100,9 +100,11 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
     channels = int(cfg["model"].get("in_channels", data.get("channels", 1)))
     num_classes = int(cfg["model"].get("num_classes", data.get("num_classes", 2)))
     size = opts.input_size or (int(data["size"]), int(data["size"]))
-    if size[0] % SIZE_MULTIPLE or size[1] % SIZE_MULTIPLE:
-        raise PncdError(f"the run's image size {size[0]}x{size[1]} is not divisible by {SIZE_MULTIPLE}; "
-                        "pass --input-size HxW")
+    multiple = max(SIZE_MULTIPLE, int(getattr(model, "size_multiple", SIZE_MULTIPLE)))
+    if size[0] % multiple or size[1] % multiple:
+        what = "--input-size" if opts.input_size else "the run's image size"
+        raise PncdError(f"{what} {size[0]}x{size[1]} does not suit {cfg['model'].get('name')}: it needs sides "
+                        f"divisible by {multiple}; pass --input-size HxW (e.g. {multiple * 4}x{multiple * 4})")
 
     log(f"loading {opts.parity_images} held-out images for the parity check")
     held = cal.held_out_images(data, opts.parity_images, size)
@@ -132,6 +134,7 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
         for w in (w for r in results.values() for w in r["check"]["warnings"]):
             log(f"warning: {w}")
         batch_dim: Any = "batch" if opts.dynamic_batch else 1
+        source = mf.source_record(run, ckpt, cfg)
         man = mf.build_manifest(
             tmp,
             target=opts.target,
@@ -144,8 +147,8 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
             input={"name": INPUT_NAME, "shape": [batch_dim, channels, size[0], size[1]], "dtype": "float32",
                    "layout": "NCHW"},
             output={"name": OUTPUT_NAME, "shape": [batch_dim, num_classes, size[0], size[1]], "dtype": "float32"},
-            source_run=mf.source_record(run, ckpt, cfg)["run"],
-            source=mf.source_record(run, ckpt, cfg),
+            source_run=source["run"],
+            source=source,
             model=mf.model_record(model, cfg),
             data=data,
             calibration=built.get("calibration"),

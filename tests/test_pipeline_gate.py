@@ -1,6 +1,6 @@
 """The project's own accuracy gate: a short seeded pipeline on the synthetic phantoms.
 
-train (U-Net teacher) -> distil (ENet, PNCD) -> export (ORT INT8, OpenVINO FP32 and INT8) ->
+train (U-Net teacher) -> distil (Attention U-Net student, PNCD) -> export (ORT INT8, OpenVINO FP32 and INT8) ->
 bench -> gate against ``bench/baselines/ci-synthetic.json``, committed in the repository.
 
 Why it does not flake: every stage is seeded and runs single-threaded on the CPU, where the
@@ -13,9 +13,12 @@ tolerance of 0.005 absolute Dice. A real regression (a broken preprocessing step
 calibration, a perturbed weight) moves Dice by more than that: ``tests/bench`` shows the gate
 failing a perturbed model.
 
-FP16 is not in this pipeline: 80 steps leave the student with many pixels near the decision
-boundary, and its FP16 export fails the 99.9% argmax-agreement check at export time, as that
-check should (``tests/export`` covers FP16 on every model).
+The student is a small U-shaped network rather than ENet: ENet at 64x64 reaches a Dice of
+only ~0.06 in 80 steps, and on such a model INT8 and FP16 noise flip a large share of its few
+foreground pixels, so the gate would measure noise. FP16 is not in this pipeline for the same
+reason (a briefly trained model has many pixels near the decision boundary and fails the 99.9%
+argmax-agreement check at export time, as that check should); ``tests/export`` covers FP16 on
+every model.
 
 Regenerate the baseline on purpose with::
 
@@ -30,12 +33,17 @@ from pathlib import Path
 import pytest
 
 BASELINE = Path(__file__).resolve().parents[1] / "bench" / "baselines" / "ci-synthetic.json"
+# The 99% MLPerf quality target (the gate's default) is for trained models; this 80-step model
+# keeps 84-85% of its FP32 Dice in INT8 (measured when the baseline was written), so here the
+# reference rule only catches a collapse, and the baseline rules (Dice drop <= 0.005 absolute,
+# VOE, RVD against the committed values) catch regressions.
+MIN_REF_RATIO = 0.75
 
 
 def ci_recipe():
     from pncd.pipeline import DemoRecipe
 
-    return DemoRecipe(teacher="unet", student="enet", size=64, batch=8, teacher_epochs=4, student_epochs=4, steps_per_epoch=20,
+    return DemoRecipe(teacher="unet", student="attention_unet", size=64, batch=8, teacher_epochs=4, student_epochs=4, steps_per_epoch=20,
                       exports=("onnxruntime:int8", "openvino:fp32", "openvino:int8"), calib_size=32, bench_iters=10, n_boot=200,
                       extra_distill=["--rmd-variant", "emkd"])
 
@@ -54,14 +62,13 @@ def test_seeded_pipeline_passes_committed_gate(tmp_path):
         from pncd.bench.gate import gate_command
 
         gate_command.main(args=[str(report), "--baseline", str(BASELINE), "--update-baseline"], standalone_mode=False)
-    ok, rows = run_gate(report, BASELINE, require_all=True)
+    ok, rows = run_gate(report, BASELINE, require_all=True, min_ref_ratio=MIN_REF_RATIO)
     failed = [r for r in rows if r["status"] == "fail"]
     assert ok, failed
     checked = {r["rule"] for r in rows if r["status"] == "pass"}
     assert {"ref_ratio", "dice_drop"} <= checked, rows
     # the student segments something: a gate on an all-background model would be vacuous
-    # (80 steps of ENet at 64x64 reach a per-case Dice of about 0.06 on the test cases)
     from pncd.io import read_json
 
     entries = read_json(report)["entries"]
-    assert all(e["dice"] is not None and e["dice"] > 0.02 for e in entries), [(e["key"], e["dice"]) for e in entries]
+    assert all(e["dice"] is not None and e["dice"] > 0.15 for e in entries), [(e["key"], e["dice"]) for e in entries]

@@ -59,20 +59,63 @@ def calibrate_batchnorm(model: nn.Module, images: np.ndarray) -> nn.Module:
     return model.eval()
 
 
+def onnx_with_fp16_weights(src: Path, dst: Path) -> Path:
+    """A copy of an FP32 ONNX whose float weights (initializers, Constant tensors) are rounded to
+    FP16 and stored back as FP32: the weights an FP16 artifact of this graph carries, with FP32
+    arithmetic. The exporter folds BatchNorm into convolutions for some networks, so rounding
+    the torch module's own weights would round other numbers than the converters do.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(src))
+    tensors = list(m.graph.initializer)
+    tensors += [a.t for n in m.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    for t in tensors:
+        if t.data_type == onnx.TensorProto.FLOAT:
+            arr = numpy_helper.to_array(t).astype(np.float16).astype(np.float32)
+            t.CopyFrom(numpy_helper.from_array(arr, t.name))
+    onnx.save(m, str(dst))
+    return dst
+
+
 @dataclass
 class Exported:
     name: str
     model: nn.Module
     onnx: Path
+    size: int
     ref: np.ndarray  # torch logits on the held-out images
+    ref_fp16_weights: np.ndarray  # the FP32 graph with FP16-rounded weights, on ONNX Runtime
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory, held_out, calib_images) -> Callable[[str], Exported]:
+def images_at(data_spec) -> Callable[[int], tuple]:
+    """``images_at(size)`` -> (held-out ImageSet, calibration ImageSet) at that size, cached."""
+    from pncd.export.calibration import calibration_images, held_out_images
+
+    cache: dict[int, tuple] = {}
+
+    def get(size: int) -> tuple:
+        if size not in cache:
+            cache[size] = (held_out_images(data_spec, 8, (size, size)), calibration_images(data_spec, 8, (size, size), None))
+        return cache[size]
+
+    return get
+
+
+def size_for(model: nn.Module) -> int:
+    """32, or the network's own stricter size multiple (e.g. 64 for Swin-UNet)."""
+    return max(SIZE, int(getattr(model, "size_multiple", 16)))
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, images_at) -> Callable[[str], Exported]:
     """``exported(name)``: the network (seeded, BN statistics set) and its FP32 ONNX, cached."""
     from pncd import models
-    from pncd.export.onnx_export import export_onnx
-    from pncd.export.parity import torch_logits
+    from pncd.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+    from pncd.export.parity import runner_logits, torch_logits
+    from pncd.targets.onnxruntime import OnnxRuntimeRunner
 
     cache: dict[str, Exported] = {}
     root = tmp_path_factory.mktemp("onnx")
@@ -80,10 +123,16 @@ def exported(tmp_path_factory, held_out, calib_images) -> Callable[[str], Export
     def get(name: str) -> Exported:
         if name not in cache:
             torch.manual_seed(0)
-            model = calibrate_batchnorm(models.create(name), calib_images.images)
+            model = models.create(name)
+            size = size_for(model)
+            held, calib = images_at(size)
+            model = calibrate_batchnorm(model, calib.images)
             path = root / f"{name}.onnx"
-            export_onnx(model, path, 1, SIZE, SIZE)
-            cache[name] = Exported(name, model, path, torch_logits(model, held_out.images))
+            export_onnx(model, path, 1, size, size)
+            rounded = onnx_with_fp16_weights(path, root / f"{name}-fp16-weights.onnx")
+            with OnnxRuntimeRunner(rounded) as r:
+                ref16 = runner_logits(r, INPUT_NAME, OUTPUT_NAME, held.images)
+            cache[name] = Exported(name, model, path, size, torch_logits(model, held.images), ref16)
         return cache[name]
 
     return get
