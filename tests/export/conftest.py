@@ -22,7 +22,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-SIZE = 32
+from export_helpers import SIZE
 
 
 @pytest.fixture(scope="session")
@@ -261,10 +261,3 @@ def make_run(tmp_path_factory, test_models, data_spec):
         return cache[key]
 
     return make
-
-
-def leftovers(out: Path) -> list[str]:
-    """Anything an export to ``out`` left behind: the directory or a temporary sibling."""
-    found = [out.name] if out.exists() else []
-    found += [p.name for p in out.parent.glob(f".{out.name}.*")]
-    return found

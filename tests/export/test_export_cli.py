@@ -18,7 +18,7 @@ from pncd.cli import main
 from pncd.export.manifest import sha256_file, verify
 from pncd.targets.registry import load_runner, read_manifest
 
-from .conftest import SIZE
+from export_helpers import SIZE
 
 
 def export(*args: str) -> int:

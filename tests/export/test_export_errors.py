@@ -10,7 +10,7 @@ import pytest
 
 from pncd.cli import main
 
-from .conftest import leftovers
+from export_helpers import leftovers
 
 
 def export_error(capsys, *args: str) -> str:

