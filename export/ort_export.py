@@ -77,6 +77,12 @@ def _repair_fp16_types(model) -> int:
     return fixed
 
 
+# INT8 where the compute is. Data-movement and comparison ops (MaxPool, Slice, Equal, Where,
+# Concat, ...) stay in float: quantizing them requantizes tensors that are later compared for
+# equality (ENet's max-unpooling mask), which broke ENet completely (Dice 0.004 of FP32 on LGG).
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
 def quantize_int8(src: str | Path, dst: str | Path, images: np.ndarray, input_name: str, method: str,
                   symmetric: bool) -> dict[str, Any]:
     """Static INT8 QDQ quantization of ``src`` calibrated on ``images``; returns the options used.
@@ -105,6 +111,7 @@ def quantize_int8(src: str | Path, dst: str | Path, images: np.ndarray, input_na
                     str(pre), str(dst), ort_reader(images, input_name),
                     quant_format=QuantFormat.QDQ, per_channel=True, activation_type=act,
                     weight_type=QuantType.QInt8, calibrate_method=methods[method], extra_options=extra,
+                    op_types_to_quantize=list(QUANTIZED_OPS),
                 )
         except PncdError:
             raise
@@ -120,6 +127,7 @@ def quantize_int8(src: str | Path, dst: str | Path, images: np.ndarray, input_na
         "activation_type": "QInt8" if symmetric else "QUInt8",
         "weight_type": "QInt8",
         "calibrate_method": methods[method].name,
+        "op_types_to_quantize": list(QUANTIZED_OPS),
         "extra_options": extra,
     }
 
