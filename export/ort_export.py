@@ -12,7 +12,8 @@
   QDQ format, per-channel weights, calibrated on real training images. For ONNX Runtime on CPU
   the activations are asymmetric QUInt8 and weights QInt8 (its fastest CPU kernels); for
   TensorRT both are symmetric QInt8 (``ActivationSymmetric``/``WeightSymmetric``), the only
-  INT8 TensorRT takes from QDQ.
+  INT8 TensorRT takes from QDQ, with float biases and float weights behind Q/DQ pairs (see
+  ``TENSORRT_EXTRA_OPTIONS``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ from typing import Any
 import numpy as np
 
 from pncd.errors import PncdError
+
+# TensorRT's ONNX parser takes DequantizeLinear only on activation types (float tensors): an
+# INT32 bias or an INT8 weight initializer feeding a DQ node fails to parse ("only activation
+# types allowed as input to this layer", onnx/onnx-tensorrt#850, microsoft/onnxruntime#14229).
+# So biases stay float, weights stay float behind a Q -> DQ pair, one pair per consumer.
+TENSORRT_EXTRA_OPTIONS = {
+    "ActivationSymmetric": True,
+    "WeightSymmetric": True,
+    "QuantizeBias": False,
+    "AddQDQPairToWeight": True,
+    "DedicatedQDQPair": True,
+}
 
 
 
@@ -99,7 +112,7 @@ def quantize_int8(src: str | Path, dst: str | Path, images: np.ndarray, input_na
     if method not in methods:
         raise PncdError(f"--calib-method {method!r} is unknown; use one of {', '.join(methods)}")
     act = QuantType.QInt8 if symmetric else QuantType.QUInt8
-    extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
+    extra = dict(TENSORRT_EXTRA_OPTIONS) if symmetric else {}
     with tempfile.TemporaryDirectory(prefix="pncd-quant-") as scratch:
         pre = Path(scratch) / "preprocessed.onnx"
         buf = io.StringIO()

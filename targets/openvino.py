@@ -97,9 +97,10 @@ class OpenVinoRunner(Runner):
         if self.compiled is None:
             return None
         try:
-            return str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+            t = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         except RuntimeError:  # devices without the property
             return None
+        return t.to_string() if hasattr(t, "to_string") else str(t)  # ov.Type -> "f32", "bf16", ...
 
     @property
     def settings(self) -> dict[str, Any]:

@@ -148,14 +148,23 @@ def test_tensorrt_int8_is_symmetric_qdq_and_runs_on_onnxruntime(make_run, tmp_pa
     man = read_manifest(out)
     assert man["artifact"] == man["onnx"] == "model_int8.onnx" and man["runtime"] == "tensorrt"
     assert man["build"]["activation_type"] == "QInt8"
-    assert man["build"]["extra_options"] == {"ActivationSymmetric": True, "WeightSymmetric": True}
+    extra = man["build"]["extra_options"]
+    assert extra["ActivationSymmetric"] and extra["WeightSymmetric"] and extra["QuantizeBias"] is False
     m = onnx.load(str(out / "model_int8.onnx"))
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
-    qnodes = [n for n in m.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    assert qnodes
-    for n in qnodes:  # signed INT8 with zero points 0: TensorRT's explicit quantization
+    producers = {o: n for n in m.graph.node for o in n.output}
+    quant = [n for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    dequant = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
+    assert quant and dequant
+    for n in quant + dequant:  # signed INT8 with zero points 0: TensorRT's explicit quantization
         zp = inits.get(n.input[2]) if len(n.input) > 2 else None
         assert zp is not None and zp.dtype == np.int8 and not zp.any(), n.name
+    for n in dequant:  # TensorRT parses DQ only on activation types: every DQ input comes from a Q node
+        assert n.input[0] not in inits and producers[n.input[0]].op_type == "QuantizeLinear", n.name
+    for conv in (n for n in m.graph.node if n.op_type == "Conv"):
+        assert producers[conv.input[1]].op_type == "DequantizeLinear"  # weights quantized (float + Q/DQ)
+        if len(conv.input) > 2:
+            assert inits[conv.input[2]].dtype == np.float32  # bias kept in float
     plans = man["tensorrt"]["plans"]
     assert plans["10.3 (JetPack 6.x)"]["builder_flags"] == ["INT8", "FP16"]
     assert plans["10.16 (JetPack 7.2)"]["strongly_typed"] is True
