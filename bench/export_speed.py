@@ -181,6 +181,8 @@ def main(models: str, runs: tuple[str, ...], size: int, iters: int, warmup: int,
             "calib_size": calib_size, "cpu": _cpu_model(), "machine": platform.machine(), "versions": versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     click.echo(f"\nthreads {threads}, batch 1, {iters} timed iterations after {warmup} warm-up, on {meta['cpu']}")
+    if not runs:
+        click.echo("untrained weights: 'agree' (argmax agreement with torch) is not an accuracy figure; use --run")
     if json_out:
         write_json(json_out, {"meta": meta, "rows": rows})
 

@@ -29,11 +29,15 @@ TARGET_NAMES = ("onnxruntime", "openvino", "tensorrt", "jetson")
               help="Largest absolute Dice drop --accuracy-control may accept.")
 @click.option("--parity-images", type=int, default=32, show_default=True,
               help="Held-out (val, else test) images for the parity check against torch.")
+@click.option("--keep-float", default="first", show_default=True,
+              help="INT8: network ends left in floating point: first (layers reading the image), last "
+                   "(the classifier), first,last or none.")
 @click.option("--strict", is_flag=True, help="Fail (write nothing) when INT8 keeps < 99% of the FP32 Dice.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.pass_context
 def export_command(ctx: click.Context, config, run, target, precision, out, calib_data, calib_size, calib_method,
-                   input_size, dynamic_batch, accuracy_control, max_dice_drop, parity_images, strict, force) -> None:
+                   input_size, dynamic_batch, accuracy_control, max_dice_drop, parity_images, keep_float, strict,
+                   force) -> None:
     """Export a trained run to ONNX Runtime, OpenVINO or TensorRT, check it against torch, and
     write the artifact with its manifest.json.
 
@@ -58,6 +62,7 @@ def export_command(ctx: click.Context, config, run, target, precision, out, cali
         calib_method=calib_method, input_size=parse_size(input_size), dynamic_batch=dynamic_batch,
         accuracy_control=accuracy_control, max_dice_drop=max_dice_drop, strict=strict, force=force,
         parity_images=parity_images,
+        keep_float=tuple(k.strip() for k in keep_float.split(",") if k.strip() and k.strip() != "none"),
     )
     command = " ".join(["pncd", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("pncd") else None
     export_run(run, opts, options=resolved_params(ctx), command=command)

@@ -41,6 +41,7 @@ def convert(
     validation: ImageSet | None = None,
     max_drop: float = 0.01,
     num_classes: int = 2,
+    keep_float: tuple[str, ...] = ("first",),
 ) -> dict[str, Any]:
     """Write ``xml_path`` (+ ``.bin``) for ``precision``; returns the options used."""
     ov = require("openvino", "openvino", "the openvino target")
@@ -55,7 +56,8 @@ def convert(
     elif precision == "int8":
         if calib is None:
             raise PncdError("OpenVINO INT8 needs calibration images")
-        q, qrec = _quantize(model, input_name, calib, method, accuracy_control, validation, max_drop, num_classes)
+        q, qrec = _quantize(model, input_name, calib, method, accuracy_control, validation, max_drop, num_classes,
+                            keep_float)
         ov.save_model(q, str(xml_path), compress_to_fp16=False)
         record.update(qrec, compress_to_fp16=False)
     else:
@@ -63,8 +65,37 @@ def convert(
     return record
 
 
+FLOAT_OPS = ("Maximum", "Minimum", "Equal", "Greater", "GreaterEqual", "Less", "LessEqual", "Select", "MaxPool", "Slice",
+             "StridedSlice", "LogicalAnd", "LogicalOr", "LogicalNot")
+
+
+WEIGHT_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul")
+
+
+def float_layers(model, keep: tuple[str, ...]) -> list[str]:
+    """Friendly names of the OpenVINO ops NNCF leaves in floating point, as ONNX Runtime's
+    :func:`pncd.export.ort_export.float_layers`: "first" = ops reading the input, "last" = the
+    classifier and the weight-free ops after it."""
+    names: list[str] = []
+    if "first" in keep:
+        for param in model.get_parameters():
+            for target in param.output(0).get_target_inputs():
+                names.append(target.get_node().get_friendly_name())
+    if "last" in keep:
+        frontier = [r.input_value(0).get_node() for r in model.get_results()]
+        while frontier:
+            node = frontier.pop()
+            kind = node.get_type_name()
+            if kind in ("Parameter", "Constant") or node.get_friendly_name() in names:
+                continue
+            names.append(node.get_friendly_name())
+            if kind not in WEIGHT_OPS:
+                frontier += [v.get_node() for v in node.input_values()]
+    return names
+
+
 def _quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_control: bool,
-              validation: ImageSet | None, max_drop: float, num_classes: int):
+              validation: ImageSet | None, max_drop: float, num_classes: int, keep_float: tuple[str, ...]):
     nncf = require("nncf", "nncf", "OpenVINO INT8 quantization")
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
@@ -75,12 +106,17 @@ def _quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_con
     estimator = getattr(RangeEstimatorParametersSet, NNCF_METHODS[method])
     advanced = AdvancedQuantizationParameters(activations_range_estimator_params=estimator)
     calib_ds = nncf.Dataset([calib.images[i : i + 1] for i in range(len(calib))])
-    common = {"subset_size": len(calib), "fast_bias_correction": True}
+    # Comparisons and selections stay in float (as in the ONNX Runtime INT8 path): ENet's
+    # max-unpooling mask compares a max with its inputs, which quantization breaks.
+    kept = float_layers(model, keep_float)
+    ignored = nncf.IgnoredScope(names=kept, types=list(FLOAT_OPS), validate=False)
+    common = {"subset_size": len(calib), "fast_bias_correction": True, "ignored_scope": ignored}
     record: dict[str, Any] = {
         "quantizer": "nncf.quantize",
         "nncf_range_estimator": NNCF_METHODS[method],
         "preset": "default (PERFORMANCE: symmetric)",
-        **common,
+        "subset_size": len(calib), "fast_bias_correction": True, "ignored_types": list(FLOAT_OPS),
+        "keep_float": {"layers": list(keep_float), "nodes": kept},
     }
     try:
         if not accuracy_control:

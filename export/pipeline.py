@@ -48,6 +48,7 @@ class ExportOptions:
     force: bool = False
     parity_images: int = 32
     parity_batch: int = 8
+    keep_float: tuple[str, ...] = ("first",)
 
 
 def validate(opts: ExportOptions) -> None:
@@ -59,6 +60,11 @@ def validate(opts: ExportOptions) -> None:
         raise PncdError("--accuracy-control applies to --target openvino --precision int8 only")
     if not 0.0 < opts.max_dice_drop < 1.0:
         raise PncdError(f"--max-dice-drop {opts.max_dice_drop} is invalid; use an absolute Dice drop in (0, 1), e.g. 0.01")
+    from pncd.export.ort_export import KEEP_FLOAT_CHOICES
+
+    bad = [k for k in opts.keep_float if k not in KEEP_FLOAT_CHOICES]
+    if bad:
+        raise PncdError(f"--keep-float {','.join(bad)!r} is unknown; use first, last, first,last or none")
     if opts.parity_images < 1:
         raise PncdError(f"--parity-images {opts.parity_images} is invalid; use at least 1")
     if opts.input_size is not None:
@@ -205,7 +211,8 @@ def _build_onnxruntime(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, cali
     elif opts.precision == "fp16":
         build = to_fp16(fp32_onnx, dst)
     else:
-        build = quantize_int8(fp32_onnx, dst, calib.images, INPUT_NAME, opts.calib_method, symmetric=False)
+        build = quantize_int8(fp32_onnx, dst, calib.images, INPUT_NAME, opts.calib_method, symmetric=False,
+                              keep_float=opts.keep_float)
     return {
         "artifact": name, "onnx": name, "build": build,
         "calibration": _calib_record(opts, calib, build.get("calibrate_method", "")),
@@ -221,7 +228,7 @@ def _build_openvino(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: 
     xml = out_dir / "model.xml"
     build = convert(fp32_onnx, xml, opts.precision, INPUT_NAME, calib=calib, method=opts.calib_method,
                     accuracy_control=opts.accuracy_control, validation=held, max_drop=opts.max_dice_drop,
-                    num_classes=num_classes)
+                    num_classes=num_classes, keep_float=opts.keep_float)
     hint = "f32" if opts.precision == "fp32" else None
     build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}
     return {
@@ -235,7 +242,8 @@ def _build_tensorrt(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: 
     from pncd.export import tensorrt_export as te
     from pncd.targets.onnxruntime import OnnxRuntimeRunner
 
-    name, build = te.write_onnx(fp32_onnx, out_dir, opts.precision, INPUT_NAME, calib, opts.calib_method)
+    name, build = te.write_onnx(fp32_onnx, out_dir, opts.precision, INPUT_NAME, calib, opts.calib_method,
+                                opts.keep_float)
     info = te.maybe_build_engine(opts.target, out_dir / name, out_dir, opts.precision)
     runners: list[tuple[str, Any]] = []
     if info.get("engine"):

@@ -30,7 +30,7 @@ def tensorrt_available() -> bool:
 
 
 def write_onnx(fp32_onnx: Path, out_dir: Path, precision: str, input_name: str,
-               calib: ImageSet | None, method: str) -> tuple[str, dict[str, Any]]:
+               calib: ImageSet | None, method: str, keep_float: tuple[str, ...] = ("first",)) -> tuple[str, dict[str, Any]]:
     """Write the precision's ONNX into ``out_dir``; returns (file name, conversion options)."""
     name = ONNX_FOR_PRECISION[precision]
     dst = out_dir / name
@@ -40,7 +40,7 @@ def write_onnx(fp32_onnx: Path, out_dir: Path, precision: str, input_name: str,
     if precision == "fp16":
         return name, to_fp16(fp32_onnx, dst)
     assert calib is not None, "INT8 needs calibration images"
-    return name, quantize_int8(fp32_onnx, dst, calib.images, input_name, method, symmetric=True)
+    return name, quantize_int8(fp32_onnx, dst, calib.images, input_name, method, symmetric=True, keep_float=keep_float)
 
 
 def plans(precision: str) -> dict[str, Any]:
