@@ -41,7 +41,7 @@ def test_local_runner_without_host(tiny_onnx, tiny_images):
 
 
 def test_local_runner_static_batch_records_why(tmp_path, tiny_images):
-    from conftest import make_onnx
+    from tests.bench.conftest import make_onnx  # by package path: several conftest.py exist
 
     static = make_onnx(tmp_path / "static.onnx", dynamic=False)
     opts = JetsonOptions(host=None, warmup=0, iters=3, batch=4, accuracy_batch=4, tegrastats="off")
@@ -270,7 +270,7 @@ def test_tensorrt_path_strongly_typed_and_damaged_cache(tmp_path, tiny_onnx):
 
 def test_tensorrt_path_static_batch_engine(tmp_path, tiny_images):
     """Mocked TensorRT (none here): a batch-1 ONNX gives a batch-1 engine, also when loaded from the cache."""
-    from conftest import make_onnx
+    from tests.bench.conftest import make_onnx  # by package path: several conftest.py exist
 
     static = make_onnx(tmp_path / "static.onnx", dynamic=False)
     trt, log = fake_tensorrt("10.3.0")
