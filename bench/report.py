@@ -197,27 +197,17 @@ def plot_latency_dice(entries: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def _outline(mask: np.ndarray) -> np.ndarray:
-    m = mask.astype(bool)
-    inner = m.copy()
-    inner[1:, :] &= m[:-1, :]
-    inner[:-1, :] &= m[1:, :]
-    inner[:, 1:] &= m[:, :-1]
-    inner[:, :-1] &= m[:, 1:]
-    return m & ~inner
-
-
 def disagreement_panel(image: np.ndarray, gt: np.ndarray, ref: np.ndarray, art: np.ndarray) -> np.ndarray:
     """RGB uint8: [image + GT outline | reference | artifact | disagreement map]."""
-    from pncd.viz import to_uint8
+    from pncd.viz import outline, to_uint8
 
     g = to_uint8(image)
     base = np.stack([g, g, g], axis=-1)
     with_gt = base.copy()
-    with_gt[_outline(gt > 0)] = (0, 255, 0)
+    with_gt[outline(gt > 0)] = (0, 255, 0)
     ref_p, art_p = base.copy(), base.copy()
-    ref_p[_outline(ref > 0)] = (255, 200, 0)
-    art_p[_outline(art > 0)] = (255, 200, 0)
+    ref_p[outline(ref > 0)] = (255, 200, 0)
+    art_p[outline(art > 0)] = (255, 200, 0)
     diff = (base // 3).copy()
     diff[(ref > 0) & (art > 0)] = (110, 110, 110)
     diff[(ref != art) & (ref > 0)] = (255, 40, 40)

@@ -16,7 +16,8 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
 
 
-def _edges(mask: np.ndarray) -> np.ndarray:
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The boundary pixels of a mask (the mask minus its 4-neighbour erosion)."""
     m = mask.astype(bool)
     inner = m.copy()
     inner[1:, :] &= m[:-1, :]
@@ -31,8 +32,8 @@ def overlay(image: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
     g = to_uint8(image)
     base = np.stack([g, g, g], axis=-1)
     with_gt, with_pred = base.copy(), base.copy()
-    with_gt[_edges(gt > 0)] = (0, 255, 0)
-    with_pred[_edges(pred > 0)] = (255, 0, 0)
+    with_gt[outline(gt > 0)] = (0, 255, 0)
+    with_pred[outline(pred > 0)] = (255, 0, 0)
     sep = np.full((g.shape[0], 2, 3), 255, np.uint8)
     return np.concatenate([base, sep, with_gt, sep, with_pred], axis=1)
 
