@@ -281,9 +281,9 @@ def distill_command(ctx: click.Context, teacher: str, teacher_weights: str | Non
     t_model, t_cfg = load_teacher(teacher, teacher_weights, resolve_device(p["device"]))
     if t_cfg is not None:
         src = click.core.ParameterSource
-        for key in ("data", "size", "normalization", "num_classes", "split_seed"):
-            if ctx.get_parameter_source(key) in (src.DEFAULT, None) and key in _TEACHER_DATA_KEYS:
-                p[key] = t_cfg["data"][_TEACHER_DATA_KEYS[key]]
+        for key, data_key in _TEACHER_DATA_KEYS.items():
+            if ctx.get_parameter_source(key) in (src.DEFAULT, None):
+                p[key] = t_cfg["data"][data_key]
         if ctx.get_parameter_source("channels") in (src.DEFAULT, None):
             p["channels"] = str(t_cfg["data"]["channels"])
     spec, opts = options_from_params(p)
