@@ -31,7 +31,6 @@ the 1x1 bin needs training batches of at least 2.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -91,17 +90,12 @@ class PyramidPooling(nn.Module):
 def _dilated_resnet(name: str, in_channels: int, pretrained: str | None) -> nn.Sequential:
     import torchvision.models as tvm
 
-    from pncd.models.tv_seg import _adapt_first_conv, _load_pretrained
+    from pncd.models.tv_seg import resnet_encoder
 
     if name not in ("resnet50", "resnet101"):
         raise PncdError(f"pspnet backbone {name!r} is not supported; use resnet50 or resnet101")
     net = getattr(tvm, name)(weights=None, replace_stride_with_dilation=[False, True, True])
-    net.conv1 = _adapt_first_conv(net.conv1, in_channels)
-    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-    backbone = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
-    if pretrained:
-        _load_pretrained(backbone, pretrained, prefix="", first_conv="conv1.weight")
-    return backbone
+    return resnet_encoder(net, in_channels, pretrained)
 
 
 class PSPNet(nn.Module):

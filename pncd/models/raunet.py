@@ -39,7 +39,6 @@ Taps (EMKD's): low = the stem's ReLU (``encoder.relu``, 64 channels, stride 2); 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -86,15 +85,9 @@ class AugmentedAttention(nn.Module):
 def _resnet34_encoder(in_channels: int, pretrained: str | None) -> nn.Sequential:
     from torchvision.models import resnet34
 
-    from pncd.models.tv_seg import _adapt_first_conv, _load_pretrained
+    from pncd.models.tv_seg import resnet_encoder
 
-    net = resnet34(weights=None)
-    net.conv1 = _adapt_first_conv(net.conv1, in_channels)
-    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-    encoder = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
-    if pretrained:
-        _load_pretrained(encoder, pretrained, prefix="", first_conv="conv1.weight")
-    return encoder
+    return resnet_encoder(resnet34(weights=None), in_channels, pretrained)
 
 
 class RAUNet(nn.Module):

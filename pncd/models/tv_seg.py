@@ -95,6 +95,19 @@ def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+def resnet_encoder(net: nn.Module, in_channels: int, pretrained: str | Path | None) -> nn.Sequential:
+    """A torchvision ResNet's stages as a named Sequential (module paths ``conv1`` ... ``layer4``,
+    usable as taps), its first conv adapted to ``in_channels``, optionally local ImageNet weights."""
+    net.conv1 = _adapt_first_conv(net.conv1, in_channels)
+    encoder = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in RESNET_STAGES))
+    if pretrained:
+        _load_pretrained(encoder, pretrained, prefix="", first_conv="conv1.weight")
+    return encoder
+
+
 def _load_pretrained(backbone: nn.Module, path: str | Path, prefix: str, first_conv: str) -> None:
     """Load ``prefix``-ed keys of a torchvision state_dict into ``backbone`` (classifier dropped).
 
