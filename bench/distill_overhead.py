@@ -71,8 +71,7 @@ def main() -> None:
             opt_d.step()
 
         def teacher_fwd():
-            with torch.inference_mode():
-                teacher(x)
+            pncd.teacher_forward(x)  # the teacher as distillation runs it (frozen, Conv+BN folded, channels_last)
 
         plain.train(), student.train(), pncd.train()
         times = {"plain": [], "distill": [], "teacher": []}

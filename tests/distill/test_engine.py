@@ -134,3 +134,40 @@ def test_distill_ddp_two_cpu_processes(teacher_run, tmp_path):
     state = torch.load(out / "last_state.pt", weights_only=True)
     # memory filled from both ranks: 2 epochs x 2 steps x 2 ranks x 4 images with background
     assert int(state["extra"]["losses"]["pnscd.mem_count"][0]) == 32
+
+
+@pytest.mark.parametrize("name", ["dcsaunet", "unet"])
+def test_prepared_teacher_matches_the_plain_network(name):
+    """The frozen teacher runs with Conv+BN folded and in channels_last; its logits and tapped
+    features must equal the plain eval-mode network's (to float rounding), and hooks on module
+    paths must still fire."""
+    from pncd.distill.engine import fuse_conv_bn, prepare_teacher
+    from pncd.models import FeatureTaps, create
+
+    torch.manual_seed(0)
+    net = create(name).eval()
+    for m in net.modules():  # non-trivial BN statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    x = torch.randn(2, 1, 32, 32)
+    taps = [net.taps["low"].module, net.taps["high"].module]
+    with FeatureTaps(net, taps) as h, torch.no_grad():
+        ref = net(x)
+        ref_feats = [h[t].clone() for t in taps]
+    import copy
+
+    fast = prepare_teacher(copy.deepcopy(net), "cpu")
+    assert fuse_conv_bn(fast) == 0, "a second pass must find nothing left to fold"
+    assert all(not p.requires_grad for p in fast.parameters()) and not fast.training
+    with FeatureTaps(fast, taps) as h, torch.no_grad():
+        out = fast(x.contiguous(memory_format=torch.channels_last))
+        feats = [h[t] for t in taps]
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    for a, b in zip(feats, ref_feats):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    n_bn_before = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    n_bn_after = sum(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert n_bn_after < n_bn_before  # something was folded

@@ -1,0 +1,383 @@
+"""The reference-results grid on real MRI: the paper's Tables 1-3 at CPU scale, plus deployment.
+
+One command trains and scores every row with one fixed recipe, then exports and benchmarks
+each distilled student; it resumes where it stopped (a scored row is skipped, an unfinished
+training run continues from its last epoch) and rewrites the tables after every row, so an
+interrupted grid still leaves honest partial tables.
+
+    python bench/reference_grid.py --data ../shared/data/lgg-flair --work runs/grid
+    python bench/reference_grid.py --data ../shared/data/lgg-flair --work runs/grid --full   # a GPU
+    python bench/reference_grid.py ... --only 'enet-*'          # a subset of jobs (shell patterns)
+    python bench/reference_grid.py ... --list                   # the jobs, in order, and their state
+
+Rows (each student row with every seed of --seeds; teachers with the first seed):
+  1. teachers trained alone: DCSAU-Net, U-Net
+  2. students alone: ENet, MobileNetV2, ResNet-18
+  3. students with PNCD from the DCSAU-Net teacher (Table 1)
+  4. the ENet ablation: PMD, RMD, RD, PNSCD alone (all four = row 3's ENet) (Table 3)
+  5. deployment: each distilled student of the first seed exported (OpenVINO FP32/FP16/INT8,
+     ONNX Runtime FP32/INT8) and benchmarked on this machine against its torch reference
+Jobs run in an order that makes a partial grid useful: the DCSAU-Net teacher, then ENet alone
+and with PNCD for each seed, then the other students, the ablation, U-Net and deployment.
+
+Outputs: WORK/runs/<job> (training runs), WORK/rows/<job>.json (a scored row), WORK/deploy/
+(exports and bench reports), and in --results (default bench/results/lgg-cpu): grid.json (machine,
+versions, the exact command, the recipe, every row and the per-seed summaries) and grid.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "pncd.grid/1"
+STUDENTS = ("enet", "mobilenetv2", "resnet18")
+TEACHERS = ("dcsaunet", "unet")
+SINGLES = ("pmd", "rmd", "rd", "pnscd")
+EXPORTS = (("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"))
+# The paper's numbers (REFERENCE.md section 4; private colorectal MRI, 512x512, up to 100 epochs).
+PAPER = {"dcsaunet": 0.8906, "enet": (0.8074, 0.8566), "mobilenetv2": (0.7810, 0.8344), "resnet18": (0.7783, 0.8143),
+         "ablation": {"pmd": 0.8098, "rmd": 0.8133, "rd": 0.8114, "pnscd": 0.8369, "pmd,rmd,rd,pnscd": 0.8566}}
+
+
+@dataclass
+class Recipe:
+    size: int = 128
+    batch: int = 8
+    epochs: int = 6
+    teacher_epochs: int = 6
+    steps_per_epoch: int | None = 60  # None: one pass over the training slices per epoch
+    lesion_fraction: float = 0.5
+    seeds: tuple[int, ...] = (0, 1)
+    # PNCD at CPU scale: EMKD's RMD and smaller feature-term weights. With the paper's weights
+    # (0.1/0.9/0.9/0.9) RMD and PNSCD send 2-28x Loss_seg's gradient into the student, nearly
+    # orthogonal to it (bench/distill_gradients.py), and a 360-step ENet never learns to segment.
+    distill_args: tuple[str, ...] = ("--rmd-variant", "emkd", "--w-pmd", "0.1", "--w-rmd", "0.1", "--w-rd", "0.3", "--w-pnscd", "0.1")
+    calib_size: int = 128
+    bench_iters: int = 100
+    threads: int | None = None
+
+    @classmethod
+    def full(cls) -> "Recipe":
+        """The GPU recipe: the paper's schedule at 256x256 (its 512x512 does not fit the data set)."""
+        return cls(size=256, epochs=100, teacher_epochs=100, steps_per_epoch=None, lesion_fraction=0.0, seeds=(0, 1, 2))
+
+    def train_args(self, seed: int, epochs: int) -> list[str]:
+        a = ["--size", str(self.size), "--batch", str(self.batch), "--epochs", str(epochs), "--seed", str(seed),
+             "--lesion-fraction", str(self.lesion_fraction)]
+        if self.steps_per_epoch:
+            a += ["--steps-per-epoch", str(self.steps_per_epoch)]
+        return a
+
+
+@dataclass
+class Job:
+    name: str
+    kind: str  # teacher | alone | pncd | ablation | deploy
+    model: str
+    seed: int = 0
+    modules: tuple[str, ...] = ()
+    needs: list[str] = field(default_factory=list)
+
+
+def jobs(recipe: Recipe) -> list[Job]:
+    s0 = recipe.seeds[0]
+    teacher = f"dcsaunet-s{s0}"
+    out = [Job(teacher, "teacher", "dcsaunet", s0)]
+    for seed in recipe.seeds:
+        out += [Job(f"enet-alone-s{seed}", "alone", "enet", seed),
+                Job(f"enet-pncd-s{seed}", "pncd", "enet", seed, SINGLES, [teacher])]
+    for seed in recipe.seeds:
+        for st in STUDENTS[1:]:
+            out += [Job(f"{st}-alone-s{seed}", "alone", st, seed), Job(f"{st}-pncd-s{seed}", "pncd", st, seed, SINGLES, [teacher])]
+    for seed in recipe.seeds:
+        out += [Job(f"enet-{m}-s{seed}", "ablation", "enet", seed, (m,), [teacher]) for m in SINGLES]
+    out.append(Job(f"unet-s{s0}", "teacher", "unet", s0))
+    out += [Job(f"deploy-{st}", "deploy", st, s0, needs=[f"{st}-pncd-s{s0}"]) for st in STUDENTS]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _pncd(args: list[str], log: Path) -> None:
+    """Run one pncd command in a child process (its own threads and memory), logging to ``log``."""
+    cmd = [sys.executable, "-m", "pncd", *args]
+    print("  $ pncd " + " ".join(shlex.quote(a) for a in args), flush=True)
+    with open(log, "a") as fh:
+        fh.write(f"\n$ {' '.join(shlex.quote(a) for a in cmd)}\n")
+        fh.flush()
+        rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    if rc != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise SystemExit(f"pncd {args[0]} failed (exit {rc}): {tail[0]}  (full log: {log})")
+
+
+def _resume_flag(run: Path) -> list[str]:
+    if (run / "last_state.pt").is_file():
+        return ["--resume"]
+    return ["--force"] if run.exists() else []
+
+
+def _torch_latency_ms(model: Any, size: int, channels: int, iters: int = 30) -> float:
+    import torch
+
+    x = torch.randn(1, channels, size, size)
+    model.eval()
+    with torch.inference_mode():
+        for _ in range(5):
+            model(x)
+        ts = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            model(x)
+            ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1e3
+
+
+def score_row(job: Job, run: Path, recipe: Recipe) -> dict[str, Any]:
+    import json
+
+    from pncd.checkpoint import load_model
+    from pncd.distill.ablate import score_run
+
+    res = score_run(run, "test")
+    model, cfg = load_model(run)
+    epochs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if '"type": "epoch"' in x]
+    return {"job": job.name, "kind": job.kind, "model": job.model, "seed": job.seed, "modules": list(job.modules),
+            "val_dice_best": max((e.get("val_dice") or 0.0) for e in epochs) if epochs else None,
+            "epochs_run": len(epochs), "train_seconds": sum(e.get("seconds", 0.0) for e in epochs),
+            "torch_ms_b1": _torch_latency_ms(model, recipe.size, int(cfg["data"]["channels"])), **res}
+
+
+def run_training_job(job: Job, work: Path, data: str, recipe: Recipe) -> dict[str, Any]:
+    run = work / "runs" / job.name
+    log = work / "logs" / f"{job.name}.log"
+    common = ["--data", data, *recipe.train_args(job.seed, recipe.teacher_epochs if job.kind == "teacher" else recipe.epochs)]
+    if job.kind in ("teacher", "alone"):
+        _pncd(["train", "--model", job.model, "--out", str(run), *common, *_resume_flag(run)], log)
+    else:
+        _pncd(["distill", "--teacher", str(work / "runs" / job.needs[0]), "--student", job.model, "--out", str(run),
+               "--modules", ",".join(job.modules), *common, *recipe.distill_args, *_resume_flag(run)], log)
+    return score_row(job, run, recipe)
+
+
+def run_deploy_job(job: Job, work: Path, recipe: Recipe) -> dict[str, Any]:
+    from pncd.bench.cli import run_bench
+    from pncd.errors import PncdError
+    from pncd.export.pipeline import ExportOptions, export_run
+
+    run = work / "runs" / job.needs[0]
+    artifacts, failures = [], {}
+    for target, precision in EXPORTS:
+        dest = work / "deploy" / job.model / f"{target}-{precision}"
+        if not (dest / "manifest.json").is_file():
+            try:
+                export_run(run, ExportOptions(target=target, precision=precision, out=str(dest), calib_size=recipe.calib_size, force=True),
+                           log=lambda m: print("   ", m, flush=True))
+            except PncdError as e:
+                failures[f"{target}:{precision}"] = str(e)
+                print(f"  export {target} {precision} failed, left out: {e}", flush=True)
+                continue
+        artifacts.append(dest)
+    report_dir = work / "deploy" / job.model / "report"
+    report = run_bench(artifacts, split="test", out=report_dir, force=True, iters=recipe.bench_iters, threads=recipe.threads,
+                       progress=True, command=f"reference_grid deploy {job.model}")
+    by_id = {e["id"]: e for e in report["entries"]}
+    rows = []
+    for e in report["entries"]:
+        ref = by_id.get(e.get("ref_id")) or e
+        speedup = ref["latency_ms_median"] / e["latency_ms_median"] if e.get("latency_ms_median") and ref.get("latency_ms_median") else None
+        rows.append({"artifact": e["name"], "runtime": e.get("runtime"), "precision": e.get("precision"),
+                     "median_ms_b1": e.get("latency_ms_median"), "speedup_vs_torch": speedup, "dice": e.get("dice"),
+                     "dice_ratio_to_torch": e.get("dice_rel", 1.0 if e is ref else None), "voe": e.get("voe"), "rvd": e.get("rvd")})
+    return {"job": job.name, "kind": "deploy", "model": job.model, "seed": job.seed, "source_run": str(run),
+            "report": str(report_dir), "export_failures": failures, "artifacts": rows}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _mean_std(vals: list[float]) -> tuple[float | None, float | None]:
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+def _ms(vals: list[float]) -> str:
+    m, s = _mean_std(vals)
+    if m is None:
+        return "-"
+    return f"{m:.3f}" + (f" ± {s:.3f}" if s is not None else "") + f" (n={len([v for v in vals if v is not None])})"
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and spread over seeds per (kind, model, modules); PNCD-minus-alone per student."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["kind"] == "deploy":
+            continue
+        key = f"{r['model']}|{r['kind']}|{','.join(r['modules'])}"
+        groups.setdefault(key, []).append(r)
+    summary = {}
+    for key, rs in groups.items():
+        d = {k: _mean_std([r.get(k) for r in rs]) for k in ("dice", "voe", "rvd", "val_dice_best")}
+        summary[key] = {"n": len(rs), "seeds": [r["seed"] for r in rs], **{f"{k}_mean": v[0] for k, v in d.items()},
+                        **{f"{k}_std": v[1] for k, v in d.items()}, "parameters": rs[0].get("parameters"),
+                        "torch_ms_b1": statistics.median(r["torch_ms_b1"] for r in rs)}
+    deltas = {}
+    for st in STUDENTS:
+        alone = {r["seed"]: r["dice"] for r in rows if r["model"] == st and r["kind"] == "alone"}
+        pncd = {r["seed"]: r["dice"] for r in rows if r["model"] == st and r["kind"] == "pncd"}
+        paired = [pncd[s] - alone[s] for s in sorted(set(alone) & set(pncd))]
+        if paired:
+            m, s = _mean_std(paired)
+            deltas[st] = {"paired_seeds": sorted(set(alone) & set(pncd)), "dice_delta_per_seed": paired, "mean": m, "std": s}
+    return {"groups": summary, "pncd_minus_alone": deltas}
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    rows, summ = doc["rows"], doc["summary"]
+    r = doc["recipe"]
+    by = lambda kind, model, mods=(): [x for x in rows if x["kind"] == kind and x["model"] == model and tuple(x["modules"]) == tuple(mods)]  # noqa: E731
+    col = lambda rs, k: _ms([x.get(k) for x in rs])  # noqa: E731
+    out = ["# Reference results on LGG FLAIR (CPU scale)", "",
+           f"Recipe: {r['size']}x{r['size']}, batch {r['batch']}, {r['epochs']} epochs x {r['steps_per_epoch'] or 'all'} steps "
+           f"(teachers {r['teacher_epochs']} epochs), lesion fraction {r['lesion_fraction']}, seeds {list(r['seeds'])}; "
+           f"PNCD options: `{' '.join(r['distill_args'])}`. Test split, per-patient Dice/VOE/RVD (mean ± std over seeds, "
+           "n = seeds finished). Machine: " + f"{doc['machine'].get('cpu_model')} ({doc['machine'].get('cpus_usable')} cores usable).", "",
+           f"Command: `{doc['command']}`", "", f"Status: {doc['status']}", "",
+           "## Teachers and students (Table 1)", "",
+           "| network | params (M) | torch ms (b1) | alone Dice | + PNCD Dice | PNCD − alone (paired by seed) | paper alone / + PNCD |",
+           "|---|---|---|---|---|---|---|"]
+    for m in (*TEACHERS, *STUDENTS):
+        kind = "teacher" if m in TEACHERS else "alone"
+        alone, pncd = by(kind, m), by("pncd", m, SINGLES)
+        if not alone and not pncd:
+            out.append(f"| {m} | - | - | not run yet | | | |")
+            continue
+        any_row = (alone or pncd)[0]
+        delta = summ["pncd_minus_alone"].get(m)
+        dtxt = "-" if not delta else (f"{delta['mean']:+.3f}" + (f" ± {delta['std']:.3f}" if delta["std"] is not None else "")
+                                      + f" (per seed {', '.join(f'{v:+.3f}' for v in delta['dice_delta_per_seed'])})")
+        paper = PAPER.get(m)
+        ptxt = f"{paper:.4f}" if isinstance(paper, float) else (f"{paper[0]:.4f} / {paper[1]:.4f}" if paper else "-")
+        out.append(f"| {m} | {any_row['parameters'] / 1e6:.2f} | {any_row['torch_ms_b1']:.1f} | {col(alone, 'dice')} | "
+                   f"{col(pncd, 'dice') if m in STUDENTS else ''} | {dtxt} | {ptxt} |")
+    out += ["", "VOE and RVD of the same rows:", "", "| row | VOE | RVD | best val Dice |", "|---|---|---|---|"]
+    for m in (*TEACHERS, *STUDENTS):
+        for kind, mods in ((("teacher" if m in TEACHERS else "alone"), ()), ("pncd", SINGLES)):
+            rs = by(kind, m, mods)
+            if rs:
+                out.append(f"| {m} {'+ PNCD' if kind == 'pncd' else 'alone'} | {col(rs, 'voe')} | {col(rs, 'rvd')} | {col(rs, 'val_dice_best')} |")
+    out += ["", "## ENet ablation (Table 3)", "", "| modules | Dice | VOE | RVD | paper Dice |", "|---|---|---|---|---|"]
+    for mods in [(), *[(m,) for m in SINGLES], SINGLES]:
+        rs = by("alone", "enet") if not mods else by("ablation" if len(mods) == 1 else "pncd", "enet", mods)
+        paper = PAPER["enet"][0] if not mods else PAPER["ablation"].get(",".join(mods))
+        out.append(f"| {'+'.join(mods) or 'none (ENet alone)'} | {col(rs, 'dice')} | {col(rs, 'voe')} | {col(rs, 'rvd')} | {paper:.4f} |")
+    out += ["", "## Deployment (distilled students, this CPU, batch 1)", ""]
+    deploys = [x for x in rows if x["kind"] == "deploy"]
+    if not deploys:
+        out.append("Not run yet.")
+    for d in deploys:
+        out += [f"### {d['model']} (from `{Path(d['source_run']).name}`)", "",
+                "| artifact | median ms | speed-up vs torch | Dice | % of torch Dice | VOE | RVD |", "|---|---|---|---|---|---|---|"]
+        f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+        for a in d["artifacts"]:
+            out.append(f"| {a['artifact']} | {f(a['median_ms_b1'], '.2f')} | {f(a['speedup_vs_torch'], '.2f')} | {f(a['dice'], '.4f')} | "
+                       f"{f(None if a['dice_ratio_to_torch'] is None else 100 * a['dice_ratio_to_torch'], '.1f')} | "
+                       f"{f(a['voe'], '.4f')} | {f(a['rvd'], '.4f')} |")
+        for k, v in d["export_failures"].items():
+            out.append(f"\nExport {k} failed and was left out: {v}")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def write_tables(results: Path, work: Path, recipe: Recipe, command: str, all_jobs: list[Job]) -> dict[str, Any]:
+    from pncd.bench.cli import host_machine
+    from pncd.io import read_json, versions, write_json, write_text
+
+    rows = [read_json(work / "rows" / f"{j.name}.json") for j in all_jobs if (work / "rows" / f"{j.name}.json").is_file()]
+    done = {r["job"] for r in rows}
+    todo = [j.name for j in all_jobs if j.name not in done]
+    doc = {"schema": SCHEMA, "command": command, "recipe": asdict(recipe), "machine": host_machine(), "versions": versions(),
+           "status": "complete" if not todo else f"partial: {len(done)} of {len(all_jobs)} jobs done; not yet run: {', '.join(todo)}",
+           "rows": rows, "paper": PAPER}
+    doc["summary"] = summarise(rows)
+    results.mkdir(parents=True, exist_ok=True)
+    write_json(results / "grid.json", doc)
+    write_text(results / "grid.md", render_markdown(doc))
+    return doc
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="data set directory (e.g. ../shared/data/lgg-flair)")
+    ap.add_argument("--work", required=True, help="directory for runs, scored rows and exports (resumable)")
+    ap.add_argument("--results", default="bench/results/lgg-cpu", help="where grid.json and grid.md go")
+    ap.add_argument("--full", action="store_true", help="the GPU recipe: 256x256, 100 epochs, seeds 0,1,2")
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0,1; --full: 0,1,2)")
+    for opt, typ in (("size", int), ("batch", int), ("epochs", int), ("teacher-epochs", int), ("steps-per-epoch", int), ("calib-size", int),
+                     ("bench-iters", int)):
+        ap.add_argument(f"--{opt}", type=typ, default=None, help=f"override the recipe's {opt} (smaller grids for a try-out)")
+    ap.add_argument("--only", action="append", default=[], help="run only jobs matching this pattern (repeatable)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of every child process (default: torch's)")
+    ap.add_argument("--list", action="store_true", help="list the jobs and their state, run nothing")
+    a = ap.parse_args(argv)
+    recipe = Recipe.full() if a.full else Recipe()
+    if a.seeds:
+        recipe.seeds = tuple(int(s) for s in a.seeds.split(","))
+    recipe.threads = a.threads
+    for key in ("size", "batch", "epochs", "teacher_epochs", "steps_per_epoch", "calib_size", "bench_iters"):
+        if getattr(a, key) is not None:
+            setattr(recipe, key, getattr(a, key))
+    if a.threads:
+        os.environ["OMP_NUM_THREADS"] = str(a.threads)
+    if not Path(a.data).is_dir():
+        raise SystemExit(f"--data {a.data}: no such directory")
+    data = str(Path(a.data).resolve())
+    work, results = Path(a.work), Path(a.results)
+    for sub in ("runs", "rows", "logs", "deploy"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    all_jobs = jobs(recipe)
+    command = "python bench/reference_grid.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    selected = [j for j in all_jobs if not a.only or any(fnmatch.fnmatch(j.name, p) for p in a.only)]
+    if a.list:
+        for j in all_jobs:
+            state = "done" if (work / "rows" / f"{j.name}.json").is_file() else ("started" if (work / "runs" / j.name).exists() else "todo")
+            print(f"{j.name:24s} {j.kind:9s} {state}{'' if j in selected else '  (not selected)'}")
+        return
+    from pncd.io import write_json
+
+    for i, job in enumerate(selected, 1):
+        row = work / "rows" / f"{job.name}.json"
+        if row.is_file():
+            print(f"[{i}/{len(selected)}] {job.name}: done already", flush=True)
+            continue
+        missing = [n for n in job.needs if not (work / "rows" / f"{n}.json").is_file()]
+        if missing:
+            print(f"[{i}/{len(selected)}] {job.name}: skipped, needs {', '.join(missing)} first", flush=True)
+            continue
+        print(f"[{i}/{len(selected)}] {job.name} ({job.kind}, {job.model}, seed {job.seed})", flush=True)
+        t0 = time.time()
+        res = run_deploy_job(job, work, recipe) if job.kind == "deploy" else run_training_job(job, work, data, recipe)
+        res["wall_seconds"] = time.time() - t0
+        write_json(row, res)
+        write_tables(results, work, recipe, command, all_jobs)
+    doc = write_tables(results, work, recipe, command, all_jobs)
+    print(f"tables: {results / 'grid.md'} ({doc['status']})")
+
+
+if __name__ == "__main__":
+    main()
