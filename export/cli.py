@@ -32,12 +32,15 @@ TARGET_NAMES = ("onnxruntime", "openvino", "tensorrt", "jetson")
 @click.option("--keep-float", default="first", show_default=True,
               help="INT8: network ends left in floating point: first (layers reading the image), last "
                    "(the classifier), first,last or none.")
+@click.option("--ov-preset", type=click.Choice(["performance", "mixed"]), default="performance", show_default=True,
+              help="OpenVINO INT8: NNCF preset; performance = symmetric activations, mixed = asymmetric "
+                   "activations (often more accurate, a little slower).")
 @click.option("--strict", is_flag=True, help="Fail (write nothing) when INT8 keeps < 99% of the FP32 Dice.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.pass_context
 def export_command(ctx: click.Context, config, run, target, precision, out, calib_data, calib_size, calib_method,
-                   input_size, dynamic_batch, accuracy_control, max_dice_drop, parity_images, keep_float, strict,
-                   force) -> None:
+                   input_size, dynamic_batch, accuracy_control, max_dice_drop, parity_images, keep_float, ov_preset,
+                   strict, force) -> None:
     """Export a trained run to ONNX Runtime, OpenVINO or TensorRT, check it against torch, and
     write the artifact with its manifest.json.
 
@@ -63,6 +66,7 @@ def export_command(ctx: click.Context, config, run, target, precision, out, cali
         accuracy_control=accuracy_control, max_dice_drop=max_dice_drop, strict=strict, force=force,
         parity_images=parity_images,
         keep_float=tuple(k.strip() for k in keep_float.split(",") if k.strip() and k.strip() != "none"),
+        ov_preset=ov_preset,
     )
     command = " ".join(["pncd", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("pncd") else None
     export_run(run, opts, options=resolved_params(ctx), command=command)

@@ -42,6 +42,7 @@ def convert(
     max_drop: float = 0.01,
     num_classes: int = 2,
     keep_float: tuple[str, ...] = ("first",),
+    preset: str = "performance",
 ) -> dict[str, Any]:
     """Write ``xml_path`` (+ ``.bin``) for ``precision``; returns the options used."""
     ov = require("openvino", "openvino", "the openvino target")
@@ -57,7 +58,7 @@ def convert(
         if calib is None:
             raise PncdError("OpenVINO INT8 needs calibration images")
         q, qrec = _quantize(model, input_name, calib, method, accuracy_control, validation, max_drop, num_classes,
-                            keep_float)
+                            keep_float, preset)
         ov.save_model(q, str(xml_path), compress_to_fp16=False)
         record.update(qrec, compress_to_fp16=False)
     else:
@@ -95,7 +96,8 @@ def float_layers(model, keep: tuple[str, ...]) -> list[str]:
 
 
 def _quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_control: bool,
-              validation: ImageSet | None, max_drop: float, num_classes: int, keep_float: tuple[str, ...]):
+              validation: ImageSet | None, max_drop: float, num_classes: int, keep_float: tuple[str, ...],
+              preset: str = "performance"):
     nncf = require("nncf", "nncf", "OpenVINO INT8 quantization")
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
@@ -110,11 +112,12 @@ def _quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_con
     # max-unpooling mask compares a max with its inputs, which quantization breaks.
     kept = float_layers(model, keep_float)
     ignored = nncf.IgnoredScope(names=kept, types=list(FLOAT_OPS), validate=False)
-    common = {"subset_size": len(calib), "fast_bias_correction": True, "ignored_scope": ignored}
+    common = {"subset_size": len(calib), "fast_bias_correction": True, "ignored_scope": ignored,
+              "preset": nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE}
     record: dict[str, Any] = {
         "quantizer": "nncf.quantize",
         "nncf_range_estimator": NNCF_METHODS[method],
-        "preset": "default (PERFORMANCE: symmetric)",
+        "preset": "MIXED (asymmetric activations)" if preset == "mixed" else "PERFORMANCE (symmetric activations)",
         "subset_size": len(calib), "fast_bias_correction": True, "ignored_types": list(FLOAT_OPS),
         "keep_float": {"layers": list(keep_float), "nodes": kept},
     }

@@ -127,6 +127,16 @@ def test_openvino_int8_accuracy_control(make_run, tmp_path):
         assert r.infer({"image": np.zeros((1, 1, SIZE, SIZE), np.float32)})["logits"].shape == (1, 2, SIZE, SIZE)
 
 
+def test_openvino_int8_mixed_preset(make_run, tmp_path):
+    """--ov-preset mixed: asymmetric activations (NNCF MIXED), recorded in the manifest; the model runs."""
+    out = tmp_path / "ov-int8-mixed"
+    assert export(make_run(), "--target", "openvino", "--precision", "int8", "--calib-size", "8", "--ov-preset", "mixed", "--out", out) == 0
+    man = read_manifest(out)
+    assert man["build"]["preset"].startswith("MIXED")
+    with load_runner(out) as r:
+        assert r.infer({"image": np.zeros((1, 1, SIZE, SIZE), np.float32)})["logits"].shape == (1, 2, SIZE, SIZE)
+
+
 def test_openvino_fp32_runs_with_f32_hint(make_run, tmp_path, held_out):
     run = make_run()
     out = tmp_path / "ov-fp32"
