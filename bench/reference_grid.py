@@ -17,8 +17,10 @@ Rows (each student row with every seed of --seeds; teachers with the first seed)
   4. the ENet ablation: PMD, RMD, RD, PNSCD alone (all four = row 3's ENet) (Table 3)
   5. deployment: each distilled student of the first seed exported (OpenVINO FP32/FP16/INT8,
      ONNX Runtime FP32/INT8) and benchmarked on this machine against its torch reference
-Jobs run in an order that makes a partial grid useful: the DCSAU-Net teacher, then ENet alone
-and with PNCD for each seed, then the other students, the ablation, U-Net and deployment.
+Jobs run in an order that makes a partial grid useful: the DCSAU-Net teacher, ENet alone and with
+PNCD for each seed, ENet's deployment, the ENet ablation, the other students, U-Net, the other
+deployments. Two runners may share a grid (e.g. --only '*-s0' and --only '*-s1'): every job
+writes its own files.
 
 Outputs: WORK/runs/<job> (training runs), WORK/rows/<job>.json (a scored row), WORK/deploy/
 (exports and bench reports), and in --results (default bench/results/lgg-cpu): grid.json (machine,
@@ -97,13 +99,14 @@ def jobs(recipe: Recipe) -> list[Job]:
     for seed in recipe.seeds:
         out += [Job(f"enet-alone-s{seed}", "alone", "enet", seed),
                 Job(f"enet-pncd-s{seed}", "pncd", "enet", seed, SINGLES, [teacher])]
+    out.append(Job("deploy-enet", "deploy", "enet", s0, needs=[f"enet-pncd-s{s0}"]))
+    for seed in recipe.seeds:
+        out += [Job(f"enet-{m}-s{seed}", "ablation", "enet", seed, (m,), [teacher]) for m in SINGLES]
     for seed in recipe.seeds:
         for st in STUDENTS[1:]:
             out += [Job(f"{st}-alone-s{seed}", "alone", st, seed), Job(f"{st}-pncd-s{seed}", "pncd", st, seed, SINGLES, [teacher])]
-    for seed in recipe.seeds:
-        out += [Job(f"enet-{m}-s{seed}", "ablation", "enet", seed, (m,), [teacher]) for m in SINGLES]
     out.append(Job(f"unet-s{s0}", "teacher", "unet", s0))
-    out += [Job(f"deploy-{st}", "deploy", st, s0, needs=[f"{st}-pncd-s{s0}"]) for st in STUDENTS]
+    out += [Job(f"deploy-{st}", "deploy", st, s0, needs=[f"{st}-pncd-s{s0}"]) for st in STUDENTS[1:]]
     return out
 
 
@@ -160,11 +163,21 @@ def score_row(job: Job, run: Path, recipe: Recipe) -> dict[str, Any]:
             "torch_ms_b1": _torch_latency_ms(model, recipe.size, int(cfg["data"]["channels"])), **res}
 
 
+def _epochs_done(run: Path) -> int:
+    log = run / "log.jsonl"
+    if not (run / "best.safetensors").is_file() or not log.is_file():
+        return 0
+    return sum('"type": "epoch"' in line for line in log.read_text().splitlines())
+
+
 def run_training_job(job: Job, work: Path, data: str, recipe: Recipe) -> dict[str, Any]:
     run = work / "runs" / job.name
     log = work / "logs" / f"{job.name}.log"
-    common = ["--data", data, *recipe.train_args(job.seed, recipe.teacher_epochs if job.kind == "teacher" else recipe.epochs)]
-    if job.kind in ("teacher", "alone"):
+    epochs = recipe.teacher_epochs if job.kind == "teacher" else recipe.epochs
+    common = ["--data", data, *recipe.train_args(job.seed, epochs)]
+    if _epochs_done(run) >= epochs:
+        print(f"  {run} finished training already; scoring it", flush=True)
+    elif job.kind in ("teacher", "alone"):
         _pncd(["train", "--model", job.model, "--out", str(run), *common, *_resume_flag(run)], log)
     else:
         _pncd(["distill", "--teacher", str(work / "runs" / job.needs[0]), "--student", job.model, "--out", str(run),

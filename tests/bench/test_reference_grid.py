@@ -14,8 +14,8 @@ def test_jobs_order_and_dependencies():
     jobs = grid.jobs(grid.Recipe())
     names = [j.name for j in jobs]
     assert names[0] == "dcsaunet-s0" and len(names) == len(set(names))
-    # ENet alone and with PNCD for every seed come right after the teacher
-    assert names[1:5] == ["enet-alone-s0", "enet-pncd-s0", "enet-alone-s1", "enet-pncd-s1"]
+    # ENet alone and with PNCD for every seed come right after the teacher, then ENet's deployment
+    assert names[1:6] == ["enet-alone-s0", "enet-pncd-s0", "enet-alone-s1", "enet-pncd-s1", "deploy-enet"]
     for j in jobs:
         if j.kind in ("pncd", "ablation"):
             assert j.needs == ["dcsaunet-s0"]
@@ -47,23 +47,30 @@ def test_tiny_grid_runs_scores_and_resumes(synthetic_root, tmp_path, capsys):
     work, res = tmp_path / "work", tmp_path / "results"
     args = ["--data", str(synthetic_root), "--work", str(work), "--results", str(res), "--size", "32", "--epochs", "1",
             "--teacher-epochs", "1", "--steps-per-epoch", "2", "--batch", "4", "--seeds", "0",
-            "--only", "dcsaunet-s0", "--only", "enet-alone-s0", "--only", "enet-pncd-s0"]
+            "--calib-size", "8", "--bench-iters", "5",
+            "--only", "dcsaunet-s0", "--only", "enet-alone-s0", "--only", "enet-pncd-s0", "--only", "deploy-enet"]
     grid.main(args)
     doc = json.loads((res / "grid.json").read_text())
-    assert [r["job"] for r in doc["rows"]] == ["dcsaunet-s0", "enet-alone-s0", "enet-pncd-s0"]
-    assert doc["status"].startswith("partial: 3 of")
-    for r in doc["rows"]:
+    assert [r["job"] for r in doc["rows"]] == ["dcsaunet-s0", "enet-alone-s0", "enet-pncd-s0", "deploy-enet"]
+    assert doc["status"].startswith("partial: 4 of")
+    deploy = doc["rows"][-1]
+    names = [a["artifact"] for a in deploy["artifacts"]]
+    # torch reference + the five exports (a tiny 2-step student may fail an export's parity check: then it is recorded)
+    assert len(names) + len(deploy["export_failures"]) == 6 and any(n.startswith("torch") for n in names)
+    for a in deploy["artifacts"]:
+        assert a["median_ms_b1"] > 0 and a["speedup_vs_torch"] > 0 and 0.0 <= a["dice"] <= 1.0
+    for r in doc["rows"][:3]:
         assert 0.0 <= r["dice"] <= 1.0 and r["n_cases"] == 1 and r["epochs_run"] == 1 and r["torch_ms_b1"] > 0
     cfg = json.loads((work / "runs" / "enet-pncd-s0" / "config.json").read_text())
     assert cfg["distill"]["rmd_variant"] == "emkd" and cfg["distill"]["w_rmd"] == pytest.approx(0.1)
     assert cfg["teacher"]["teacher"].endswith("dcsaunet-s0")
     assert doc["summary"]["pncd_minus_alone"]["enet"]["paired_seeds"] == [0]
     md = (res / "grid.md").read_text()
-    assert "| enet |" in md and "not run yet" in md and "Not run yet." in md
+    assert "| enet |" in md and "not run yet" in md and "### enet" in md
     before = {p: p.stat().st_mtime_ns for p in (work / "rows").iterdir()}
     capsys.readouterr()
     grid.main(args)
-    assert capsys.readouterr().out.count("done already") == 3
+    assert capsys.readouterr().out.count("done already") == 4
     assert {p: p.stat().st_mtime_ns for p in (work / "rows").iterdir()} == before
 
 
