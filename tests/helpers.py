@@ -18,3 +18,19 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
     """The one-line error the CLI printed (the last non-empty stderr line)."""
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     return lines[-1] if lines else ""
+
+
+def settle_batchnorm(model, batches) -> "torch.nn.Module":
+    """BatchNorm running statistics as the cumulative average over ``batches`` (an iterable of
+    input tensors), then eval mode: a freshly initialised network in eval mode can blow up."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+    return model.eval()

@@ -20,8 +20,10 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
+
+from tests.helpers import settle_batchnorm
 
 from export_helpers import SIZE
 
@@ -41,16 +43,8 @@ def held_out(data_spec):
 
 
 def calibrate_batchnorm(model: nn.Module, images: np.ndarray) -> nn.Module:
-    """Set BatchNorm running statistics from ``images`` (cumulative average), then eval mode."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for i in range(0, len(images), 4):
-            model(torch.from_numpy(images[i : i + 4]))
-    return model.eval()
+    """Set BatchNorm running statistics from ``images`` (4 at a time), then eval mode."""
+    return settle_batchnorm(model, (torch.from_numpy(images[i : i + 4]) for i in range(0, len(images), 4)))
 
 
 def onnx_with_fp16_weights(src: Path, dst: Path) -> Path:

@@ -22,6 +22,7 @@ from torch import nn
 
 from pncd import models
 from pncd.errors import PncdError
+from tests.helpers import settle_batchnorm
 
 PAPER_NETWORKS = ["raunet", "unetpp", "attention_unet", "pspnet", "fanet", "swin_unet"]
 MODULE_OF = {"raunet": "raunet", "unetpp": "unetpp", "attention_unet": "attention_unet", "pspnet": "pspnet",
@@ -38,14 +39,7 @@ def documented_millions(name: str) -> float:
 
 def bn_settled(model: nn.Module, x: torch.Tensor) -> nn.Module:
     """BatchNorm statistics from one pass over ``x`` (fresh eval networks can blow up), then eval."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(x)
-    return model.eval()
+    return settle_batchnorm(model, [x])
 
 
 @pytest.mark.parametrize("name", PAPER_NETWORKS)
