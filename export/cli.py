@@ -27,6 +27,8 @@ TARGET_NAMES = ("onnxruntime", "openvino", "tensorrt", "jetson")
               help="OpenVINO INT8: NNCF accuracy-aware quantization (Dice on held-out images).")
 @click.option("--max-dice-drop", type=float, default=0.01, show_default=True,
               help="Largest absolute Dice drop --accuracy-control may accept.")
+@click.option("--ac-images", type=int, default=0, show_default=True,
+              help="Held-out images --accuracy-control computes Dice on (0: the whole val split).")
 @click.option("--parity-images", type=int, default=32, show_default=True,
               help="Held-out (val, else test) images for the parity check against torch.")
 @click.option("--keep-float", default="first", show_default=True,
@@ -39,7 +41,7 @@ TARGET_NAMES = ("onnxruntime", "openvino", "tensorrt", "jetson")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.pass_context
 def export_command(ctx: click.Context, config, run, target, precision, out, calib_data, calib_size, calib_method,
-                   input_size, dynamic_batch, accuracy_control, max_dice_drop, parity_images, keep_float, ov_preset,
+                   input_size, dynamic_batch, accuracy_control, max_dice_drop, ac_images, parity_images, keep_float, ov_preset,
                    strict, force) -> None:
     """Export a trained run to ONNX Runtime, OpenVINO or TensorRT, check it against torch, and
     write the artifact with its manifest.json.
@@ -66,7 +68,7 @@ def export_command(ctx: click.Context, config, run, target, precision, out, cali
         accuracy_control=accuracy_control, max_dice_drop=max_dice_drop, strict=strict, force=force,
         parity_images=parity_images,
         keep_float=tuple(k.strip() for k in keep_float.split(",") if k.strip() and k.strip() != "none"),
-        ov_preset=ov_preset,
+        ov_preset=ov_preset, ac_images=ac_images,
     )
     command = " ".join(["pncd", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("pncd") else None
     export_run(run, opts, options=resolved_params(ctx), command=command)

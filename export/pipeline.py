@@ -50,6 +50,7 @@ class ExportOptions:
     parity_batch: int = 8
     keep_float: tuple[str, ...] = ("first",)
     ov_preset: str = "performance"
+    ac_images: int = 0  # held-out images --accuracy-control validates on; 0 = the whole val split
 
 
 def validate(opts: ExportOptions) -> None:
@@ -70,6 +71,8 @@ def validate(opts: ExportOptions) -> None:
         raise PncdError(f"--ov-preset {opts.ov_preset!r} is unknown; use performance or mixed")
     if opts.ov_preset != "performance" and (opts.target, opts.precision) != ("openvino", "int8"):
         raise PncdError("--ov-preset applies to --target openvino --precision int8 only")
+    if opts.ac_images < 0:
+        raise PncdError(f"--ac-images {opts.ac_images} is invalid; use 0 (the whole val split) or a positive count")
     if opts.parity_images < 1:
         raise PncdError(f"--parity-images {opts.parity_images} is invalid; use at least 1")
     if opts.input_size is not None:
@@ -123,6 +126,10 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
     if opts.precision == "int8":
         log(f"loading up to {opts.calib_size} training images for INT8 calibration")
         calib = cal.calibration_images(data, opts.calib_size, size, opts.calib_data)
+    validation = held
+    if opts.accuracy_control:
+        log(f"loading {opts.ac_images or 'all'} held-out images for accuracy control")
+        validation = cal.held_out_images(data, opts.ac_images or 10**9, size)
     ref = parity.torch_logits(model, held.images)
 
     with atomic_dir(opts.out, force=opts.force) as tmp, tempfile.TemporaryDirectory(prefix="pncd-export-") as scratch:
@@ -131,7 +138,7 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
             f"{'dynamic' if opts.dynamic_batch else 'static'} batch)")
         exporter = export_onnx(model, fp32_onnx, channels, size[0], size[1], opts.dynamic_batch)
         log(f"building the {opts.target} {opts.precision} artifact")
-        built = build_target(opts, fp32_onnx, tmp, calib, held, num_classes)
+        built = build_target(opts, fp32_onnx, tmp, calib, validation, num_classes)
         batch = opts.parity_batch if opts.dynamic_batch else 1
         results = {}
         for label, runner in built.pop("parity_runners"):
@@ -186,7 +193,8 @@ def _fmt(x: float | None) -> str:
 
 def build_target(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None,
                  held: cal.ImageSet, num_classes: int) -> dict[str, Any]:
-    """Write the target's files into ``out_dir``; return what the manifest and parity need."""
+    """Write the target's files into ``out_dir``; return what the manifest and parity need.
+    ``held`` is what OpenVINO's accuracy control validates on."""
     t, p = opts.target, opts.precision
     if t == "onnxruntime":
         return _build_onnxruntime(opts, fp32_onnx, out_dir, calib)

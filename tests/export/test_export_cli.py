@@ -121,6 +121,8 @@ def test_openvino_int8_accuracy_control(make_run, tmp_path):
     b = man["build"]
     assert b["quantizer"] == "nncf.quantize_with_accuracy_control"
     assert b["accuracy_control"]["max_drop"] == 0.02 and b["accuracy_control"]["validation_split"] == "val"
+    # by default accuracy control validates on the whole val split, not only the parity images
+    assert b["accuracy_control"]["validation_images"] == man["parity"]["split_size"]
     assert man["calibration"]["backend_method"] == "nncf MINMAX"
     with load_runner(out) as r:
         assert r.settings["config"].get("INFERENCE_PRECISION_HINT") is None
