@@ -270,6 +270,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
            f"(teachers {r['teacher_epochs']} epochs), lesion fraction {r['lesion_fraction']}, seeds {list(r['seeds'])}; "
            f"PNCD options: `{' '.join(r['distill_args'])}`. Test split, per-patient Dice/VOE/RVD (mean ± std over seeds, "
            "n = seeds finished). Machine: " + f"{doc['machine'].get('cpu_model')} ({doc['machine'].get('cpus_usable')} cores usable).", "",
+           "torch ms (b1): median eager latency at batch 1, timed right after the row's training while other grid "
+           "jobs may share the machine: a rough size indicator; the deployment tables compare latencies side by side.", "",
            f"Command: `{doc['command']}`", "", f"Status: {doc['status']}", "",
            "## Teachers and students (Table 1)", "",
            "| network | params (M) | torch ms (b1) | alone Dice | + PNCD Dice | PNCD − alone (paired by seed) | paper alone / + PNCD |",
