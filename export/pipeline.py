@@ -49,7 +49,7 @@ class ExportOptions:
     parity_images: int = 32
     parity_batch: int = 8
     keep_float: tuple[str, ...] = ("first",)
-    ov_preset: str = "performance"
+    ov_preset: str | None = None  # OpenVINO INT8 only; None = "mixed"
     ac_images: int = 0  # held-out images --accuracy-control validates on; 0 = the whole val split
 
 
@@ -67,9 +67,9 @@ def validate(opts: ExportOptions) -> None:
     bad = [k for k in opts.keep_float if k not in KEEP_FLOAT_CHOICES]
     if bad:
         raise PncdError(f"--keep-float {','.join(bad)!r} is unknown; use first, last, first,last or none")
-    if opts.ov_preset not in ("performance", "mixed"):
+    if opts.ov_preset not in (None, "performance", "mixed"):
         raise PncdError(f"--ov-preset {opts.ov_preset!r} is unknown; use performance or mixed")
-    if opts.ov_preset != "performance" and (opts.target, opts.precision) != ("openvino", "int8"):
+    if opts.ov_preset is not None and (opts.target, opts.precision) != ("openvino", "int8"):
         raise PncdError("--ov-preset applies to --target openvino --precision int8 only")
     if opts.ac_images < 0:
         raise PncdError(f"--ac-images {opts.ac_images} is invalid; use 0 (the whole val split) or a positive count")
@@ -241,7 +241,7 @@ def _build_openvino(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: 
     xml = out_dir / "model.xml"
     build = convert(fp32_onnx, xml, opts.precision, INPUT_NAME, calib=calib, method=opts.calib_method,
                     accuracy_control=opts.accuracy_control, validation=held, max_drop=opts.max_dice_drop,
-                    num_classes=num_classes, keep_float=opts.keep_float, preset=opts.ov_preset)
+                    num_classes=num_classes, keep_float=opts.keep_float, preset=opts.ov_preset or "mixed")
     hint = "f32" if opts.precision == "fp32" else None
     build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}
     return {
