@@ -15,8 +15,9 @@ Rows (each student row with every seed of --seeds; teachers with the first seed)
   2. students alone: ENet, MobileNetV2, ResNet-18
   3. students with PNCD from the DCSAU-Net teacher (Table 1)
   4. the ENet ablation: PMD, RMD, RD, PNSCD alone (all four = row 3's ENet) (Table 3)
-  5. deployment: each distilled student of the first seed exported (OpenVINO FP32/FP16/INT8,
-     ONNX Runtime FP32/INT8) and benchmarked on this machine against its torch reference
+  5. deployment: each distilled student (the seed with the best validation Dice) exported
+     (OpenVINO FP32/FP16/INT8, ONNX Runtime FP32/INT8) and benchmarked on this machine against
+     its torch reference
 Jobs run in an order that makes a partial grid useful: the DCSAU-Net teacher, ENet alone and with
 PNCD for each seed, ENet's deployment, the ENet ablation, the other students, U-Net, the other
 deployments. Two runners may share a grid (e.g. --only '*-s0' and --only '*-s1'): every job
@@ -92,6 +93,12 @@ class Job:
     needs: list[str] = field(default_factory=list)
 
 
+def _deploy_job(student: str, recipe: Recipe) -> Job:
+    """Deployment of the distilled student: needs every seed's PNCD run, deploys the one with the
+    best validation Dice (chosen on val, never on test)."""
+    return Job(f"deploy-{student}", "deploy", student, needs=[f"{student}-pncd-s{s}" for s in recipe.seeds])
+
+
 def jobs(recipe: Recipe) -> list[Job]:
     s0 = recipe.seeds[0]
     teacher = f"dcsaunet-s{s0}"
@@ -99,14 +106,14 @@ def jobs(recipe: Recipe) -> list[Job]:
     for seed in recipe.seeds:
         out += [Job(f"enet-alone-s{seed}", "alone", "enet", seed),
                 Job(f"enet-pncd-s{seed}", "pncd", "enet", seed, SINGLES, [teacher])]
-    out.append(Job("deploy-enet", "deploy", "enet", s0, needs=[f"enet-pncd-s{s0}"]))
+    out.append(_deploy_job("enet", recipe))
     for seed in recipe.seeds:
         out += [Job(f"enet-{m}-s{seed}", "ablation", "enet", seed, (m,), [teacher]) for m in SINGLES]
     for seed in recipe.seeds:
         for st in STUDENTS[1:]:
             out += [Job(f"{st}-alone-s{seed}", "alone", st, seed), Job(f"{st}-pncd-s{seed}", "pncd", st, seed, SINGLES, [teacher])]
     out.append(Job(f"unet-s{s0}", "teacher", "unet", s0))
-    out += [Job(f"deploy-{st}", "deploy", st, s0, needs=[f"{st}-pncd-s{s0}"]) for st in STUDENTS[1:]]
+    out += [_deploy_job(st, recipe) for st in STUDENTS[1:]]
     return out
 
 
@@ -190,10 +197,15 @@ def run_deploy_job(job: Job, work: Path, recipe: Recipe) -> dict[str, Any]:
     from pncd.errors import PncdError
     from pncd.export.pipeline import ExportOptions, export_run
 
-    run = work / "runs" / job.needs[0]
+    from pncd.io import read_json
+
+    cands = [read_json(work / "rows" / f"{n}.json") for n in job.needs]
+    best = max(cands, key=lambda r: r.get("val_dice_best") or -1.0)
+    run = work / "runs" / best["job"]
+    print(f"  deploying {best['job']} (best validation Dice {best.get('val_dice_best', 0):.4f} of {', '.join(job.needs)})", flush=True)
     artifacts, failures = [], {}
     for target, precision in EXPORTS:
-        dest = work / "deploy" / job.model / f"{target}-{precision}"
+        dest = work / "deploy" / best["job"] / f"{target}-{precision}"
         if not (dest / "manifest.json").is_file():
             try:
                 export_run(run, ExportOptions(target=target, precision=precision, out=str(dest), calib_size=recipe.calib_size, force=True),
@@ -203,7 +215,7 @@ def run_deploy_job(job: Job, work: Path, recipe: Recipe) -> dict[str, Any]:
                 print(f"  export {target} {precision} failed, left out: {e}", flush=True)
                 continue
         artifacts.append(dest)
-    report_dir = work / "deploy" / job.model / "report"
+    report_dir = work / "deploy" / best["job"] / "report"
     report = run_bench(artifacts, split="test", out=report_dir, force=True, iters=recipe.bench_iters, threads=recipe.threads,
                        progress=True, command=f"reference_grid deploy {job.model}")
     by_id = {e["id"]: e for e in report["entries"]}
@@ -214,7 +226,8 @@ def run_deploy_job(job: Job, work: Path, recipe: Recipe) -> dict[str, Any]:
         rows.append({"artifact": e["name"], "runtime": e.get("runtime"), "precision": e.get("precision"),
                      "median_ms_b1": e.get("latency_ms_median"), "speedup_vs_torch": speedup, "dice": e.get("dice"),
                      "dice_ratio_to_torch": e.get("dice_rel", 1.0 if e is ref else None), "voe": e.get("voe"), "rvd": e.get("rvd")})
-    return {"job": job.name, "kind": "deploy", "model": job.model, "seed": job.seed, "source_run": str(run),
+    return {"job": job.name, "kind": "deploy", "model": job.model, "seed": best["seed"], "source_run": str(run),
+            "chosen_by": "best validation Dice among the PNCD runs " + ", ".join(job.needs),
             "report": str(report_dir), "export_failures": failures, "artifacts": rows}
 
 
@@ -306,7 +319,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     if not deploys:
         out.append("Not run yet.")
     for d in deploys:
-        out += [f"### {d['model']} (from `{Path(d['source_run']).name}`)", "",
+        out += [f"### {d['model']} (from `{Path(d['source_run']).name}`, {d.get('chosen_by', 'seed ' + str(d['seed']))})", "",
                 "| artifact | median ms | speed-up vs torch | Dice | % of torch Dice | VOE | RVD |", "|---|---|---|---|---|---|---|"]
         f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
         for a in d["artifacts"]:

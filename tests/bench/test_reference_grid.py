@@ -20,7 +20,8 @@ def test_jobs_order_and_dependencies():
         if j.kind in ("pncd", "ablation"):
             assert j.needs == ["dcsaunet-s0"]
         if j.kind == "deploy":
-            assert j.needs == [f"{j.model}-pncd-s0"] and names.index(j.needs[0]) < names.index(j.name)
+            assert j.needs == [f"{j.model}-pncd-s0", f"{j.model}-pncd-s1"]
+            assert all(names.index(n) < names.index(j.name) for n in j.needs)
     assert {j.modules for j in jobs if j.kind == "ablation"} == {("pmd",), ("rmd",), ("rd",), ("pnscd",)}
     assert sum(j.kind == "alone" for j in jobs) == 6 and sum(j.kind == "pncd" for j in jobs) == 6
 
