@@ -34,7 +34,6 @@ import argparse
 import fnmatch
 import os
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -140,41 +139,39 @@ def _resume_flag(run: Path) -> list[str]:
 
 
 def _torch_latency_ms(model: Any, size: int, channels: int, iters: int = 30) -> float:
+    import numpy as np
     import torch
 
-    x = torch.randn(1, channels, size, size)
+    from pncd.bench.latency import timed_loop
+
     model.eval()
+    x = np.random.default_rng(0).standard_normal((1, channels, size, size), dtype=np.float32)
     with torch.inference_mode():
-        for _ in range(5):
-            model(x)
-        ts = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            model(x)
-            ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3
+        raw = timed_loop(lambda a: model(torch.from_numpy(a)), x, warmup=5, iters=iters, duration=0.0)
+    return statistics.median(raw["end_to_end_ms"])
+
+
+def _epoch_rows(run: Path) -> list[dict[str, Any]]:
+    """The per-epoch rows of a run's log.jsonl (none when the run has no best checkpoint yet)."""
+    import json
+
+    log = run / "log.jsonl"
+    if not (run / "best.safetensors").is_file() or not log.is_file():
+        return []
+    return [row for row in map(json.loads, log.read_text().splitlines()) if row.get("type") == "epoch"]
 
 
 def score_row(job: Job, run: Path, recipe: Recipe) -> dict[str, Any]:
-    import json
-
     from pncd.checkpoint import load_model
     from pncd.distill.ablate import score_run
 
-    res = score_run(run, "test")
     model, cfg = load_model(run)
-    epochs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if '"type": "epoch"' in x]
+    res = score_run(run, "test", loaded=(model, cfg))
+    epochs = _epoch_rows(run)
     return {"job": job.name, "kind": job.kind, "model": job.model, "seed": job.seed, "modules": list(job.modules),
             "val_dice_best": max((e.get("val_dice") or 0.0) for e in epochs) if epochs else None,
             "epochs_run": len(epochs), "train_seconds": sum(e.get("seconds", 0.0) for e in epochs),
             "torch_ms_b1": _torch_latency_ms(model, recipe.size, int(cfg["data"]["channels"])), **res}
-
-
-def _epochs_done(run: Path) -> int:
-    log = run / "log.jsonl"
-    if not (run / "best.safetensors").is_file() or not log.is_file():
-        return 0
-    return sum('"type": "epoch"' in line for line in log.read_text().splitlines())
 
 
 def run_training_job(job: Job, work: Path, data: str, recipe: Recipe) -> dict[str, Any]:
@@ -182,7 +179,7 @@ def run_training_job(job: Job, work: Path, data: str, recipe: Recipe) -> dict[st
     log = work / "logs" / f"{job.name}.log"
     epochs = recipe.teacher_epochs if job.kind == "teacher" else recipe.epochs
     common = ["--data", data, *recipe.train_args(job.seed, epochs)]
-    if _epochs_done(run) >= epochs:
+    if len(_epoch_rows(run)) >= epochs:
         print(f"  {run} finished training already; scoring it", flush=True)
     elif job.kind in ("teacher", "alone"):
         _pncd(["train", "--model", job.model, "--out", str(run), *common, *_resume_flag(run)], log)
@@ -196,7 +193,6 @@ def run_deploy_job(job: Job, work: Path, recipe: Recipe) -> dict[str, Any]:
     from pncd.bench.cli import run_bench
     from pncd.errors import PncdError
     from pncd.export.pipeline import ExportOptions, export_run
-
     from pncd.io import read_json
 
     cands = [read_json(work / "rows" / f"{n}.json") for n in job.needs]

@@ -192,14 +192,14 @@ def _fmt(x: float | None) -> str:
 
 
 def build_target(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None,
-                 held: cal.ImageSet, num_classes: int) -> dict[str, Any]:
+                 validation: cal.ImageSet, num_classes: int) -> dict[str, Any]:
     """Write the target's files into ``out_dir``; return what the manifest and parity need.
-    ``held`` is what OpenVINO's accuracy control validates on."""
+    ``validation``: the held-out images OpenVINO's accuracy control computes Dice on."""
     t, p = opts.target, opts.precision
     if t == "onnxruntime":
         return _build_onnxruntime(opts, fp32_onnx, out_dir, calib)
     if t == "openvino":
-        return _build_openvino(opts, fp32_onnx, out_dir, calib, held, num_classes)
+        return _build_openvino(opts, fp32_onnx, out_dir, calib, validation, num_classes)
     if t in ("tensorrt", "jetson"):
         return _build_tensorrt(opts, fp32_onnx, out_dir, calib)
     raise PncdError(f"no builder for target {t!r} / {p!r}")  # unreachable after check_pair
@@ -234,13 +234,13 @@ def _build_onnxruntime(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, cali
 
 
 def _build_openvino(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None,
-                    held: cal.ImageSet, num_classes: int) -> dict[str, Any]:
+                    validation: cal.ImageSet, num_classes: int) -> dict[str, Any]:
     from pncd.export.openvino_export import convert
     from pncd.targets.openvino import OpenVinoRunner
 
     xml = out_dir / "model.xml"
     build = convert(fp32_onnx, xml, opts.precision, INPUT_NAME, calib=calib, method=opts.calib_method,
-                    accuracy_control=opts.accuracy_control, validation=held, max_drop=opts.max_dice_drop,
+                    accuracy_control=opts.accuracy_control, validation=validation, max_drop=opts.max_dice_drop,
                     num_classes=num_classes, keep_float=opts.keep_float, preset=opts.ov_preset or "mixed")
     hint = "f32" if opts.precision == "fp32" else None
     build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}

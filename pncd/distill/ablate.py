@@ -33,13 +33,14 @@ def row_name(mods: tuple[str, ...]) -> str:
     return "+".join(mods) if mods else "student-alone"
 
 
-def score_run(run: Path, split: str) -> dict[str, Any]:
+def score_run(run: Path, split: str, loaded: tuple[Any, dict] | None = None) -> dict[str, Any]:
+    """Dice/VOE/RVD of ``run``'s best weights on ``split``; ``loaded`` = an already loaded (model, config)."""
     from pncd.checkpoint import load_model
     from pncd.data import DataSpec, load_split
     from pncd.evaluate import evaluate_model
     from pncd.models import count_parameters
 
-    model, cfg = load_model(run)
+    model, cfg = loaded or load_model(run)
     ss = load_split(DataSpec.from_dict(cfg["data"]), split)
     summary = evaluate_model(model, ss, progress=False).summary()
     return {"run": str(run), "split": split, "parameters": count_parameters(model), **summary}
