@@ -34,7 +34,14 @@ def main() -> None:
     ap.add_argument("--teacher", default="dcsaunet")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (CUDA: timed with torch.cuda.synchronize)")
+    ap.add_argument("--amp", action="store_true", help="float16 autocast around every step, as pncd train/distill do on CUDA")
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    amp = torch.autocast(dev.type, dtype=torch.float16 if dev.type == "cuda" else torch.bfloat16, enabled=a.amp)
     if a.threads:
         torch.set_num_threads(a.threads)
     from pncd.distill.engine import PNCD, DistillOptions
@@ -42,48 +49,54 @@ def main() -> None:
     from pncd.models import create
 
     torch.manual_seed(0)
-    teacher = create(a.teacher).eval()
-    x = torch.randn(a.batch, 1, a.size, a.size)
-    y = torch.zeros(a.batch, a.size, a.size, dtype=torch.long)
+    teacher = create(a.teacher).eval().to(dev)
+    x = torch.randn(a.batch, 1, a.size, a.size, device=dev)
+    y = torch.zeros(a.batch, a.size, a.size, dtype=torch.long, device=dev)
     y[:, a.size // 4 : a.size // 2, a.size // 3 : a.size // 2] = 1
     y[::2] = 0  # some images without lesion, as in real data
     seg = SegLoss(2)
     rows = []
     for name in a.students.split(","):
-        plain = create(name)
-        student = create(name)
+        plain = create(name).to(dev)
+        student = create(name).to(dev)
         student.load_state_dict(plain.state_dict())
         # M as in training: (slice, class present) samples; here a lesion in half the slices of a 1000-slice set
-        pncd = PNCD(student, teacher, DistillOptions(), num_classes=2, channels=1, size=a.size, n_region_samples=1500)
+        pncd = PNCD(student, teacher, DistillOptions(), num_classes=2, channels=1, size=a.size, n_region_samples=1500, device=dev)
         opt_p = torch.optim.Adam(plain.parameters(), lr=1e-3)
         opt_d = torch.optim.Adam(list(student.parameters()) + list(pncd.losses.parameters()), lr=1e-3)
 
         def plain_step():
-            loss = seg(plain(x), y)["loss"]
+            with amp:
+                loss = seg(plain(x), y)["loss"]
             opt_p.zero_grad(set_to_none=True)
             loss.backward()
             opt_p.step()
 
         def distill_step():
-            loss = pncd(student, x, y, seg)["loss"]
+            with amp:
+                loss = pncd(student, x, y, seg)["loss"]
             opt_d.zero_grad(set_to_none=True)
             loss.backward()
             opt_d.step()
 
         def teacher_fwd():
-            pncd.teacher_forward(x)  # the teacher as distillation runs it (frozen, Conv+BN folded, channels_last)
+            with amp:
+                pncd.teacher_forward(x)  # the teacher as distillation runs it (frozen, Conv+BN folded, channels_last)
 
         plain.train(), student.train(), pncd.train()
         times = {"plain": [], "distill": [], "teacher": []}
         for i in range(a.warmup + a.steps):
             for key, fn in (("plain", plain_step), ("distill", distill_step), ("teacher", teacher_fwd)):
+                sync()
                 t0 = time.perf_counter()
                 fn()
+                sync()
                 dt = time.perf_counter() - t0
                 if i >= a.warmup:
                     times[key].append(dt)
         med = {k: statistics.median(v) for k, v in times.items()}
-        row = {"student": name, "teacher": a.teacher, "size": a.size, "batch": a.batch, "threads": torch.get_num_threads(),
+        row = {"student": name, "teacher": a.teacher, "size": a.size, "batch": a.batch, "device": str(dev), "amp": a.amp,
+               "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None, "threads": torch.get_num_threads(),
                "plain_s": med["plain"], "distill_s": med["distill"], "teacher_fwd_s": med["teacher"],
                "ratio": med["distill"] / med["plain"], "beyond_teacher_ratio": (med["distill"] - med["teacher"]) / med["plain"]}
         rows.append(row)

@@ -274,11 +274,14 @@ def render_markdown(doc: dict[str, Any]) -> str:
     r = doc["recipe"]
     by = lambda kind, model, mods=(): [x for x in rows if x["kind"] == kind and x["model"] == model and tuple(x["modules"]) == tuple(mods)]  # noqa: E731
     col = lambda rs, k: _ms([x.get(k) for x in rs])  # noqa: E731
-    out = ["# Reference results on LGG FLAIR (CPU scale)", "",
+    m = doc["machine"]
+    where = (f"{m['gpu']} (CUDA, float16 autocast) with {m.get('cpu_model')} ({m.get('cpus_usable')} cores)" if m.get("gpu")
+             else f"{m.get('cpu_model')} ({m.get('cpus_usable')} cores usable)")
+    out = [f"# Reference results on LGG FLAIR ({'GPU' if m.get('gpu') else 'CPU'}, {r['size']}x{r['size']} recipe)", "",
            f"Recipe: {r['size']}x{r['size']}, batch {r['batch']}, {r['epochs']} epochs x {r['steps_per_epoch'] or 'all'} steps "
            f"(teachers {r['teacher_epochs']} epochs), lesion fraction {r['lesion_fraction']}, seeds {list(r['seeds'])}; "
            f"PNCD options: `{' '.join(r['distill_args'])}`. Test split, per-patient Dice/VOE/RVD (mean ± std over seeds, "
-           "n = seeds finished). Machine: " + f"{doc['machine'].get('cpu_model')} ({doc['machine'].get('cpus_usable')} cores usable).", "",
+           f"n = seeds finished). Machine: {where}.", "",
            "torch ms (b1): median eager latency at batch 1, timed right after the row's training while other grid "
            "jobs may share the machine: a rough size indicator; the deployment tables compare latencies side by side.", "",
            f"Command: `{doc['command']}`", "", f"Status: {doc['status']}", "",
@@ -294,7 +297,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
         any_row = (alone or pncd)[0]
         delta = summ["pncd_minus_alone"].get(m)
         dtxt = "-" if not delta else (f"{delta['mean']:+.3f}" + (f" ± {delta['std']:.3f}" if delta["std"] is not None else "")
-                                      + f" (per seed {', '.join(f'{v:+.3f}' for v in delta['dice_delta_per_seed'])})")
+                                      + f" (per seed {', '.join(f'{v:+.3f}' for v in delta['dice_delta_per_seed'])}; PNCD ahead in "
+                                         f"{sum(v > 0 for v in delta['dice_delta_per_seed'])} of {len(delta['dice_delta_per_seed'])})")
         paper = PAPER.get(m)
         ptxt = f"{paper:.4f}" if isinstance(paper, float) else (f"{paper[0]:.4f} / {paper[1]:.4f}" if paper else "-")
         out.append(f"| {m} | {any_row['parameters'] / 1e6:.2f} | {any_row['torch_ms_b1']:.1f} | {col(alone, 'dice')} | "
@@ -358,6 +362,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", action="append", default=[], help="run only jobs matching this pattern (repeatable)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads of every child process (default: torch's)")
     ap.add_argument("--list", action="store_true", help="list the jobs and their state, run nothing")
+    ap.add_argument("--tables-only", action="store_true",
+                    help="rewrite grid.json and grid.md from the rows in WORK and run nothing (after parallel runners, see bench/grid_gpu.sh)")
+    ap.add_argument("--command", default=None, help="the command to record in grid.json (default: this one)")
     a = ap.parse_args(argv)
     recipe = Recipe.full() if a.full else Recipe()
     if a.seeds:
@@ -375,7 +382,11 @@ def main(argv: list[str] | None = None) -> None:
     for sub in ("runs", "rows", "logs", "deploy"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     all_jobs = jobs(recipe)
-    command = "python bench/reference_grid.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    command = a.command or "python bench/reference_grid.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    if a.tables_only:
+        doc = write_tables(results, work, recipe, command, all_jobs)
+        print(f"tables: {results / 'grid.md'} ({doc['status']})")
+        return
     selected = [j for j in all_jobs if not a.only or any(fnmatch.fnmatch(j.name, p) for p in a.only)]
     if a.list:
         for j in all_jobs:

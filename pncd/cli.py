@@ -54,10 +54,14 @@ class LazyGroup(click.Group):
         try:
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
+            why = str(e)  # `e` itself is unbound once this block ends
             # A stage that is not built (or whose module failed to import) still shows in --help.
-            @click.command(name=name, help=SHORT_HELP.get(name, ""))
-            def unavailable() -> None:
-                raise PncdError(f"'pncd {name}' is unavailable: {e}")
+            # It takes any arguments, so that the user sees why, not "No such option".
+            @click.command(name=name, help=SHORT_HELP.get(name, ""),
+                           context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+            @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+            def unavailable(args: tuple[str, ...]) -> None:
+                raise PncdError(f"'pncd {name}' is unavailable: {why}")
 
             return unavailable
 

@@ -117,3 +117,16 @@ def test_ddp_two_cpu_processes_on_gloo(synthetic_root, tmp_path):
     assert (out / "best.safetensors").is_file()
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["name"] == "enet"
+
+
+def test_unavailable_stage_says_why_whatever_its_arguments(monkeypatch, capsys):
+    """A stage whose module fails to import names the import error, even when given its options."""
+    from pncd import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "export", "pncd.no_such_module:export_command")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["export", "runs/x", "--target", "openvino", "--precision", "int8", "--out", "o"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Error: 'pncd export' is unavailable:") and "no_such_module" in err
+    assert "No such option" not in err
