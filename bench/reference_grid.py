@@ -161,6 +161,19 @@ def _epoch_rows(run: Path) -> list[dict[str, Any]]:
     return [row for row in map(json.loads, log.read_text().splitlines()) if row.get("type") == "epoch"]
 
 
+def where() -> dict[str, Any]:
+    """The machine a row was trained (or a deployment timed) on, in brief."""
+    from pncd.bench.cli import host_machine
+
+    m = host_machine()
+    return {k: m.get(k) for k in ("gpu", "cpu_model", "cpus_usable", "hostname")}
+
+
+def describe(w: dict[str, Any]) -> str:
+    cpu = f"{w.get('cpu_model')} ({w.get('cpus_usable')} cores)"
+    return f"{w['gpu']} (CUDA, float16 autocast) with {cpu}" if w.get("gpu") else cpu
+
+
 def score_row(job: Job, run: Path, recipe: Recipe) -> dict[str, Any]:
     from pncd.checkpoint import load_model
     from pncd.distill.ablate import score_run
@@ -171,7 +184,7 @@ def score_row(job: Job, run: Path, recipe: Recipe) -> dict[str, Any]:
     return {"job": job.name, "kind": job.kind, "model": job.model, "seed": job.seed, "modules": list(job.modules),
             "val_dice_best": max((e.get("val_dice") or 0.0) for e in epochs) if epochs else None,
             "epochs_run": len(epochs), "train_seconds": sum(e.get("seconds", 0.0) for e in epochs),
-            "torch_ms_b1": _torch_latency_ms(model, recipe.size, int(cfg["data"]["channels"])), **res}
+            "torch_ms_b1": _torch_latency_ms(model, recipe.size, int(cfg["data"]["channels"])), "trained_on": where(), **res}
 
 
 def run_training_job(job: Job, work: Path, data: str, recipe: Recipe) -> dict[str, Any]:
@@ -224,7 +237,7 @@ def run_deploy_job(job: Job, work: Path, recipe: Recipe) -> dict[str, Any]:
                      "dice_ratio_to_torch": e.get("dice_rel", 1.0 if e is ref else None), "voe": e.get("voe"), "rvd": e.get("rvd")})
     return {"job": job.name, "kind": "deploy", "model": job.model, "seed": best["seed"], "source_run": str(run),
             "chosen_by": "best validation Dice among the PNCD runs " + ", ".join(job.needs),
-            "report": str(report_dir), "export_failures": failures, "artifacts": rows}
+            "report": str(report_dir), "benchmarked_on": where(), "export_failures": failures, "artifacts": rows}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,14 +287,15 @@ def render_markdown(doc: dict[str, Any]) -> str:
     r = doc["recipe"]
     by = lambda kind, model, mods=(): [x for x in rows if x["kind"] == kind and x["model"] == model and tuple(x["modules"]) == tuple(mods)]  # noqa: E731
     col = lambda rs, k: _ms([x.get(k) for x in rs])  # noqa: E731
-    m = doc["machine"]
-    where = (f"{m['gpu']} (CUDA, float16 autocast) with {m.get('cpu_model')} ({m.get('cpus_usable')} cores)" if m.get("gpu")
-             else f"{m.get('cpu_model')} ({m.get('cpus_usable')} cores usable)")
-    out = [f"# Reference results on LGG FLAIR ({'GPU' if m.get('gpu') else 'CPU'}, {r['size']}x{r['size']} recipe)", "",
+    # Rows say where they were trained (older rows do not: then the machine that wrote the tables).
+    trained = [x.get("trained_on") or doc["machine"] for x in rows if x["kind"] != "deploy"] or [doc["machine"]]
+    machines = list(dict.fromkeys(describe(w) for w in trained))
+    gpu = any(w.get("gpu") for w in trained)
+    out = [f"# Reference results on LGG FLAIR ({'GPU' if gpu else 'CPU'}-trained, {r['size']}x{r['size']} recipe)", "",
            f"Recipe: {r['size']}x{r['size']}, batch {r['batch']}, {r['epochs']} epochs x {r['steps_per_epoch'] or 'all'} steps "
            f"(teachers {r['teacher_epochs']} epochs), lesion fraction {r['lesion_fraction']}, seeds {list(r['seeds'])}; "
            f"PNCD options: `{' '.join(r['distill_args'])}`. Test split, per-patient Dice/VOE/RVD (mean ± std over seeds, "
-           f"n = seeds finished). Machine: {where}.", "",
+           f"n = seeds finished). Trained on: {'; '.join(machines)}.", "",
            "torch ms (b1): median eager latency at batch 1, timed right after the row's training while other grid "
            "jobs may share the machine: a rough size indicator; the deployment tables compare latencies side by side.", "",
            f"Command: `{doc['command']}`", "", f"Status: {doc['status']}", "",
@@ -314,12 +328,13 @@ def render_markdown(doc: dict[str, Any]) -> str:
         rs = by("alone", "enet") if not mods else by("ablation" if len(mods) == 1 else "pncd", "enet", mods)
         paper = PAPER["enet"][0] if not mods else PAPER["ablation"].get(",".join(mods))
         out.append(f"| {'+'.join(mods) or 'none (ENet alone)'} | {col(rs, 'dice')} | {col(rs, 'voe')} | {col(rs, 'rvd')} | {paper:.4f} |")
-    out += ["", "## Deployment (distilled students, this CPU, batch 1)", ""]
+    out += ["", "## Deployment (distilled students, CPU, batch 1)", ""]
     deploys = [x for x in rows if x["kind"] == "deploy"]
     if not deploys:
         out.append("Not run yet.")
     for d in deploys:
         out += [f"### {d['model']} (from `{Path(d['source_run']).name}`, {d.get('chosen_by', 'seed ' + str(d['seed']))})", "",
+                f"Timed on {describe(d.get('benchmarked_on') or doc['machine'])}.", "",
                 "| artifact | median ms | speed-up vs torch | Dice | % of torch Dice | VOE | RVD |", "|---|---|---|---|---|---|---|"]
         f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
         for a in d["artifacts"]:
