@@ -8,7 +8,8 @@ uses a trained run instead), at ``--size`` x ``--size``, batch 1:
 Every variant is built by the same functions ``pncd export`` uses (INT8 calibrated on
 ``--calib-size`` training images of the synthetic data set, or of the run's data set), warmed
 up, then timed ``--iters`` times with ``time.perf_counter`` around ``runner.infer`` (numpy in,
-numpy out; CPU inference is synchronous). All runtimes get the same fixed thread count. The
+numpy out; CPU inference is synchronous), all variants interleaved in ten round-robin slices
+so that load from other processes hits them alike. All runtimes get the same fixed thread count. The
 table shows the median and p90 latency and the speed-up over torch eager (torch median /
 variant median), plus the argmax agreement with torch on a few held-out images.
 
@@ -36,19 +37,33 @@ DEFAULT_MODELS = ("enet", "mobilenetv2", "resnet18", "dcsaunet")
 VARIANTS = ("ort-fp32", "ort-fp16", "ort-int8", "ov-fp32", "ov-fp16", "ov-int8")
 
 
-def time_runner(runner, feed: dict[str, np.ndarray], warmup: int, iters: int) -> dict[str, float]:
-    """Warm up, then time ``iters`` calls; milliseconds (median, p90, mean, min)."""
-    runner.activate()
-    for _ in range(warmup):
-        runner.infer(feed)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        runner.infer(feed)
-        times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    return {"median_ms": statistics.median(times), "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))],
-            "mean_ms": statistics.fmean(times), "min_ms": times[0]}
+def time_interleaved(runners: dict[str, Any], feed: dict[str, np.ndarray], warmup: int, iters: int,
+                     rounds: int = 10) -> dict[str, dict[str, float]]:
+    """Warm every runner up, then time ``iters`` calls of each in ``rounds`` round-robin slices.
+
+    Interleaving puts every variant under the same load as the others, so the ratios hold on a
+    shared, noisy machine where a sequential run would credit one variant with another's quiet
+    minute. Milliseconds per runner: median, p90, mean, min.
+    """
+    for r in runners.values():
+        r.activate()
+        for _ in range(warmup):
+            r.infer(feed)
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    rounds = max(1, min(rounds, iters))
+    for i in range(rounds):
+        n = iters // rounds + (1 if i < iters % rounds else 0)
+        for k, r in runners.items():
+            for _ in range(n):
+                t0 = time.perf_counter()
+                r.infer(feed)
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    out = {}
+    for k, ts in times.items():
+        ts.sort()
+        out[k] = {"median_ms": statistics.median(ts), "p90_ms": ts[min(len(ts) - 1, int(0.9 * len(ts)))],
+                  "mean_ms": statistics.fmean(ts), "min_ms": ts[0]}
+    return out
 
 
 def _model_and_data(name: str | None, run: str | None, size: int):
@@ -94,7 +109,7 @@ def _variants(fp32_onnx: Path, work: Path, calib: np.ndarray, threads: int) -> d
 
 def bench_one(label: str, model, data: dict, size: int, iters: int, warmup: int, threads: int,
               calib_size: int, variants: tuple[str, ...], log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """All rows for one network: torch eager first, then each variant."""
+    """All rows for one network: torch eager and each variant, timed interleaved."""
     from pncd.export.calibration import calibration_images, held_out_images
     from pncd.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
     from pncd.export.parity import runner_logits
@@ -105,26 +120,22 @@ def bench_one(label: str, model, data: dict, size: int, iters: int, warmup: int,
     held = held_out_images(data, 4, (size, size)).images
     feed = {INPUT_NAME: np.ascontiguousarray(held[:1])}
     rows = []
-    torch_runner = TorchRunner(model, threads=threads)
-    t = time_runner(torch_runner, feed, warmup, iters)
-    ref = runner_logits(torch_runner, INPUT_NAME, OUTPUT_NAME, held).argmax(1)
-    torch_runner.deactivate()
-    rows.append({"model": label, "variant": "torch-fp32", **t, "speedup_vs_torch": 1.0, "argmax_agreement": 1.0})
-    log(f"{label}: torch eager {t['median_ms']:.2f} ms")
     with tempfile.TemporaryDirectory(prefix="pncd-speed-") as work:
         work_p = Path(work)
         export_onnx(model, work_p / "fp32.onnx", channels, size, size)
         factories = _variants(work_p / "fp32.onnx", work_p, calib, threads)
-        for v in variants:
-            r = factories[v]()
-            try:
-                tv = time_runner(r, feed, warmup, iters)
-                agree = float((runner_logits(r, INPUT_NAME, OUTPUT_NAME, held).argmax(1) == ref).mean())
-            finally:
+        runners = {"torch-fp32": TorchRunner(model, threads=threads), **{v: factories[v]() for v in variants}}
+        try:
+            timed = time_interleaved(runners, feed, warmup, iters)
+            ref = runner_logits(runners["torch-fp32"], INPUT_NAME, OUTPUT_NAME, held).argmax(1)
+            for v, r in runners.items():
+                agree = 1.0 if v == "torch-fp32" else float((runner_logits(r, INPUT_NAME, OUTPUT_NAME, held).argmax(1) == ref).mean())
+                rows.append({"model": label, "variant": v, **timed[v],
+                             "speedup_vs_torch": timed["torch-fp32"]["median_ms"] / timed[v]["median_ms"], "argmax_agreement": agree})
+                log(f"{label}: {v} {timed[v]['median_ms']:.2f} ms")
+        finally:
+            for r in runners.values():
                 r.deactivate()
-            rows.append({"model": label, "variant": v, **tv, "speedup_vs_torch": t["median_ms"] / tv["median_ms"],
-                         "argmax_agreement": agree})
-            log(f"{label}: {v} {tv['median_ms']:.2f} ms")
     return rows
 
 
