@@ -169,9 +169,9 @@ def where() -> dict[str, Any]:
     return {k: m.get(k) for k in ("gpu", "cpu_model", "cpus_usable", "hostname")}
 
 
-def describe(w: dict[str, Any]) -> str:
+def describe(w: dict[str, Any], cpu_only: bool = False) -> str:
     cpu = f"{w.get('cpu_model')} ({w.get('cpus_usable')} cores)"
-    return f"{w['gpu']} (CUDA, float16 autocast) with {cpu}" if w.get("gpu") else cpu
+    return f"{w['gpu']} (CUDA, float16 autocast) with {cpu}" if w.get("gpu") and not cpu_only else cpu
 
 
 def score_row(job: Job, run: Path, recipe: Recipe) -> dict[str, Any]:
@@ -334,7 +334,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         out.append("Not run yet.")
     for d in deploys:
         out += [f"### {d['model']} (from `{Path(d['source_run']).name}`, {d.get('chosen_by', 'seed ' + str(d['seed']))})", "",
-                f"Timed on {describe(d.get('benchmarked_on') or doc['machine'])}.", "",
+                f"Timed on the CPU: {describe(d.get('benchmarked_on') or doc['machine'], cpu_only=True)}.", "",
                 "| artifact | median ms | speed-up vs torch | Dice | % of torch Dice | VOE | RVD |", "|---|---|---|---|---|---|---|"]
         f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
         for a in d["artifacts"]:

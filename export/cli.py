@@ -30,8 +30,8 @@ TARGET_NAMES = ("onnxruntime", "openvino", "tensorrt", "jetson")
 @click.option("--ac-images", type=int, default=0, show_default=True,
               help="Held-out images --accuracy-control computes Dice on (0: the whole val split).")
 @click.option("--parity-images", type=int, default=0, show_default=True,
-              help="Held-out (val, else test) images for the parity check against torch; 0: the whole "
-                   "split for INT8 (its Dice check is per case), 32 images for FP32/FP16.")
+              help="Held-out (val, else test) images for the parity check against torch; 0: for INT8 the "
+                   "whole split up to 512 images (its Dice check is per case), 32 for FP32/FP16.")
 @click.option("--keep-float", default="first", show_default=True,
               help="INT8: network ends left in floating point: first (layers reading the image), last "
                    "(the classifier), first,last or none.")
