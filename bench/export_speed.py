@@ -49,15 +49,15 @@ def time_interleaved(runners: dict[str, Any], feed: dict[str, np.ndarray], warmu
         r.activate()
         for _ in range(warmup):
             r.infer(feed)
+    from pncd.bench.latency import timed_loop
+
+    x = next(iter(feed.values()))  # timed_loop reads the batch size off it
     times: dict[str, list[float]] = {k: [] for k in runners}
     rounds = max(1, min(rounds, iters))
     for i in range(rounds):
         n = iters // rounds + (1 if i < iters % rounds else 0)
         for k, r in runners.items():
-            for _ in range(n):
-                t0 = time.perf_counter()
-                r.infer(feed)
-                times[k].append((time.perf_counter() - t0) * 1e3)
+            times[k] += timed_loop(lambda _x, r=r: r.infer(feed), x, warmup=0, iters=n, duration=0.0)["end_to_end_ms"]
     out = {}
     for k, ts in times.items():
         ts.sort()

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 from click.testing import CliRunner
 
 from pncd.bench.export_speed import main, time_interleaved
@@ -22,7 +23,8 @@ class _Counter:
 
 def test_time_interleaved_round_robin():
     log = []
-    out = time_interleaved({"a": _Counter("a", log), "b": _Counter("b", log)}, {}, warmup=1, iters=5, rounds=2)
+    feed = {"image": np.zeros((1, 1, 4, 4), np.float32)}
+    out = time_interleaved({"a": _Counter("a", log), "b": _Counter("b", log)}, feed, warmup=1, iters=5, rounds=2)
     assert log[:2] == ["a", "b"]  # warm-up
     assert log[2:] == ["a"] * 3 + ["b"] * 3 + ["a"] * 2 + ["b"] * 2  # 5 calls each in two slices, alternating
     assert set(out) == {"a", "b"} and all(v["median_ms"] >= v["min_ms"] >= 0 for v in out.values())
