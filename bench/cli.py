@@ -79,7 +79,27 @@ def read_artifact(path: str | os.PathLike) -> dict[str, Any]:
         "output_name": str(man["output_name"]),
         "data": dict(man["data"]),
         "onnx": onnx,
+        "static_batch": _static_batch(man),
     }
+
+
+def _static_batch(man: dict[str, Any]) -> int | None:
+    """The fixed batch size of an artifact's input (None when the batch axis is dynamic)."""
+    shape = (man.get("input") or {}).get("shape") or []
+    return int(shape[0]) if shape and isinstance(shape[0], int) else None
+
+
+def verify_artifacts(arts: list[dict[str, Any]]) -> None:
+    """Each artifact's files against the SHA-256 of its manifest: a swapped or damaged file is
+    refused before anything is timed (``--no-verify`` skips this, and the report says so)."""
+    from pncd.export.manifest import verify
+
+    for a in arts:
+        problems = verify(a["dir"], extras=False)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise PncdError(f"{a['dir']}: {problems[0]}{more}; re-export the artifact, or pass --no-verify to "
+                            "bench it anyway")
 
 
 def _slug(text: str) -> str:
@@ -101,10 +121,11 @@ def _local_runtime(a: dict[str, Any], device: str) -> str | None:
     return None
 
 
-def _load_runner(a: dict[str, Any], device: str, threads: int | None) -> Any:
+def _load_runner(a: dict[str, Any], device: str, threads: int | None, inference_precision: str | None = None) -> Any:
     from pncd.targets.registry import load_runner
 
-    return load_runner(a["dir"], device=device, runtime=_local_runtime(a, device), threads=threads)
+    return load_runner(a["dir"], device=device, runtime=_local_runtime(a, device), threads=threads,
+                       inference_precision=inference_precision)
 
 
 def _torch_runner(a: dict[str, Any], device: str, threads: int | None) -> Any:
@@ -180,7 +201,9 @@ def run_bench(
     seed: int = 0,
     overlays: int = 4,
     reference: bool = True,
+    verify: bool = True,
     threads: int | None = None,
+    inference_precision: str | None = None,
     ssh_options: Sequence[str] = (),
     remote_python: str | None = None,
     remote_backend: str = "auto",
@@ -201,6 +224,8 @@ def run_bench(
     from pncd.bench.accuracy import compare, predict_labels, score, worst_slices
     from pncd.data import DataSpec, load_split
     from pncd.io import atomic_dir, versions, write_json, write_text
+    from pncd.targets.cpu import compute_precision
+    from pncd.targets.cpu import isa_summary as cpu_summary
 
     log = log or (lambda msg: click.echo(msg, err=True))
     if device not in DEVICES:
@@ -214,7 +239,24 @@ def run_bench(
 
         if not torch.cuda.is_available():
             raise PncdError("--device cuda was asked for but no CUDA device is visible; use --device cpu")
+    from pncd.runtime import default_threads
+
+    log(f"threads: {threads or default_threads()} per runtime "
+        f"({'--threads' if threads else 'default: physical cores / processes'})")
+    threads = threads or default_threads()
+    if device == "jetson":  # host and ssh options: one line now, not after the data has loaded
+        from pncd.targets.ssh import check_host, normalize_options
+
+        normalize_options(ssh_options)
+        if host is not None:
+            check_host(host)
     arts = [read_artifact(a) for a in artifacts]
+    if verify:
+        verify_artifacts(arts)
+    from pncd.io import check_output
+
+    check_output(out, force, protect=tuple(a["dir"] for a in arts) + tuple(a["source_run"] for a in arts)
+                 + ((data_root,) if data_root is not None else ()))
     for a in arts:
         if device == "jetson" and a["onnx"] is None:
             raise PncdError(f"{a['dir']}: the Jetson path runs ONNX, and this {a['target']} artifact has no .onnx "
@@ -231,7 +273,7 @@ def run_bench(
                                  backend=remote_backend, cache_dir=engine_cache, warmup=warmup, iters=iters,
                                  duration=duration, batch=batch, accuracy_batch=accuracy_batch, tegrastats=tegrastats)
 
-    with atomic_dir(out, force=force) as tmp:
+    with atomic_dir(out, force=force, protect=tuple(a["dir"] for a in arts)) as tmp:
         splits: dict[str, Any] = {}
         entries: list[dict[str, Any]] = []
         per_case: dict[str, list[dict]] = {}
@@ -254,8 +296,10 @@ def run_bench(
             return key, splits[key]
 
         def local_entry(make_runner: Callable[[], Any], input_name: str, output_name: str | None,
-                        ss: Any, desc: str) -> tuple[dict, np.ndarray, dict]:
-            runner, m = lat.measure(make_runner, input_name, output_name, ss.images, lat_opts)
+                        ss: Any, desc: str, precision: str = "fp32",
+                        static_batch: int | None = None) -> tuple[dict, np.ndarray, dict]:
+            runner, m = lat.measure(make_runner, input_name, output_name, ss.images, lat_opts,
+                                    static_batch=static_batch, desc=desc if progress else None)
             try:
                 def infer(x: np.ndarray) -> np.ndarray:
                     o = runner.infer({input_name: x})
@@ -264,6 +308,7 @@ def run_bench(
                 preds = predict_labels(infer, ss.images, accuracy_batch, desc=desc, progress=progress)
                 run_settings = dict(getattr(runner, "settings", None) or {})
                 run_settings.setdefault("runner", type(runner).__name__)
+                run_settings["compute_precision"] = compute_precision(runner, precision)
             finally:
                 runner.deactivate()
             timing = {"b1": lat.summarize(m["b1_raw"]),
@@ -293,14 +338,17 @@ def run_bench(
                         "source_run": str(a["source_run"]), "artifact_dir": None, "model": a["model"],
                         "target": "torch", "runtime": "torch", "precision": "fp32", "device": ref_device,
                         "where": "host" if device == "jetson" else ref_device, "backend": "torch",
-                        "backend_reason": None, **fields, "engine_build_s": None, "engine_from_cache": None,
+                        "backend_reason": None, "compute_precision": rs.get("compute_precision"), **fields,
+                        "engine_build_s": None, "engine_from_cache": None,
                         "latency_what": "end-to-end: numpy in and out, on this machine",
                         **_no_power(), **rep.accuracy_fields(summary), **rep.compare_fields(None),
                     })
                     per_case[rid], settings[rid], preds_of[rid], split_of[rid] = cases, rs, preds, key
                     refs[rkey] = rid
                 ref_id = refs[rkey]
-            aid = _unique(_slug(f"{run_name}-{a['model'] or 'model'}-{a['target']}-{a['precision']}"), taken)
+            # the run's name usually names the model already ("enet-pncd"): say it once
+            model_part = "" if not a["model"] or a["model"] in run_name else f"-{a['model']}"
+            aid = _unique(_slug(f"{run_name}{model_part}-{a['target']}-{a['precision']}"), taken)
             where = device
             extra: dict[str, Any] = {}
             if device == "jetson":
@@ -320,7 +368,8 @@ def run_bench(
                 fields = {**rep.latency_fields(timing), "first_inference_ms": r.get("first_inference_ms"),
                           "activation_s": r.get("activation_s"), "mem_rss_peak_growth_mib": growth,
                           "mem_rss_delta_mib": None}
-                extra = {"backend": r["backend"], "backend_reason": r.get("backend_reason"),
+                extra = {"compute_precision": f"{a['precision']} on {r['backend']}",
+                         "backend": r["backend"], "backend_reason": r.get("backend_reason"),
                          "engine_build_s": r.get("engine_build_s"),
                          "engine_from_cache": (r.get("settings") or {}).get("engine_from_cache"),
                          "power_mean_mw": power.get("power_mean_mw"), "power_source": _src(power.get("power_source")),
@@ -334,10 +383,12 @@ def run_bench(
                 log(f"[{aid}] {a['target']} {a['precision']} on {device}")
                 if _local_runtime(a, device):
                     log(f"[{aid}] TensorRT needs an NVIDIA GPU: running its ONNX on ONNX Runtime (cpu)")
-                fields, preds, rs = local_entry(lambda a=a: _load_runner(a, device, threads),
-                                                a["input_name"], a["output_name"], ss, aid)
+                fields, preds, rs = local_entry(lambda a=a: _load_runner(a, device, threads, inference_precision),
+                                                a["input_name"], a["output_name"], ss, aid, a["precision"],
+                                                a["static_batch"])
                 settings[aid] = rs
-                extra = {"backend": _local_runtime(a, device) or a["runtime"],
+                extra = {"compute_precision": rs.get("compute_precision"),
+                         "backend": _local_runtime(a, device) or a["runtime"],
                          "backend_reason": ("ONNX of a TensorRT artifact on a CPU" if _local_runtime(a, device) else None),
                          "engine_build_s": None,
                          "engine_from_cache": None, **_no_power()}
@@ -371,7 +422,9 @@ def run_bench(
                     name = f"overlays/{e['id']}__{_slug(ss.case_ids[i])}_s{ss.slice_index[i]}.png"
                     (tmp / "overlays").mkdir(exist_ok=True)
                     scale = max(1, 256 // max(ss.masks.shape[1:]))  # small inputs are enlarged to be readable
-                    save_png(tmp / name, rep.disagreement_panel(ss.images[i], ss.masks[i], r_p[i], a_p[i]), scale=scale)
+                    save_png(tmp / name, rep.disagreement_panel(ss.images[i], ss.masks[i], r_p[i], a_p[i]), scale=scale,
+                             titles=rep.PANEL_TITLES,
+                             caption=f"{e['name']} vs {e['ref_id']}: {ss.case_ids[i]}, slice {ss.slice_index[i]}")
                     files["overlays"].append(name)
         first = next(iter(splits.values()))
         from pncd import __version__
@@ -380,9 +433,10 @@ def run_bench(
             "schema": rep.SCHEMA,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "pncd_version": __version__,
-            "command": command,
+            "artifacts_verified": "sha256 against each manifest" if verify else "skipped (--no-verify)",
+            "command": command or command_line(),
             "options": options or {},
-            "machine": host_machine(),
+            "machine": {**host_machine(), "bench_threads": threads, "cpu_isa": cpu_summary()},
             "device_machine": _device_machine(device_env),
             "versions": versions(),
             "data": {"root": str(data_root) if data_root is not None else first.spec.root, "split": split,
@@ -398,6 +452,16 @@ def run_bench(
         write_text(tmp / "report.md", rep.render_markdown(report))
     report["path"] = str(Path(out))
     return report
+
+
+def command_line() -> str:
+    """The command line this process was started with, as a user would type it."""
+    import shlex
+
+    argv0 = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if argv0 in ("__main__.py", "-c", "-m") or argv0.endswith(".py") and argv0 != "pncd":
+        argv0 = f"python {sys.argv[0]}" if argv0.endswith(".py") and argv0 != "__main__.py" else "python -m pncd"
+    return " ".join([argv0, *(shlex.quote(a) for a in sys.argv[1:])])
 
 
 def _entry(entries: list[dict], ident: str) -> dict:
@@ -453,8 +517,14 @@ def _bench_options(fn: Callable) -> Callable:
         click.option("--overlays", type=click.IntRange(0), default=4, show_default=True,
                      help="Overlay PNGs per artifact: the slices where it disagrees most with its reference."),
         click.option("--no-reference", is_flag=True, help="Skip the torch reference (no comparison)."),
+        click.option("--no-verify", is_flag=True,
+                     help="Do not check each artifact's files against the SHA-256 in its manifest (recorded in the report)."),
         click.option("--threads", type=click.IntRange(1), default=None,
-                     help="Intra-op threads for local runtimes and torch (default: each runtime's own choice)."),
+                     help="Intra-op threads for local runtimes and torch (default: the usable physical cores, "
+                          "divided among the processes of a torchrun; printed)."),
+        click.option("--inference-precision", type=click.Choice(["auto", "f32", "f16", "bf16"]), default=None,
+                     help="OpenVINO compute precision (default: the one the artifact was exported and checked with; "
+                          "auto = f32 for fp32/int8, f16 for fp16 where the CPU computes in FP16)."),
         click.option("--ssh-option", "ssh_options", multiple=True,
                      help="Extra ssh/scp option, repeatable: '-i KEY', '-p PORT', '-o UserKnownHostsFile=F', '-J JUMP'."),
         click.option("--remote-python", default=None,
@@ -478,8 +548,8 @@ def _bench_options(fn: Callable) -> Callable:
 @click.pass_context
 def bench_command(ctx: click.Context, artifacts: tuple[Path, ...], data: Path | None, split: str, device: str,
                   host: str | None, out: Path, force: bool, warmup: int, iters: int, duration: float, batch: int,
-                  accuracy_batch: int, n_boot: int, seed: int, overlays: int, no_reference: bool, threads: int | None,
-                  ssh_options: tuple[str, ...], remote_python: str | None, remote_backend: str, engine_cache: str,
+                  accuracy_batch: int, n_boot: int, seed: int, overlays: int, no_reference: bool, no_verify: bool, threads: int | None,
+                  inference_precision: str | None, ssh_options: tuple[str, ...], remote_python: str | None, remote_backend: str, engine_cache: str,
                   tegrastats: str, gate_baseline: Path | None, config: str | None = None) -> None:
     """Latency and accuracy of exported ARTIFACTS against the torch reference of their run.
 
@@ -495,13 +565,14 @@ def bench_command(ctx: click.Context, artifacts: tuple[Path, ...], data: Path | 
     report = run_bench(
         artifacts, data_root=data, split=split, device=device, host=host, out=out, force=force, warmup=warmup,
         iters=iters, duration=duration, batch=batch, accuracy_batch=accuracy_batch, n_boot=n_boot, seed=seed,
-        overlays=overlays, reference=not no_reference, threads=threads, ssh_options=ssh_options, remote_python=remote_python,
+        overlays=overlays, reference=not no_reference, verify=not no_verify, threads=threads, inference_precision=inference_precision,
+        ssh_options=ssh_options, remote_python=remote_python,
         remote_backend=remote_backend, engine_cache=engine_cache, tegrastats=tegrastats,
-        command=" ".join(["pncd", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("pncd") else None,
         options=resolved_params(ctx),
     )
     for e in report["entries"]:
-        click.echo(f"{e['name']:<40} median {e['latency_ms_median'] or float('nan'):8.3f} ms   "
+        click.echo(f"{e['name']:<36} {e.get('compute_precision') or '':<12} median "
+                   f"{e['latency_ms_median'] or float('nan'):8.3f} ms   "
                    f"Dice {e['dice'] if e['dice'] is not None else float('nan'):.4f}"
                    + (f"   ΔDice {e['dice_diff']:+.5f}" if e.get("dice_diff") is not None else ""))
     click.echo(f"report: {out}/report.md")

@@ -49,13 +49,21 @@ def _maxrss_mib() -> float:
 
 def timed_loop(
     infer: Callable[[np.ndarray], Any], x: np.ndarray, warmup: int, iters: int, duration: float,
-    compute_time: Callable[[], float | None] = lambda: None,
+    compute_time: Callable[[], float | None] = lambda: None, desc: str | None = None,
 ) -> dict[str, Any]:
-    """Warm up, then time each call; returns the raw per-iteration times in ms."""
+    """Warm up, then time each call; returns the raw per-iteration times in ms.
+
+    ``desc``: show a progress bar with this label (updated outside the timed calls).
+    """
     for _ in range(warmup):
         infer(x)
     e2e: list[float] = []
     compute: list[float] = []
+    bar = None
+    if desc:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=None if duration > 0 else iters, desc=desc, unit="it", leave=False, mininterval=0.5)
     t_start = time.perf_counter()
     while True:
         t0 = time.perf_counter()
@@ -64,9 +72,13 @@ def timed_loop(
         c = compute_time()
         if c is not None:
             compute.append(c * 1e3)
+        if bar is not None:
+            bar.update(1)
         elapsed = time.perf_counter() - t_start
         if (duration > 0 and elapsed >= duration) or (duration <= 0 and len(e2e) >= iters):
             break
+    if bar is not None:
+        bar.close()
     return {"end_to_end_ms": e2e, "compute_ms": compute or None, "duration_s": time.perf_counter() - t_start,
             "batch": int(x.shape[0])}
 
@@ -83,12 +95,14 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
 
 def measure(
     make_runner: Callable[[], Any], input_name: str, output_name: str | None, images: np.ndarray,
-    opts: LatencyOptions,
+    opts: LatencyOptions, static_batch: int | None = None, desc: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Activate a runner and time it; returns the still-active runner (for the accuracy pass).
 
     The caller deactivates the runner. ``images`` (N, C, H, W) float32 supplies the inputs: the
     first image for batch 1, the first ``opts.batch`` (repeated if fewer) for the batch run.
+    ``static_batch``: the artifact's fixed batch size, if any; a batch run it cannot take is
+    not attempted, and the result says why in words. ``desc``: progress bars with this label.
     """
     rss0, peak0 = _rss_mib(), _maxrss_mib()
     t0 = time.perf_counter()
@@ -108,13 +122,18 @@ def measure(
         t0 = time.perf_counter()
         infer(x1)
         first_ms = (time.perf_counter() - t0) * 1e3
-        b1 = timed_loop(infer, x1, opts.warmup, opts.iters, opts.duration, compute_time)
+        b1 = timed_loop(infer, x1, opts.warmup, opts.iters, opts.duration, compute_time,
+                        desc=f"{desc}: timing batch 1" if desc else None)
         batch: dict[str, Any]
-        if opts.batch > 1:
+        if opts.batch > 1 and static_batch is not None and static_batch != opts.batch:
+            batch = {"batch": opts.batch, "error": f"not measured: exported with a fixed batch of {static_batch} "
+                                                   "(export with --dynamic-batch to measure it)"}
+        elif opts.batch > 1:
             reps = -(-opts.batch // len(images))
             xb = np.ascontiguousarray(np.concatenate([images] * reps)[: opts.batch], dtype=np.float32)
             try:
-                batch = timed_loop(infer, xb, min(opts.warmup, 3), max(5, opts.iters // 4), 0.0, compute_time)
+                batch = timed_loop(infer, xb, min(opts.warmup, 3), max(5, opts.iters // 4), 0.0, compute_time,
+                                   desc=f"{desc}: timing batch {opts.batch}" if desc else None)
             except Exception as e:  # e.g. a graph exported with a fixed batch of 1
                 batch = {"batch": opts.batch, "error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
         else:

@@ -83,6 +83,14 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _batch_cell(e: dict[str, Any]) -> str:
+    """Batch throughput, or in words why there is none (the exception text stays in report.json)."""
+    if e.get("batch_throughput_ips"):
+        return f"{_f(e['batch_throughput_ips'], 1)} (b{e['batch_size']})"
+    why = e.get("batch_error") or "not measured"
+    return f"– ({why})" if why.startswith("not measured") else "– (the batch run failed; see report.json)"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     entries = report["entries"]
     m = report.get("machine", {})
@@ -93,13 +101,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         "## Machine\n\n" + _table(["what", "value"], [[k, _f(v)] for k, v in m.items() if not isinstance(v, (dict, list))]),
         "## Data\n\n" + _table(["what", "value"], [[k, _f(v)] for k, v in d.items() if not isinstance(v, (dict, list))]),
         "## Latency (batch 1, end-to-end: host arrays in and out)\n\n" + _table(
-            ["entry", "device", "median ms", "mean ± std ms", "p90 ms", "p99 ms", "compute median ms", "img/s (b1)",
+            ["entry", "device", "computes in", "median ms", "mean ± std ms", "p90 ms", "p99 ms", "img/s (b1)",
              "img/s (batch)", "first ms", "peak RSS growth MiB"],
-            [[e["name"], e["where"] or e["device"], _f(e["latency_ms_median"], 3),
+            [[e["name"], e["where"] or e["device"], _f(e.get("compute_precision")), _f(e["latency_ms_median"], 3),
               f"{_f(e['latency_ms_mean'], 3)} ± {_f(e['latency_ms_std'], 3)}", _f(e["latency_ms_p90"], 3),
-              _f(e["latency_ms_p99"], 3), _f(e["compute_ms_median"], 3), _f(e["throughput_ips"], 1),
-              (f"{_f(e['batch_throughput_ips'], 1)} (b{e['batch_size']})" if e["batch_throughput_ips"] else
-               f"– ({e['batch_error'] or 'not measured'})"),
+              _f(e["latency_ms_p99"], 3), _f(e["throughput_ips"], 1), _batch_cell(e),
               _f(e["first_inference_ms"], 1), _f(e["mem_rss_peak_growth_mib"], 1)] for e in entries],
         ),
         "## Accuracy (per case = per patient volume)\n\n" + _table(
@@ -174,27 +180,31 @@ def plot_latency_dice(entries: list[dict[str, Any]], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for kind, marker, color in (("reference", "s", "tab:gray"), ("artifact", "o", "tab:blue")):
-        sel = [e for e in pts if e["kind"] == kind]
-        if sel:
-            ax.scatter([e["latency_ms_median"] for e in sel], [e["dice"] for e in sel], marker=marker, c=color,
-                       label="torch reference" if kind == "reference" else "artifact", zorder=3)
-    for e in pts:
-        ax.annotate(e["name"], (e["latency_ms_median"], e["dice"]), textcoords="offset points", xytext=(4, 4),
-                    fontsize=7)
+    # Points of one model often sit on top of each other (same Dice): each gets its own colour and
+    # marker and is named in a legend beside the axes, so no label can cover another.
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    markers = "os^vD<>pPX*h"
+    colors = plt.get_cmap("tab10").colors
+    for k, e in enumerate(pts):
+        ref = e["kind"] == "reference"
+        ax.scatter([e["latency_ms_median"]], [e["dice"]], marker="s" if ref else markers[k % len(markers)],
+                   color="black" if ref else colors[k % len(colors)], s=48, alpha=0.85, zorder=3,
+                   label=f"{e['name']} ({e.get('compute_precision') or e.get('precision')})")
     lat = [e["latency_ms_median"] for e in pts]
     if min(lat) > 0 and max(lat) / min(lat) > 20:
         ax.set_xscale("log")
-    ax.margins(x=0.25, y=0.12)  # room for the labels of the outermost points
+    ax.margins(x=0.1, y=0.12)
     ax.set_xlabel("median latency, batch 1 (ms)")
     ax.set_ylabel("mean Dice per case")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
     return True
+
+
+PANEL_TITLES = ["image + ground truth", "reference", "artifact", "disagreement"]
 
 
 def disagreement_panel(image: np.ndarray, gt: np.ndarray, ref: np.ndarray, art: np.ndarray) -> np.ndarray:

@@ -38,12 +38,17 @@ TARGET_NAMES = ("onnxruntime", "openvino", "tensorrt", "jetson")
 @click.option("--ov-preset", type=click.Choice(["performance", "mixed"]), default=None,
               help="OpenVINO INT8: NNCF preset; mixed (default) = asymmetric activations, performance = symmetric "
                    "(on LGG, ENet kept 98% of its Dice with mixed, 90% with performance, at a similar speed).")
+@click.option("--inference-precision", type=click.Choice(["auto", "f32", "f16", "bf16"]), default="auto",
+              show_default=True,
+              help="OpenVINO: the precision its CPU plugin computes in. auto = what the artifact promises (f32 for "
+                   "fp32 and int8; f16 for fp16 where the CPU has FP16 arithmetic, else f32). OpenVINO's own default "
+                   "is bf16 on CPUs with BF16; ask for it here explicitly. The parity check and pncd bench use it.")
 @click.option("--strict", is_flag=True, help="Fail (write nothing) when INT8 keeps < 99% of the FP32 Dice.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.pass_context
 def export_command(ctx: click.Context, config, run, target, precision, out, calib_data, calib_size, calib_method,
                    input_size, dynamic_batch, accuracy_control, max_dice_drop, ac_images, parity_images, keep_float, ov_preset,
-                   strict, force) -> None:
+                   inference_precision, strict, force) -> None:
     """Export a trained run to ONNX Runtime, OpenVINO or TensorRT, check it against torch, and
     write the artifact with its manifest.json.
 
@@ -69,7 +74,7 @@ def export_command(ctx: click.Context, config, run, target, precision, out, cali
         accuracy_control=accuracy_control, max_dice_drop=max_dice_drop, strict=strict, force=force,
         parity_images=parity_images,
         keep_float=tuple(k.strip() for k in keep_float.split(",") if k.strip() and k.strip() != "none"),
-        ov_preset=ov_preset, ac_images=ac_images,
+        ov_preset=ov_preset, ac_images=ac_images, inference_precision=inference_precision,
     )
     command = " ".join(["pncd", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("pncd") else None
     export_run(run, opts, options=resolved_params(ctx), command=command)

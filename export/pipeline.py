@@ -25,6 +25,8 @@ from pncd.export import calibration as cal
 from pncd.export import parity
 from pncd.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from pncd.targets.base import require
+from pncd.targets.cpu import compute_precision
+from pncd.targets.cpu import isa_summary as cpu_summary
 from pncd.targets.registry import check_pair
 
 SIZE_MULTIPLE = 16
@@ -54,6 +56,7 @@ class ExportOptions:
     keep_float: tuple[str, ...] = ("first",)
     ov_preset: str | None = None  # OpenVINO INT8 only; None = "mixed"
     ac_images: int = 0  # held-out images --accuracy-control validates on; 0 = the whole val split
+    inference_precision: str = "auto"  # OpenVINO: auto|f32|f16|bf16 (pncd.targets.cpu.resolve_inference_precision)
 
 
 def validate(opts: ExportOptions) -> None:
@@ -76,6 +79,14 @@ def validate(opts: ExportOptions) -> None:
         raise PncdError("--ov-preset applies to --target openvino --precision int8 only")
     if opts.ac_images < 0:
         raise PncdError(f"--ac-images {opts.ac_images} is invalid; use 0 (the whole val split) or a positive count")
+    from pncd.targets.cpu import INFERENCE_PRECISIONS
+
+    if opts.inference_precision not in INFERENCE_PRECISIONS:
+        raise PncdError(f"--inference-precision {opts.inference_precision!r} is unknown; use one of "
+                        f"{', '.join(INFERENCE_PRECISIONS)}")
+    if opts.inference_precision != "auto" and opts.target != "openvino":
+        raise PncdError("--inference-precision applies to --target openvino only (ONNX Runtime computes in the "
+                        "graph's own precision)")
     if opts.parity_images < 0:
         raise PncdError(f"--parity-images {opts.parity_images} is invalid; use 0 (automatic) or a positive count")
     if opts.input_size is not None:
@@ -84,9 +95,15 @@ def validate(opts: ExportOptions) -> None:
             raise PncdError(f"--input-size {h}x{w} is invalid: the networks need sides divisible by "
                             f"{SIZE_MULTIPLE} (e.g. {h // SIZE_MULTIPLE * SIZE_MULTIPLE or SIZE_MULTIPLE}x"
                             f"{w // SIZE_MULTIPLE * SIZE_MULTIPLE or SIZE_MULTIPLE})")
-    out = Path(opts.out)
-    if out.exists() and not opts.force:
-        raise PncdError(f"{out} already exists; choose another --out or pass --force")
+    if opts.calib_data is not None:  # before any image is loaded
+        if opts.precision != "int8":
+            raise PncdError(f"--calib-data applies to --precision int8 only (this export is {opts.precision})")
+        from pncd.data.layout import discover
+
+        discover(opts.calib_data)  # a missing directory or one with no data set: one line, now
+    from pncd.io import check_output
+
+    check_output(opts.out, opts.force)  # exists without --force, or a file
 
 
 def require_runtime(target: str, precision: str) -> None:
@@ -109,6 +126,10 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
     validate(opts)
     require_runtime(opts.target, opts.precision)
     read_run_config(run)  # a clear error for a directory that is not a run
+    run_dir = Path(run).parent if Path(run).is_file() else Path(run)
+    from pncd.io import check_output
+
+    check_output(opts.out, opts.force, protect=(run_dir,))  # --force must not replace the run it reads
     ckpt = checkpoint_path(run)
     model, cfg = load_model(run)
     data = dict(cfg.get("data") or {})
@@ -139,7 +160,7 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
         validation = cal.held_out_images(data, opts.ac_images or 10**9, size)
     ref = parity.torch_logits(model, held.images)
 
-    with atomic_dir(opts.out, force=opts.force) as tmp, tempfile.TemporaryDirectory(prefix="pncd-export-") as scratch:
+    with atomic_dir(opts.out, force=opts.force, protect=(run_dir,)) as tmp, tempfile.TemporaryDirectory(prefix="pncd-export-") as scratch:
         fp32_onnx = Path(scratch) / "model.onnx"
         log(f"exporting {cfg['model'].get('name')} to ONNX ({size[0]}x{size[1]}, "
             f"{'dynamic' if opts.dynamic_batch else 'static'} batch)")
@@ -150,9 +171,11 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
         results = {}
         for label, runner in built.pop("parity_runners"):
             out = parity.runner_logits(runner, INPUT_NAME, OUTPUT_NAME, held.images, batch, desc=f"parity {label}")
+            used = compute_precision(runner, opts.precision)
             runner.deactivate()
             res = parity.compare(ref, out, held.masks, held.case_ids, num_classes)
-            res.update(runtime=label, split=held.split, data_root=held.root, split_size=held.total)
+            res.update(runtime=label, split=held.split, data_root=held.root, split_size=held.total,
+                       inference_precision=used)
             res["check"] = parity.check(opts.precision, res, opts.strict, what=f"the {opts.target} {opts.precision} export")
             results[label] = res
         first = next(iter(results.values()))
@@ -179,6 +202,10 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
             calibration=built.get("calibration"),
             exporter=exporter,
             build=built.get("build"),
+            inference_precision={"requested": opts.inference_precision,
+                                 "hint": (built.get("build") or {}).get("parity_config", {}).get("INFERENCE_PRECISION_HINT"),
+                                 "used": first["inference_precision"],
+                                 "cpu": cpu_summary()},
             tensorrt=built.get("tensorrt"),
             parity=first,
             parity_all=results if len(results) > 1 else None,
@@ -188,7 +215,8 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
             command=command,
         )
         write_json(tmp / mf.MANIFEST, man)
-    log(f"wrote {opts.out}: {man['artifact']} (argmax agreement {first['argmax_agreement']:.4%}, "
+    log(f"wrote {opts.out}: {man['artifact']} ({opts.target} {opts.precision}, computed in "
+        f"{first['inference_precision']}; argmax agreement {first['argmax_agreement']:.4%}, "
         f"max |logit diff| {first['max_abs_logit_diff']:.3g}, Dice vs torch {_fmt(first['dice_vs_torch'])}, "
         f"Dice ratio {_fmt(first['dice_ratio'])})")
     return man
@@ -249,8 +277,11 @@ def _build_openvino(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: 
     build = convert(fp32_onnx, xml, opts.precision, INPUT_NAME, calib=calib, method=opts.calib_method,
                     accuracy_control=opts.accuracy_control, validation=validation, max_drop=opts.max_dice_drop,
                     num_classes=num_classes, keep_float=opts.keep_float, preset=opts.ov_preset or "mixed")
-    hint = "f32" if opts.precision == "fp32" else None
-    build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}
+    from pncd.targets.cpu import resolve_inference_precision
+
+    hint = resolve_inference_precision(opts.inference_precision, opts.precision, "CPU")
+    build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint,
+                              "inference_precision_requested": opts.inference_precision}
     return {
         "artifact": "model.xml", "onnx": None, "build": build,
         "calibration": _calib_record(opts, calib, f"nncf {build.get('nncf_range_estimator', '')}".strip()),

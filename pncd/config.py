@@ -81,3 +81,24 @@ def resolved_params(ctx: click.Context) -> dict[str, Any]:
             v = [str(x) if isinstance(x, Path) else x for x in v]
         out[k] = v
     return out
+
+
+def _apply_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if ctx.resilient_parsing:
+        return value
+    from pncd.runtime import apply_threads
+
+    return apply_threads(value)
+
+
+def threads_option(fn: Callable) -> Callable:
+    """``--threads N``: torch's intra-op threads, applied (and printed) as soon as it is parsed."""
+    return click.option(
+        "--threads",
+        type=click.IntRange(1),
+        default=None,
+        callback=_apply_threads,
+        expose_value=False,
+        help="Torch intra-op threads (default: the physical cores, shared among the processes of a torchrun "
+             "job; printed). Use 1 when other jobs share the cores.",
+    )(fn)

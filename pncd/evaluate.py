@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pncd.config import config_option, resolved_params
+from pncd.config import config_option, resolved_params, threads_option
 from pncd.errors import PncdError
 
 
@@ -68,6 +68,7 @@ def worst_slices(preds: np.ndarray, sliceset: Any, n: int) -> list[int]:
 @click.option("--overlays", type=int, default=6, show_default=True, help="How many overlay PNGs to write.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@threads_option
 @click.pass_context
 def eval_command(ctx: click.Context, config: str | None, run: str, data: str | None, split: str, which: str, out: str | None, overlays: int, device: str, force: bool) -> None:
     """Evaluate a run on a split: metrics.json (per case and summary) and overlay PNGs.
@@ -79,10 +80,13 @@ def eval_command(ctx: click.Context, config: str | None, run: str, data: str | N
     """
     from pncd.checkpoint import load_model
     from pncd.data import DataSpec, load_split
-    from pncd.io import atomic_dir, write_json
+    from pncd.io import atomic_dir, check_output, write_json
     from pncd.runtime import resolve_device
-    from pncd.viz import overlay, save_png
+    from pncd.viz import OVERLAY_TITLES, overlay, save_png
 
+    run_dir = Path(run).parent if Path(run).is_file() else Path(run)
+    out_dir = Path(out) if out else run_dir / f"eval-{split}"
+    check_output(out_dir, force, protect=(run_dir,))  # before any work: --force never replaces the run
     dev = resolve_device(device)
     model, cfg = load_model(run, which, dev)
     spec = DataSpec.from_dict(cfg["data"])
@@ -93,14 +97,14 @@ def eval_command(ctx: click.Context, config: str | None, run: str, data: str | N
         raise PncdError(f"split {split!r} of {spec.root or 'the synthetic data'} is empty")
     preds = predict(model, ss.images, dev)
     metrics = score(preds, ss)
-    out_dir = Path(out) if out else Path(run) / f"eval-{split}"
-    with atomic_dir(out_dir, force=force) as tmp:
+    with atomic_dir(out_dir, force=force, protect=(run_dir,)) as tmp:
         write_json(tmp / "metrics.json", {
             "run": str(run), "checkpoint": which, "split": split, "data": spec.to_dict(),
             "summary": metrics.summary(), "per_case": metrics.per_case(), "options": resolved_params(ctx),
         })
         for rank, i in enumerate(worst_slices(preds, ss, overlays)):
-            save_png(tmp / f"overlay_{rank:02d}_{ss.case_ids[i]}_z{ss.slice_index[i]}.png", overlay(ss.images[i], ss.masks[i], preds[i]), scale=2)
+            save_png(tmp / f"overlay_{rank:02d}_{ss.case_ids[i]}_z{ss.slice_index[i]}.png", overlay(ss.images[i], ss.masks[i], preds[i]), scale=2,
+                     titles=OVERLAY_TITLES, caption=f"{ss.case_ids[i]}, slice {ss.slice_index[i]}")
     s = metrics.summary()
     click.echo(f"{split}: per-case Dice {fmt(s['dice'])} ± {fmt(s['dice_std'])}  VOE {fmt(s['voe'])}  RVD {fmt(s['rvd'])}  "
                f"({s['n_cases']} cases) -> {out_dir / 'metrics.json'}")

@@ -109,3 +109,50 @@ def all_gather_varlen(t: "torch.Tensor") -> "torch.Tensor":
     bufs = [torch.empty_like(padded) for _ in range(world)]
     torch.distributed.all_gather(bufs, padded.contiguous())
     return torch.cat([b[:s] for b, s in zip(bufs, sizes_i)])
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads counted once)."""
+    usable = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cores: set[tuple[str, str]] = set()
+    try:
+        proc = phys = core = None
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "processor":
+                proc = int(value)
+            elif key == "physical id":
+                phys = value
+            elif key == "core id":
+                core = value
+            elif not key and proc is not None:  # end of one processor's block
+                if proc in usable:
+                    cores.add((phys or "0", core if core is not None else str(proc)))
+                proc = phys = core = None
+        if proc is not None and proc in usable:
+            cores.add((phys or "0", core if core is not None else str(proc)))
+    except OSError:
+        pass
+    return max(1, min(len(cores) or len(usable), len(usable)))
+
+
+def default_threads() -> int:
+    """Intra-op threads for one process: the physical cores, shared evenly among the processes of
+    a torchrun job (``LOCAL_WORLD_SIZE``), at least one. Torch's own default ignores other
+    processes, and on a shared 2-core machine two threads per process made training 7-35x
+    slower than one under load; pass ``--threads 1`` when other jobs run beside this one."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, physical_cores() // local)
+
+
+def apply_threads(threads: int | None, echo: bool = True) -> int:
+    """Set torch's intra-op threads (``None``: :func:`default_threads`) and say so on stderr."""
+    n = int(threads) if threads else default_threads()
+    torch.set_num_threads(n)
+    if echo:
+        import sys
+
+        why = "--threads" if threads else "default: physical cores / processes"
+        print(f"threads: {n} ({why})", file=sys.stderr)
+    return n

@@ -157,8 +157,12 @@ def load_runner(
     device: str | None = "cpu",
     runtime: str | None = None,
     threads: int | None = None,
+    inference_precision: str | None = None,
 ):
     """An inactive runner for an exported artifact (see the module docstring).
+
+    ``inference_precision`` (OpenVINO): auto|f32|f16|bf16; None = what the artifact was
+    exported and checked with (its manifest), else auto.
 
     ``runtime`` overrides the manifest's runtime: "onnxruntime" runs a TensorRT/Jetson
     artifact's ONNX on ONNX Runtime (or an OpenVINO artifact's ONNX, when present).
@@ -167,7 +171,8 @@ def load_runner(
     manifest_path = find_manifest(path)
     if manifest_path is None:
         if path.is_file():
-            return _runner_for_file(path, device, runtime, threads, precision=None)
+            return _runner_for_file(path, device, runtime, threads, precision=None,
+                                    inference_precision=inference_precision)
         raise PncdError(f"{path}: not an exported artifact (no {MANIFEST}); pass a directory written by pncd export")
     man = read_manifest(manifest_path)
     d = manifest_path.parent
@@ -183,11 +188,13 @@ def load_runner(
         if not onnx or not (d / onnx).is_file():
             raise PncdError(f"{d}: this {target} artifact has no ONNX file for ONNX Runtime; re-export it")
         main = d / onnx
-    return _runner_for_file(main, device, runtime, threads, precision=precision)
+    recorded = (man.get("inference_precision") or {}).get("requested")
+    return _runner_for_file(main, device, runtime, threads, precision=precision,
+                            inference_precision=inference_precision or recorded)
 
 
 def _runner_for_file(path: Path, device: str | None, runtime: str | None, threads: int | None,
-                     precision: str | None):
+                     precision: str | None, inference_precision: str | None = None):
     suffix = path.suffix.lower()
     runtime = runtime or {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}.get(suffix)
     if runtime == "onnxruntime":
@@ -197,7 +204,9 @@ def _runner_for_file(path: Path, device: str | None, runtime: str | None, thread
     if runtime == "openvino":
         from pncd.targets.openvino import OpenVinoRunner
 
-        hint = "f32" if precision in (None, "fp32") else None
+        from pncd.targets.cpu import resolve_inference_precision
+
+        hint = resolve_inference_precision(inference_precision, precision or "fp32", ov_device(device))
         return OpenVinoRunner(path, device=ov_device(device), precision_hint=hint, threads=threads)
     if runtime == "tensorrt":
         from pncd.targets.tensorrt import TensorRTRunner

@@ -196,9 +196,17 @@ def test_tensorrt_int8_is_symmetric_qdq_and_runs_on_onnxruntime(make_run, tmp_pa
 
 
 def test_int8_first_layer_in_float_keeps_the_lesion(make_run, tmp_path):
-    """Symmetric INT8 of the image input clips the lesion (the brightest outlier of a z-scored
-    scan): with every layer quantized the trained tiny network loses the lesion class; with the
-    first layer in float (the default) it keeps most of its Dice."""
+    """The promise: INT8 with the first layer in float (the default) keeps the lesion (>= 95% of
+    the FP32 Dice of this tiny trained network), on any x86-64 CPU.
+
+    With every layer quantized the outcome depends on the CPU, and the test checks the case it
+    runs on: ONNX Runtime's x86 INT8 kernels multiply u8 activations by s8 weights; without VNNI
+    (AVX2-only, or AVX-512 without VNNI) they use vpmaddubsw, whose 16-bit pair sums saturate
+    (ONNX Runtime's quantization docs), and the first layer, which reads the z-scored image with
+    the lesion as its brightest outlier, loses the lesion (measured: Dice ratio < 0.5). With VNNI
+    the sums are 32-bit and 'none' keeps it too (measured 1.003 on an AVX-512 VNNI machine)."""
+    from pncd.targets.cpu import has_vnni, isa_summary
+
     run = make_run()
     ratios = {}
     for keep in ("none", "first"):
@@ -209,14 +217,19 @@ def test_int8_first_layer_in_float_keeps_the_lesion(make_run, tmp_path):
         assert man["build"]["keep_float"]["layers"] == ([] if keep == "none" else ["first"])
         ratios[keep] = man["parity"]["dice_ratio"]
         assert man["checks"]["passed"] == (ratios[keep] >= 0.99)
-    assert ratios["none"] < 0.5 < 0.95 <= ratios["first"], ratios
+    print(f"CPU {isa_summary()}: VNNI {'yes' if has_vnni() else 'no'}; Dice ratios {ratios}")
+    assert ratios["first"] >= 0.95, ratios
+    if has_vnni():  # 32-bit accumulation: quantizing the first layer too keeps the lesion
+        assert ratios["none"] >= 0.95, ratios
+    else:  # u8 x s8 pair sums saturate in 16 bits: the first layer in INT8 loses the lesion
+        assert ratios["none"] < 0.5, ratios
 
 
 def test_jetson_writes_onnx_and_manifest_only(make_run, tmp_path):
     out = tmp_path / "jetson-fp16"
     assert export(make_run(), "--target", "jetson", "--precision", "fp16", "--out", out) == 0
     man = read_manifest(out)
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model_fp16.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [".pncd-owned.json", "manifest.json", "model_fp16.onnx"]
     assert man["tensorrt"]["engine"] is None and "on the device" in man["tensorrt"]["engine_note"]
     assert man["tensorrt"]["plans"]["10.3 (JetPack 6.x)"]["builder_flags"] == ["FP16"]
     assert man["parity"]["argmax_agreement"] >= 0.999
@@ -241,10 +254,11 @@ def test_dynamic_batch_and_input_size(make_run, tmp_path, held_out):
 def test_force_replaces_an_existing_export(make_run, tmp_path):
     out = tmp_path / "again"
     assert export(make_run(), "--target", "onnxruntime", "--out", out) == 0
-    (out / "stale.txt").write_text("old")
+    (out / "notes.txt").write_text("mine")  # not pncd's: --force keeps it, and removes pncd's old files
     assert export(make_run(), "--target", "onnxruntime", "--precision", "fp16", "--out", out, "--force") == 0
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model_fp16.onnx"]
-    assert verify(out) == []
+    assert sorted(p.name for p in out.iterdir()) == [".pncd-owned.json", "manifest.json", "model_fp16.onnx", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert verify(out) == ["notes.txt: not listed in the manifest"]
 
 
 def test_config_file_sets_defaults(make_run, tmp_path):

@@ -1,0 +1,123 @@
+"""What this CPU can compute fast, and which precision OpenVINO computes in on it.
+
+x86-64 machines differ in the instructions the runtimes pick kernels for (REFERENCE.md
+section 5): AVX2-only parts (e.g. AMD EPYC before Zen 4) have no native BF16, FP16 or INT8
+dot-product (VNNI) instructions; AVX-512 parts may have BF16 and VNNI (Intel Xeon since Cooper
+Lake / Ice Lake, AMD Zen 4+), AVX-512 FP16 and AMX (Intel Sapphire Rapids and later).
+
+Two effects matter to pncd:
+
+- OpenVINO's CPU plugin computes in bf16 by default where the CPU has BF16
+  (``INFERENCE_PRECISION_HINT``), and in f16 where asked and the CPU has FP16 arithmetic.
+  :func:`resolve_inference_precision` turns ``--inference-precision auto|f32|f16|bf16`` into
+  the hint pncd passes, so the precision is always a choice, never the plugin's default.
+- ONNX Runtime's x86 integer kernels multiply u8 activations by s8 weights; without VNNI they
+  use ``vpmaddubsw``, whose 16-bit intermediate sums can saturate (ONNX Runtime's quantization
+  docs: "on x86-64 with AVX2 or AVX-512 (without VNNI) U8S8 may suffer from saturation").
+  :func:`has_vnni` tells which case a machine is.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
+
+from pncd.errors import PncdError
+
+INFERENCE_PRECISIONS = ("auto", "f32", "f16", "bf16")
+
+# Unit roundoff (half the spacing of floating-point numbers at 1) of each compute precision:
+# f32 has 23 fraction bits, f16 10, bf16 7.
+UNIT_ROUNDOFF = {"f32": 2.0**-24, "f16": 2.0**-11, "bf16": 2.0**-8}
+
+# OpenVINO's OPTIMIZATION_CAPABILITIES entry that a compute precision needs on the CPU.
+_CAPABILITY = {"f16": "FP16", "bf16": "BF16"}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) ..."), or what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def has_vnni() -> bool:
+    """INT8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX-INT8)."""
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def isa_summary() -> str:
+    """One line naming the instruction sets that decide the runtimes' kernels."""
+    flags = cpu_flags()
+    names = [n for n, f in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("VNNI", None), ("BF16", "avx512_bf16"),
+                            ("AVX-512 FP16", "avx512_fp16"), ("AMX", "amx_tile"))
+             if (f in flags if f else has_vnni())]
+    return f"{cpu_model()} ({', '.join(names) or 'no AVX2'})"
+
+
+@functools.lru_cache(maxsize=8)
+def openvino_capabilities(device: str = "CPU") -> tuple[str, ...]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of ``device`` (e.g. FP32, BF16, FP16, INT8)."""
+    import openvino as ov
+
+    try:
+        return tuple(ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES"))
+    except RuntimeError:
+        return ()
+
+
+def resolve_inference_precision(requested: str | None, artifact_precision: str | None, device: str = "CPU") -> str:
+    """The ``INFERENCE_PRECISION_HINT`` pncd passes to OpenVINO for an artifact.
+
+    ``auto`` (or None) means what the artifact's precision promises: f32 for fp32 and int8
+    (the layers INT8 leaves in float are computed in f32), f16 for fp16 where the device
+    computes in FP16, else f32 (the FP16 weights are then widened, which loses nothing).
+    bf16 is never chosen automatically: it keeps 8 significant bits, fewer than FP16's 11.
+    An explicit f16/bf16 that the device cannot compute is refused with one line.
+    """
+    requested = (requested or "auto").lower()
+    if requested not in INFERENCE_PRECISIONS:
+        raise PncdError(f"--inference-precision {requested!r} is unknown; use one of {', '.join(INFERENCE_PRECISIONS)}")
+    base = device.split(".")[0].split(":")[0].upper()
+    caps = openvino_capabilities(base) if base == "CPU" else ()
+    if requested == "auto":
+        if artifact_precision == "fp16" and (base != "CPU" or "FP16" in caps):
+            return "f16"
+        return "f32"
+    need = _CAPABILITY.get(requested)
+    if base == "CPU" and need and need not in caps:
+        raise PncdError(f"--inference-precision {requested}: OpenVINO cannot compute in {requested} on this CPU "
+                        f"({cpu_model()}; capabilities {', '.join(caps) or 'unknown'}); use f32 or auto")
+    return requested
+
+
+def compute_precision(runner: object, artifact_precision: str) -> str:
+    """The precision a runner computes in, for the console, manifests and reports.
+
+    OpenVINO reports its own (``INFERENCE_PRECISION_HINT`` of the compiled model, e.g. "f32",
+    "bf16"); the other runtimes compute in the graph's precision ("fp32", "fp16", or "int8" with
+    the layers INT8 leaves in float in f32).
+    """
+    used = getattr(runner, "inference_precision", None)
+    value = used() if callable(used) else None
+    if value:
+        return str(value)
+    return {"fp32": "f32", "fp16": "f16 graph", "int8": "int8 + f32"}.get(artifact_precision, artifact_precision)
