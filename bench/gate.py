@@ -12,8 +12,12 @@ Rules, each checked per entry of the report and printed as one row:
 
 Entries are matched to the baseline by ``key`` (run name, model, target, precision). An entry
 missing from the baseline, or a baseline entry missing from the report, is a ``skip`` row (a
-failure with ``--require-all``). Exit status: 0 all rules pass, 1 a rule fails, 2 the report or
-the baseline is missing or malformed. ``--update-baseline`` writes the baseline from the report.
+failure with ``--require-all``). A gate that compared nothing (every row skipped, e.g. a run
+benched under another name or an empty baseline) fails unless ``--allow-empty``; the rows that
+could not be compared are named. Exit status: 0 all rules pass, 1 a rule fails or nothing was
+compared, 2 the report or the baseline is missing or malformed (a non-numeric or missing
+``dice``, a non-numeric ``voe``/``rvd``/latency: the field is named). ``--update-baseline``
+writes the baseline from the report.
 """
 
 from __future__ import annotations
@@ -55,6 +59,26 @@ def _load(path: str | os.PathLike, what: str) -> dict[str, Any]:
     return data
 
 
+_NUMERIC = ("dice", "voe", "rvd", "latency_ms_median")  # dice must be a number; the others a number or null
+
+
+def _is_number(v: Any) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_fields(path: str | os.PathLike, what: str, key: str, e: dict[str, Any]) -> None:
+    """A report or baseline entry's metrics: ``dice`` a finite number, the others a number or null."""
+    for field in _NUMERIC:
+        v = e.get(field)
+        if field == "dice" and v is None:
+            raise GateInputError(f"{path}: {what} entry {key!r} has no 'dice' (missing or null); "
+                                 + ("rerun pncd bench" if what == "report" else "rewrite it with --update-baseline"))
+        if v is not None and not _is_number(v):
+            raise GateInputError(f"{path}: {what} entry {key!r}: '{field}' is {v!r}, not a number")
+
+
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
     rep = _load(path, "report")
     if rep.get("schema") != REPORT_SCHEMA:
@@ -62,6 +86,8 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     entries = rep.get("entries")
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and "key" in e for e in entries):
         raise GateInputError(f"{path}: report has no usable 'entries'; rerun pncd bench")
+    for e in entries:
+        check_fields(path, "report", e["key"], e)
     return rep
 
 
@@ -71,8 +97,9 @@ def load_baseline(path: str | os.PathLike) -> dict[str, Any]:
         raise GateInputError(f"{path}: not a pncd baseline (schema {base.get('schema')!r}, expected "
                              f"{BASELINE_SCHEMA!r} with 'entries'); write one with pncd gate --update-baseline")
     for key, e in base["entries"].items():
-        if not isinstance(e, dict) or not isinstance(e.get("dice"), (int, float)):
+        if not isinstance(e, dict) or not _is_number(e.get("dice")):
             raise GateInputError(f"{path}: baseline entry {key!r} lacks a numeric 'dice'")
+        check_fields(path, "baseline", key, e)
     return base
 
 
@@ -102,8 +129,11 @@ def run_gate(
     max_rvd_increase: float = 0.05,
     max_latency_ratio: float | None = None,
     require_all: bool = False,
+    allow_empty: bool = False,
 ) -> tuple[bool, list[dict[str, Any]]]:
-    """Check a report; returns (all passed, rows). Raises :class:`GateInputError` on bad input."""
+    """Check a report; returns (all passed, rows). Raises :class:`GateInputError` on bad input.
+
+    Passing needs at least one compared row (pass or fail, not skip) unless ``allow_empty``."""
     rep = report if isinstance(report, dict) else load_report(report)
     base = None
     if baseline is not None:
@@ -155,6 +185,8 @@ def run_gate(
                 rows.append(_row(k, "in_report", None, "present", False if require_all else None,
                                  "in the baseline but not in this report"))
     ok = all(r["status"] != "fail" for r in rows)
+    if not allow_empty and not any(r["status"] in ("pass", "fail") for r in rows):
+        ok = False  # a gate that compared nothing must not pass by accident
     return ok, rows
 
 
@@ -168,10 +200,20 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join([line(head), line(tuple("-" * max(w, 6) for w in widths)), *(line(b) for b in body)])
 
 
-def print_rows(rows: list[dict[str, Any]]) -> None:
+def print_rows(rows: list[dict[str, Any]], allow_empty: bool = False) -> None:
     click.echo(format_rows(rows))
     n_fail = sum(r["status"] == "fail" for r in rows)
-    click.echo(f"gate: {'FAIL' if n_fail else 'PASS'} ({len(rows) - n_fail} of {len(rows)} rows pass or skip)")
+    skipped = [r for r in rows if r["status"] == "skip"]
+    if skipped:
+        names = ", ".join(dict.fromkeys(f"{r['entry']} ({r['rule']}: {r['detail'] or 'not comparable'})" for r in skipped))
+        click.echo(f"not compared: {names}")
+    compared = len(rows) - len(skipped)
+    if compared == 0 and not allow_empty:
+        click.echo(f"gate: FAIL (nothing was compared: all {len(rows)} rows skipped; check that the report and the "
+                   "baseline name the same runs, or pass --allow-empty)")
+        return
+    click.echo(f"gate: {'FAIL' if n_fail else 'PASS'} ({compared - n_fail} of {compared} compared rows pass, "
+               f"{len(skipped)} skipped)")
 
 
 class _UsageExit(click.ClickException):
@@ -191,14 +233,15 @@ class _UsageExit(click.ClickException):
 @click.option("--max-latency-ratio", type=float, default=None,
               help="Median latency / the baseline torch reference's median latency must be at most this.")
 @click.option("--require-all", is_flag=True, help="Fail when report and baseline do not hold the same entries.")
+@click.option("--allow-empty", is_flag=True, help="Pass even when no row could be compared (every row skipped).")
 @click.option("--update-baseline", is_flag=True, help="Write --baseline from REPORT (replacing it) instead of checking.")
 def gate_command(report: Path, baseline: Path | None, min_ref_ratio: float, max_dice_drop: float,
                  max_voe_increase: float, max_rvd_increase: float, max_latency_ratio: float | None,
-                 require_all: bool, update_baseline: bool) -> None:
+                 require_all: bool, allow_empty: bool, update_baseline: bool) -> None:
     """Check a bench REPORT (directory or report.json) against rules and a baseline.
 
-    Exit status: 0 when every rule passes, 1 when one fails, 2 when the report or the baseline
-    is missing or malformed.
+    Exit status: 0 when every rule passes, 1 when one fails or when nothing could be compared
+    (unless --allow-empty), 2 when the report or the baseline is missing or malformed.
 
     \b
     Examples:
@@ -219,9 +262,9 @@ def gate_command(report: Path, baseline: Path | None, min_ref_ratio: float, max_
             return
         ok, rows = run_gate(rep, baseline, min_ref_ratio=min_ref_ratio, max_dice_drop=max_dice_drop,
                             max_voe_increase=max_voe_increase, max_rvd_increase=max_rvd_increase,
-                            max_latency_ratio=max_latency_ratio, require_all=require_all)
+                            max_latency_ratio=max_latency_ratio, require_all=require_all, allow_empty=allow_empty)
     except GateInputError as e:
         raise _UsageExit(str(e)) from None
-    print_rows(rows)
+    print_rows(rows, allow_empty)
     if not ok:
         raise click.exceptions.Exit(1)

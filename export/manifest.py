@@ -39,31 +39,41 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def file_entries(directory: str | os.PathLike) -> list[dict[str, Any]]:
-    """Name, size and SHA-256 of every file in ``directory`` except the manifest, sorted by name."""
+    """Name, size and SHA-256 of every file in ``directory`` except the manifest (and pncd's
+    ownership marker), sorted by name."""
+    from pncd.io import OWNED_MARKER
+
     d = Path(directory)
     return [
         {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
         for p in sorted(d.iterdir())
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.name not in (MANIFEST, OWNED_MARKER)
     ]
 
 
-def verify(directory: str | os.PathLike) -> list[str]:
-    """Problems with an export directory's files against its manifest (empty list = intact)."""
-    from pncd.io import read_json
+def verify(directory: str | os.PathLike, extras: bool = True) -> list[str]:
+    """Problems with an export directory's files against its manifest (empty list = intact).
+
+    ``extras``: also name files the manifest does not list (a user's notes are harmless to a
+    runner, so the bench passes ``extras=False``)."""
+    from pncd.io import OWNED_MARKER, read_json
 
     d = Path(directory)
     man = read_json(d / MANIFEST)
+    files = man.get("files") if isinstance(man, dict) else None
+    if not isinstance(files, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str)
+                                              and isinstance(e.get("sha256"), str) for e in files):
+        return [f"{MANIFEST}: no valid 'files' list (name, sha256); re-export the artifact"]
     problems = []
-    listed = {e["name"] for e in man.get("files", [])}
-    for e in man.get("files", []):
+    listed = {e["name"] for e in files}
+    for e in files:
         p = d / e["name"]
         if not p.is_file():
             problems.append(f"{e['name']}: missing")
         elif sha256_file(p) != e["sha256"]:
             problems.append(f"{e['name']}: SHA-256 differs from the manifest")
-    for p in d.iterdir():
-        if p.is_file() and p.name != MANIFEST and p.name not in listed:
+    for p in d.iterdir() if extras else ():
+        if p.is_file() and p.name not in (MANIFEST, OWNED_MARKER) and p.name not in listed:
             problems.append(f"{p.name}: not listed in the manifest")
     return problems
 

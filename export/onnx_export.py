@@ -18,7 +18,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
-from pncd.errors import PncdError
+from pncd.errors import PncdError, RunFailed
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -82,15 +82,15 @@ def export_onnx(model, path: str | Path, channels: int, height: int, width: int,
                 verbose=False,
             )
     except Exception as e:  # the exporter raises many types; all become one line
-        raise PncdError(describe_export_error(e, model, example)) from None
+        raise RunFailed(describe_export_error(e, model, example)) from None
     side = path.with_name(path.name + ".data")
     if side.exists():  # external_data=False must give one file; refuse a split one
-        raise PncdError(f"{path}: the exporter wrote weights to {side.name} despite external_data=False; "
+        raise RunFailed(f"{path}: the exporter wrote weights to {side.name} despite external_data=False; "
                         "the model may exceed 2 GB (ONNX's single-file limit)")
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:
-        raise PncdError(f"{path}: the exported ONNX fails onnx.checker ({str(e).splitlines()[0][:200]})") from None
+        raise RunFailed(f"{path}: the exported ONNX fails onnx.checker ({str(e).splitlines()[0][:200]})") from None
     graph_names(path)  # the names must have survived the exporter's renaming
     return exporter_options(dynamic_batch)
 
@@ -104,7 +104,7 @@ def graph_names(path: str | Path) -> tuple[str, str]:
     inputs = [i.name for i in m.graph.input if i.name not in inits]
     outputs = [o.name for o in m.graph.output]
     if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
-        raise PncdError(f"{path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, found {inputs} -> "
+        raise RunFailed(f"{path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, found {inputs} -> "
                         f"{outputs}; a network must take one image tensor and return one logits tensor")
     return inputs[0], outputs[0]
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pncd.errors import PncdError
+from pncd.errors import PncdError, RunFailed
 from pncd.export.calibration import ImageSet
 from pncd.targets.base import require
 
@@ -139,7 +139,7 @@ def _quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_con
     except PncdError:
         raise
     except Exception as e:
-        raise PncdError(f"NNCF INT8 quantization failed ({type(e).__name__}: "
+        raise RunFailed(f"NNCF INT8 quantization failed ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:250] if str(e) else 'no message'})") from None
     record.update(
         quantizer="nncf.quantize_with_accuracy_control",

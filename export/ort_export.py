@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pncd.errors import PncdError
+from pncd.errors import PncdError, RunFailed
 
 # TensorRT's ONNX parser takes DequantizeLinear only on activation types (float tensors): an
 # INT32 bias or an INT8 weight initializer feeding a DQ node fails to parse ("only activation
@@ -165,7 +165,7 @@ def quantize_int8(src: str | Path, dst: str | Path, images: np.ndarray, input_na
         except PncdError:
             raise
         except Exception as e:
-            raise PncdError(f"INT8 quantization of {Path(src).name} failed ({type(e).__name__}: "
+            raise RunFailed(f"INT8 quantization of {Path(src).name} failed ({type(e).__name__}: "
                             f"{str(e).splitlines()[0][:250] if str(e) else 'no message'})") from None
     _check(dst)
     return {
@@ -188,4 +188,4 @@ def _check(path: str | Path) -> None:
     try:
         onnx.checker.check_model(str(path))
     except Exception as e:
-        raise PncdError(f"{path}: the converted ONNX fails onnx.checker ({str(e).splitlines()[0][:200]})") from None
+        raise RunFailed(f"{path}: the converted ONNX fails onnx.checker ({str(e).splitlines()[0][:200]})") from None

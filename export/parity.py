@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from pncd.errors import PncdError
+from pncd.errors import PncdError, RunFailed
 
 MIN_AGREEMENT = {"fp32": 0.9999, "fp16": 0.999}
 MIN_INT8_DICE_RATIO = 0.99
@@ -71,7 +71,7 @@ def compare(ref: np.ndarray, out: np.ndarray, masks: np.ndarray, case_ids: list[
             num_classes: int) -> dict[str, Any]:
     """Parity numbers of export logits ``out`` against torch logits ``ref`` (see module docstring)."""
     if ref.shape != out.shape:
-        raise PncdError(f"the export returns logits of shape {tuple(out.shape)}, torch {tuple(ref.shape)}; "
+        raise RunFailed(f"the export returns logits of shape {tuple(out.shape)}, torch {tuple(ref.shape)}; "
                         "the export does not match its model")
     diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
     finite = bool(np.isfinite(out).all())
@@ -99,14 +99,14 @@ def check(precision: str, result: dict[str, Any], strict: bool = False, what: st
     """Apply the export-time rule for ``precision``: PncdError on failure, else the check record."""
     warnings: list[str] = []
     if not result["finite"]:
-        raise PncdError(f"{what} ({precision}) returns NaN or infinite logits on held-out images; "
+        raise RunFailed(f"{what} ({precision}) returns NaN or infinite logits on held-out images; "
                         "nothing was written (FP16 overflow? try fp32)")
     if precision in MIN_AGREEMENT:
         need = MIN_AGREEMENT[precision]
         got = result["argmax_agreement"]
         rule = f"argmax agreement with torch >= {need:.2%}"
         if got < need:
-            raise PncdError(
+            raise RunFailed(
                 f"{what} ({precision}) agrees with torch on {got:.4%} of pixels, below the required {need:.2%} "
                 f"(max |logit difference| {result['max_abs_logit_diff']:.3g}); nothing was written"
             )
@@ -120,6 +120,6 @@ def check(precision: str, result: dict[str, Any], strict: bool = False, what: st
         warnings.append(f"INT8 keeps {ratio:.2%} of the FP32 Dice ({result['dice_gt_export']:.4f} vs "
                         f"{result['dice_gt_torch']:.4f}), below {MIN_INT8_DICE_RATIO:.0%}")
     if warnings and strict:
-        raise PncdError(f"{what}: {warnings[0]}; --strict refuses it (nothing was written): calibrate on more "
+        raise RunFailed(f"{what}: {warnings[0]}; --strict refuses it (nothing was written): calibrate on more "
                         "images (--calib-size), another --calib-method, or --accuracy-control for openvino")
     return {"rule": rule, "passed": not warnings, "warnings": warnings}

@@ -96,7 +96,21 @@ def read_run_config(run: str | Path) -> dict[str, Any]:
     cfg_path = run / CONFIG
     if not cfg_path.is_file():
         raise PncdError(f"{run} is not a pncd run (no {CONFIG}); pass the --out directory of pncd train/distill")
-    return read_json(cfg_path)
+    cfg = read_json(cfg_path)
+    fix = "pass the --out directory of pncd train/distill, or train the run again"
+    if not isinstance(cfg, dict):
+        raise PncdError(f"{cfg_path}: not a pncd run configuration (a JSON object is expected); {fix}")
+    model = cfg.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        raise PncdError(f"{cfg_path}: has no 'model' with a 'name' (not a pncd run configuration, or damaged); {fix}")
+    for key in ("data", "options"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], dict):
+            raise PncdError(f"{cfg_path}: '{key}' is {type(cfg[key]).__name__}, not an object; {fix}")
+    data = cfg.get("data") or {}
+    for key in ("size", "channels", "num_classes"):
+        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 1):
+            raise PncdError(f"{cfg_path}: data '{key}' is {data[key]!r}, not a positive integer; {fix}")
+    return cfg
 
 
 def checkpoint_path(run: str | Path, which: str = "best") -> Path:
@@ -122,7 +136,10 @@ def load_model(run: str | Path, which: str = "best", device: str | torch.device 
     name = spec.pop("name")
     spec.pop("taps", None)
     spec.pop("parameters", None)
-    model = models.create(name, **spec)
+    try:
+        model = models.create(name, **spec)
+    except TypeError as e:  # a hand-edited or foreign model spec
+        raise PncdError(f"{Path(run)}/{CONFIG}: the 'model' spec does not build {name!r} ({e}); train the run again") from None
     load_weights(model, checkpoint_path(run, which))
     return model.to(device).eval(), cfg
 

@@ -34,25 +34,111 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
-    """Build a directory under a temporary name and rename it into place on success.
+OWNED_MARKER = ".pncd-owned.json"  # names pncd wrote in an output directory; --force removes only these
 
-    Refuses an existing ``path`` unless ``force``; on failure nothing is left behind.
-    """
+
+def owned_names(directory: str | os.PathLike) -> set[str]:
+    """The entries of ``directory`` that pncd wrote (its marker's list; empty without one)."""
+    try:
+        names = json.loads((Path(directory) / OWNED_MARKER).read_text()).get("names", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n and "/" not in n and n not in (".", "..")}
+
+
+def write_owned(directory: str | os.PathLike, names: Iterator[str] | list[str] | set[str]) -> None:
+    """Record ``names`` as pncd's own entries of ``directory`` (the marker itself excluded)."""
+    names = sorted(set(names) - {OWNED_MARKER})
+    write_json(Path(directory) / OWNED_MARKER, {"written_by": "pncd", "names": names})
+
+
+def check_output(path: str | os.PathLike, force: bool, protect: tuple[str | os.PathLike | None, ...] = (),
+                 what: str = "--out", empty_ok: bool = False) -> Path:
+    """Refuse an output that exists (without ``force``), that is a file, or that is (or contains)
+    one of the ``protect`` inputs: --force must never replace what it reads."""
     from pncd.errors import PncdError
 
     path = Path(path)
-    if path.exists() and not force:
-        raise PncdError(f"{path} already exists; choose another --out or pass --force")
+    if path.exists() and not path.is_dir():
+        raise PncdError(f"{what} {path} is a file, not a directory; choose another {what} (nothing was changed)")
+    if path.exists() and not force and not (empty_ok and not any(path.iterdir())):
+        raise PncdError(f"{path} already exists; choose another {what} or pass --force")
+    target = path.resolve()
+    for src in protect:
+        if src is None:
+            continue
+        s = Path(src).resolve()
+        if s == target or target in s.parents:
+            raise PncdError(f"{what} {path} is {'the input' if s == target else 'a folder holding the input'} {src}; "
+                            f"--force would replace it: choose another {what}")
+    return path
+
+
+def swap_into(new: Path, final: Path) -> None:
+    """Move the finished output ``new`` into ``final``: pncd's old entries there (its marker's
+    list, and whatever the new output replaces) go, everything else in ``final`` stays."""
+    import shutil
+
+    if not final.exists():
+        os.replace(new, final)
+        return
+    new_names = {p.name for p in new.iterdir()} - {OWNED_MARKER}
+    for name in (owned_names(final) | new_names):
+        old = final / name
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        elif old.exists() or old.is_symlink():
+            old.unlink()
+    for name in sorted(new_names):
+        os.replace(new / name, final / name)
+    write_owned(final, new_names)
+    shutil.rmtree(new, ignore_errors=True)
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove temporaries of ``path`` left by a pncd process that was killed (kill -9, power
+    loss): their names carry the writer's process id, and that process is gone."""
+    import shutil
+
+    for p in path.parent.glob(f".{glob_escape(path.name)}.pncd-*-*.tmp"):
+        pid = p.name[len(path.name) + 7:].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, force: bool = False,
+               protect: tuple[str | os.PathLike | None, ...] = ()) -> Iterator[Path]:
+    """Build a directory under a temporary name beside ``path`` and move it into place on success.
+
+    Refuses an existing ``path`` unless ``force``, a ``path`` that is a file, and a ``path`` that
+    is or contains one of ``protect``. With ``force`` the old output stays untouched until the
+    new one is complete; then only pncd's own entries of it are replaced (see ``swap_into``).
+    On failure nothing is left behind.
+    """
+    path = check_output(path, force, protect)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.pncd-{os.getpid()}-", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        write_owned(tmp, [p.name for p in tmp.iterdir()])
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        if path.exists() and not any(path.iterdir()):
+            path.rmdir()
+        swap_into(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

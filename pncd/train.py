@@ -20,6 +20,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 
 from pncd import checkpoint as ckpt
 from pncd.config import config_option, resolved_params
-from pncd.errors import PncdError
+from pncd.errors import PncdError, RunFailed
 from pncd.runtime import Dist, init_distributed, resolve_device, rng_state, seed_everything, set_rng_state, shutdown_distributed
 
 
@@ -93,6 +94,10 @@ class Trainer:
         from pncd.data import load_split
 
         self.opts, self.out, self.resume, self.data_spec = opts, Path(out), resume, data_spec
+        # --force onto an existing run: train beside it, swap in at the end (see prepare_out)
+        self.final_out = self.out
+        if _STAGED.pop(self.out.resolve(), None) is not None and not resume:
+            self.out = staging_dir(self.final_out)
         self.command_params = command_params or {}
         device = resolve_device(opts.device)
         self.dist, self.device = init_distributed(device)
@@ -103,6 +108,9 @@ class Trainer:
         self.val_set = load_split(data_spec, "val")
         if len(self.train_set) == 0:
             raise PncdError(f"the train split of {data_spec.root or 'the synthetic data'} is empty; check splits.json")
+        if self.dist.is_main and not (np.asarray(self.train_set.masks) > 0).any():
+            click.echo(f"warning: no mask of the train split of {data_spec.root or 'the synthetic data'} has a "
+                       "foreground pixel; the network will learn to predict background only (check the masks)", err=True)
         self.model = model.to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -171,6 +179,7 @@ class Trainer:
             self._load_state()
         o = self.opts
         summary: dict[str, Any] = {}
+        finished = False
         try:
             for epoch in range(self.start_epoch, o.epochs):
                 t0 = time.time()
@@ -194,9 +203,17 @@ class Trainer:
                     )
                     summary = row
                 self.dist.barrier()
+            finished = True
         finally:
             if self._tb is not None:
                 self._tb.close()
+            if self.dist.is_main and self.out != self.final_out:  # --force: the old run goes only now
+                from pncd.io import swap_into
+
+                if finished:
+                    swap_into(self.out, self.final_out)
+                else:
+                    shutil.rmtree(self.out, ignore_errors=True)
         return summary
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
@@ -217,9 +234,9 @@ class Trainer:
             loss = parts["loss"]
             if not torch.isfinite(loss):
                 detail = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
-                raise PncdError(
+                raise RunFailed(
                     f"non-finite loss at epoch {epoch + 1}, step {self.global_step} ({detail}); "
-                    f"lower --lr or check the data; the last good checkpoint is {self.out / ckpt.LAST}"
+                    f"lower --lr or check the data; {self._last_good()}"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -249,7 +266,12 @@ class Trainer:
 
     # -- run directory ----------------------------------------------------------------------
     def _prepare_out(self) -> None:
+        from pncd.io import owned_names, write_owned
+
+        if self.out != self.final_out and self.out.exists():
+            shutil.rmtree(self.out)  # left by an earlier --force that was killed
         self.out.mkdir(parents=True, exist_ok=True)
+        write_owned(self.out, owned_names(self.out) | set(RUN_FILES))
         ckpt.write_run_config(self.out, self.raw_model, self.data_spec.to_dict(), {**asdict(self.opts), **self.command_params}, kind=self.kind,
                               extra=self.config_extra())
         if self.opts.tensorboard:
@@ -260,6 +282,16 @@ class Trainer:
 
     def config_extra(self) -> dict[str, Any]:
         return {}
+
+    def _last_good(self) -> str:
+        """Where the NaN message sends the user: a checkpoint that exists, or the truth."""
+        last = self.out / ckpt.LAST
+        if self.out != self.final_out:
+            return f"nothing was kept of this run, and {self.final_out} still holds the previous run (--force)"
+        if last.is_file() and (self.out / ckpt.STATE).is_file():
+            return f"the last good checkpoint is {last} (--resume continues from it)"
+        return "no checkpoint was written yet (it diverged in the first epoch)"
+
 
     def _log(self, row: dict[str, Any]) -> None:
         with open(self.out / "log.jsonl", "a") as f:
@@ -311,7 +343,8 @@ def common_training_options(fn):
     """Options shared by ``pncd train`` and ``pncd distill`` (each defined once)."""
     opts = [
         click.option("--data", type=click.Path(file_okay=False), default=None, help="Data set directory (default: the built-in synthetic phantoms)."),
-        click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to write."),
+        click.option("--out", type=click.Path(file_okay=False), required=True, is_eager=True, callback=_restore_recorded,
+                     help="Run directory to write."),
         click.option("--epochs", type=int, default=50, show_default=True),
         click.option("--batch", type=int, default=8, show_default=True),
         click.option("--size", type=int, default=128, show_default=True, help="Square input side, divisible by 16."),
@@ -329,22 +362,119 @@ def common_training_options(fn):
         click.option("--rotation", type=float, default=15.0, show_default=True, help="Max random rotation in degrees."),
         click.option("--lesion-fraction", type=float, default=None, help="Oversample: this fraction of draws are lesion-bearing slices."),
         click.option("--steps-per-epoch", type=int, default=None, help="Fixed number of batches per epoch (default: one pass)."),
-        click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished epoch."),
-        click.option("--force", is_flag=True, help="Overwrite an existing run directory."),
+        click.option("--resume", is_flag=True, is_eager=True, callback=_restore_recorded,
+                     help="Continue the run in --out from its last finished epoch, with the settings it recorded "
+                          "(a flag that contradicts them is refused; --epochs may change)."),
+        click.option("--force", is_flag=True, help="Replace an existing run: the new one is trained beside it and "
+                     "swapped in when it finishes (files pncd did not write stay)."),
     ]
     for o in reversed(opts):
         fn = o(fn)
     return config_option(fn)
 
 
-def prepare_out(out: str, resume: bool, force: bool) -> Path:
-    path = Path(out)
-    if path.exists() and any(path.iterdir()) and not (resume or force):
-        raise PncdError(f"{path} already exists; pass --resume to continue it, --force to overwrite, or another --out")
-    if force and not resume and path.exists():
-        import shutil
+# --resume: options that may differ from what the run recorded (they do not change its result,
+# or are meant to change: more epochs). Everything else the run recorded is restored.
+RESUME_MAY_CHANGE = frozenset({"epochs", "workers", "device", "threads", "log_every"})
+_NOT_RESTORED = frozenset({"out", "resume", "force", "config", "pretrained"})
 
-        shutil.rmtree(path)
+
+def recorded_options(out: str | Path) -> dict[str, Any] | None:
+    """The options a run in ``out`` recorded in its config.json (None when there is no run)."""
+    cfg_path = Path(out) / ckpt.CONFIG
+    if not cfg_path.is_file():
+        return None
+    cfg = ckpt.read_run_config(out)
+    opts = dict(cfg.get("options") or {})
+    data = cfg.get("data") or {}
+    if "root" in data:  # the resolved root: the recorded --data may be relative to another directory
+        opts["data"] = data["root"]
+    return opts
+
+
+def _restore_recorded(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Eager callback of --out and --resume: once both are known and --resume is set, the run's
+    recorded options become the defaults of every option not given (flags and --config win, and
+    ``check_resume`` then refuses those that contradict the record)."""
+    seen = ctx.meta.setdefault("pncd.resume", {})
+    seen[param.name] = value
+    if seen.get("resume") and seen.get("out") and "recorded" not in seen:
+        recorded = recorded_options(seen["out"])
+        seen["recorded"] = recorded
+        if recorded:
+            names = {p.name for p in ctx.command.params if p.name}
+            restore = {k: v for k, v in recorded.items() if k in names and k not in _NOT_RESTORED}
+            ctx.default_map = {**restore, **(ctx.default_map or {})}
+    return value
+
+
+def _same(key: str, given: Any, recorded: Any) -> bool:
+    if key == "data":
+        return (None if given is None else str(Path(given).resolve())) == (None if recorded is None else str(Path(recorded).resolve()))
+    if isinstance(given, tuple):
+        given = list(given)
+    if isinstance(given, (int, float)) and isinstance(recorded, (int, float)) and not isinstance(given, bool):
+        return float(given) == float(recorded)
+    return given == recorded or str(given) == str(recorded) if given is not None and recorded is not None else given == recorded
+
+
+def check_resume(out: str | Path) -> None:
+    """--resume: refuse an option whose value contradicts what the run recorded, naming both."""
+    ctx = click.get_current_context(silent=True)
+    recorded = recorded_options(out)
+    if ctx is None or not recorded:
+        return
+    src = click.core.ParameterSource
+    for key, value in ctx.params.items():
+        if key in _NOT_RESTORED or key in RESUME_MAY_CHANGE or key not in recorded:
+            continue
+        if not _same(key, value, recorded[key]):
+            how = "--config" if ctx.get_parameter_source(key) == src.DEFAULT_MAP else "the command line"
+            flag = "--" + key.replace("_", "-") if key != "model_name" else "--model"
+            raise PncdError(f"--resume: {flag} {value!r} (from {how}) contradicts the run's recorded {flag} "
+                            f"{recorded[key]!r} in {Path(out) / ckpt.CONFIG}; drop the flag to continue the run, "
+                            "or start a new run with another --out")
+
+
+RUN_FILES = (ckpt.CONFIG, ckpt.BEST, ckpt.LAST, ckpt.STATE, "log.jsonl", "tensorboard")  # what a run writes
+
+# --force: the new run is written here (beside the old) and swapped in by Trainer.fit at the end.
+_STAGED: dict[Path, Path] = {}
+
+
+def staging_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.pncd-new"
+
+
+def prepare_out(out: str, resume: bool, force: bool, protect: tuple[str | Path | None, ...] = ()) -> Path:
+    """Check --out before anything is loaded: an existing run needs --resume or --force; --out
+    must not be a file, nor (with --force) the data or a run this one reads. With --force the old
+    run stays untouched until the new one is complete (see ``Trainer.fit``)."""
+    from pncd.io import check_output
+
+    path = Path(out)
+    if resume:
+        if path.exists() and not path.is_dir():
+            raise PncdError(f"--out {path} is a file, not a run directory; pass the run's directory")
+        if not (path / ckpt.STATE).is_file():
+            have = "no finished epoch" if (path / ckpt.CONFIG).is_file() else "no run"
+            raise PncdError(f"--resume: {path} has {have} to resume from (no {ckpt.STATE}); "
+                            "start it again with --force, or without --resume in a new --out")
+        check_resume(path)
+        return path
+    ctx = click.get_current_context(silent=True)
+    if protect == () and ctx is not None:  # the inputs this run reads: --force must never replace them
+        protect = (ctx.params.get("data"), ctx.params.get("teacher") if ctx.params.get("teacher") and
+                   Path(ctx.params["teacher"]).exists() else None)
+    try:
+        check_output(path, force, protect=protect, empty_ok=True)
+    except PncdError as e:
+        if "already exists" in str(e):
+            raise PncdError(f"{path} already exists; pass --resume to continue it, --force to replace it, "
+                            "or another --out") from None
+        raise
+    if force and path.exists() and any(path.iterdir()):
+        _STAGED[path.resolve()] = path
     return path
 
 

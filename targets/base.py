@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pncd.errors import PncdError
+from pncd.errors import PncdError, RunFailed
 
 
 def require(module: str, package: str | None = None, purpose: str = "") -> Any:
@@ -18,7 +18,7 @@ def require(module: str, package: str | None = None, purpose: str = "") -> Any:
     except ImportError as e:
         pkg = package or module
         what = f" for {purpose}" if purpose else ""
-        raise PncdError(f"{module} is not installed{what}: pip install '{pkg}' ({e})") from None
+        raise RunFailed(f"{module} is not installed{what}: pip install '{pkg}' ({e})") from None
 
 
 class Runner:

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pncd.errors import PncdError
+from pncd.errors import PncdError, RunFailed
 from pncd.targets.parsers import parse_nvpmodel, summarize_tegrastats
 
 RUNNER = Path(__file__).with_name("jetson_runner.py")
@@ -138,7 +138,7 @@ def _read_outputs(out_dir: Path) -> tuple[dict[str, Any], np.ndarray]:
         with np.load(out_dir / "preds.npz") as z:
             preds = z["preds"]
     except (OSError, ValueError, KeyError) as e:
-        raise PncdError(f"the device runner's outputs in {out_dir} are missing or damaged ({e})") from None
+        raise RunFailed(f"the device runner's outputs in {out_dir} are missing or damaged ({e})") from None
     return result, preds
 
 
@@ -155,12 +155,12 @@ def _run_local(
     try:
         proc = subprocess.run(argv, cwd=tmp, capture_output=True, text=True, timeout=opts.run_timeout)
     except FileNotFoundError:
-        raise PncdError(f"python {python!r} not found; pass --remote-python PATH") from None
+        raise RunFailed(f"python {python!r} not found; pass --remote-python PATH") from None
     except subprocess.TimeoutExpired:
-        raise PncdError(f"the device runner did not finish within {opts.run_timeout:.0f} s") from None
+        raise RunFailed(f"the device runner did not finish within {opts.run_timeout:.0f} s") from None
     if proc.returncode != 0:
         msg = _runner_error(proc.stderr) or (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise PncdError(f"the device runner failed: {msg}")
+        raise RunFailed(f"the device runner failed: {msg}")
     result, preds = _read_outputs(tmp / "out")
     return DeviceRun(result, preds, {"host": None, "python": python, "runner": str(RUNNER)})
 
@@ -173,12 +173,12 @@ def check_remote_python(target: Any, python: str) -> str:
     out = proc.stdout.strip()
     if "PNCD_NO_NUMPY" in out:
         detail = out.split("PNCD_NO_NUMPY", 1)[1].strip()
-        raise PncdError(
+        raise RunFailed(
             f"numpy is not importable by {python} on {target.host} ({detail}); install python3-numpy on the "
             "device or pass --remote-python of a Python that has numpy"
         )
     if proc.returncode in (126, 127) or "PNCD_OK" not in out:
-        raise PncdError(
+        raise RunFailed(
             f"remote python {python!r} does not run on {target.host} "
             f"({(proc.stderr.strip().splitlines() or ['exit status %d' % proc.returncode])[-1]}); "
             "pass --remote-python PATH (e.g. /usr/bin/python3)"
@@ -223,7 +223,7 @@ def _ssh_hold_stdin(target: Any, command: str, timeout: float) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            raise PncdError(f"the device runner on {target.host} did not finish within {timeout:.0f} s") from None
+            raise RunFailed(f"the device runner on {target.host} did not finish within {timeout:.0f} s") from None
         except BaseException:
             proc.kill()
             proc.wait()
@@ -236,5 +236,5 @@ def _ssh_hold_stdin(target: Any, command: str, timeout: float) -> None:
         if proc.returncode != 0:
             msg = _runner_error(stderr)
             if msg:
-                raise PncdError(f"the device runner failed on {target.host}: {msg}")
+                raise RunFailed(f"the device runner failed on {target.host}: {msg}")
             target.raise_for(subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr), "the device runner")

@@ -13,13 +13,14 @@ Failures become one-line :class:`~pncd.errors.PncdError` messages that say what 
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from pncd.errors import PncdError
+from pncd.errors import PncdError, RunFailed
 
 # Options that take a value, as ssh and scp both understand them (``-p`` becomes ``-o Port=``
 # because scp spells the port ``-P``).
@@ -36,9 +37,11 @@ def normalize_options(values: Sequence[str]) -> list[str]:
 
     Accepts ``-o KEY=VALUE``, ``-oKEY=VALUE``, ``-i KEY``, ``-p PORT``, ``-F CONFIG``, ``-J JUMP``,
     ``-c CIPHER``, ``-l USER`` and the flags ``-4 -6 -C -q -v``. Refuses anything that would skip
-    host key checking.
+    host key checking. ``-J JUMP`` becomes a ``ProxyCommand`` whose own ssh gets the same strict
+    host key options (ssh does not pass command-line options on to a ``-J`` jump host).
     """
     words: list[str] = []
+    jump: str | None = None
     for v in values:
         words.extend(shlex.split(v))
     out: list[str] = []
@@ -76,9 +79,49 @@ def normalize_options(values: Sequence[str]) -> list[str]:
             if not val.isdigit():
                 raise PncdError(f"--ssh-option -p needs a port number, got {val!r}")
             out += ["-o", f"Port={val}"]
+        elif opt == "-J":
+            if jump is not None or "," in val:
+                raise PncdError(f"--ssh-option -J {val}: one jump host only; put longer chains in ~/.ssh/config "
+                                "(ProxyJump, with StrictHostKeyChecking yes for every hop)")
+            jump = val
         else:
             out += [opt, val]
+    if jump is not None:
+        out += ["-o", f"ProxyCommand={jump_command(jump, out)}"]
     return out
+
+
+def jump_command(jump: str, options: Sequence[str]) -> str:
+    """The ProxyCommand for ``-J jump``: an ssh to the jump host with the strict host key options
+    (and the user's known-hosts file and config), forwarding to the target (%h:%p)."""
+    user_host, port = jump, None
+    m = re.fullmatch(r"(?:ssh://)?([^:/\s]+)(?::(\d+))?", jump)
+    if m is None or m.group(1).startswith("-"):
+        raise PncdError(f"--ssh-option -J {jump!r} is not a jump host; use [user@]host[:port]")
+    user_host, port = m.group(1), m.group(2)
+    argv = ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]
+    it = iter(options)
+    for o in it:
+        val = next(it, "") if o in _WITH_VALUE else None
+        if o == "-o" and val.split("=", 1)[0].strip().lower() in ("userknownhostsfile", "globalknownhostsfile",
+                                                                  "connecttimeout"):
+            argv += ["-o", val]
+        elif o == "-F":
+            argv += ["-F", val]
+        elif o in ("-4", "-6"):
+            argv.append(o)
+    if port:
+        argv += ["-p", port]
+    argv += ["-W", "%h:%p", "--", user_host]
+    # ssh expands %-tokens in ProxyCommand: escape the user's own % signs, keep %h:%p
+    return " ".join(shlex.quote(a).replace("%", "%%") if a != "%h:%p" else a for a in argv)
+
+
+def check_host(host: str | None) -> str:
+    """``--host``: anything ssh accepts as a destination, but never an option."""
+    if not host or host.startswith("-") or any(c.isspace() for c in host):
+        raise PncdError(f"--host {host!r} is not a host; use user@address or an alias from ~/.ssh/config")
+    return host
 
 
 class SshTarget:
@@ -88,11 +131,10 @@ class SshTarget:
     """
 
     def __init__(self, host: str, options: Sequence[str] = (), connect_timeout: int = 10) -> None:
-        if not host or host.startswith("-"):
-            raise PncdError(f"--host {host!r} is not a host; use user@address or an alias from ~/.ssh/config")
+        check_host(host)
         for tool in ("ssh", "scp"):
             if shutil.which(tool) is None:
-                raise PncdError(f"the '{tool}' program is not on PATH; install openssh-client")
+                raise RunFailed(f"the '{tool}' program is not on PATH; install openssh-client")
         self.host = host
         self.last_cleanup_ok: bool | None = None
         self.options = [
@@ -115,7 +157,7 @@ class SshTarget:
                 self.ssh_argv(command), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
             )
         except subprocess.TimeoutExpired:
-            raise PncdError(f"{what} on {self.host} did not finish within {timeout:.0f} s") from None
+            raise RunFailed(f"{what} on {self.host} did not finish within {timeout:.0f} s") from None
         if check:
             self.raise_for(proc, what)
         return proc
@@ -126,9 +168,9 @@ class SshTarget:
             return
         err = (proc.stderr or "").strip()
         if proc.returncode == 255:  # ssh's own failure; a remote command's status passes through
-            raise PncdError(explain_transport_error(self.host, err)) from None
+            raise RunFailed(explain_transport_error(self.host, err)) from None
         last = err.splitlines()[-1] if err else f"exit status {proc.returncode}"
-        raise PncdError(f"{what} failed on {self.host}: {last}")
+        raise RunFailed(f"{what} failed on {self.host}: {last}")
 
     # -- files --------------------------------------------------------------------------------
     def put(self, local: Sequence[Path], remote_dir: str, timeout: float | None = 600) -> None:
@@ -144,12 +186,12 @@ class SshTarget:
         try:
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise PncdError(f"{what} did not finish within {timeout:.0f} s") from None
+            raise RunFailed(f"{what} did not finish within {timeout:.0f} s") from None
         if proc.returncode != 0:
             err = (proc.stderr or "").strip()
             if _is_transport_error(err):
-                raise PncdError(explain_transport_error(self.host, err))
-            raise PncdError(f"{what} failed: {err.splitlines()[-1] if err else proc.returncode}")
+                raise RunFailed(explain_transport_error(self.host, err))
+            raise RunFailed(f"{what} failed: {err.splitlines()[-1] if err else proc.returncode}")
 
     # -- a temporary directory that never outlives the run ------------------------------------
     @contextlib.contextmanager
@@ -158,7 +200,7 @@ class SshTarget:
         proc = self.run(f"mktemp -d -t {shlex.quote(prefix)}.XXXXXXXX", what="creating a temporary directory")
         path = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
         if not path.startswith("/"):
-            raise PncdError(f"mktemp -d on {self.host} printed {path!r}, not a directory path")
+            raise RunFailed(f"mktemp -d on {self.host} printed {path!r}, not a directory path")
         self.last_cleanup_ok = False
         try:
             yield path

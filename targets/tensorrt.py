@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pncd.errors import PncdError
+from pncd.errors import PncdError, RunFailed
 from pncd.targets.base import Runner, require
 
 ONNX_FOR_PRECISION = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_int8.onnx"}
@@ -100,7 +100,7 @@ def build_engine(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise PncdError(f"{onnx_path}: TensorRT {trt.__version__} could not parse it ({errors[:300]})")
+        raise RunFailed(f"{onnx_path}: TensorRT {trt.__version__} could not parse it ({errors[:300]})")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     for name in plan["builder_flags"]:
@@ -114,7 +114,7 @@ def build_engine(
         config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise PncdError(f"{onnx_path}: TensorRT {trt.__version__} failed to build a {precision} engine "
+        raise RunFailed(f"{onnx_path}: TensorRT {trt.__version__} failed to build a {precision} engine "
                         "(see the TensorRT log above)")
     data = bytes(serialized)
     if engine_path is not None:

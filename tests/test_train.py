@@ -70,7 +70,7 @@ def test_existing_out_refused_and_nothing_changed(synthetic_root, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("x")
     p = run_cli("train", "--model", "enet", "--data", synthetic_root, "--epochs", "1", "--out", out, *TINY)
-    assert p.returncode == 1
+    assert p.returncode == 2
     assert "already exists" in error_line(p) and str(out) in error_line(p)
     assert sorted(x.name for x in out.iterdir()) == ["keep.txt"]
 
@@ -79,7 +79,7 @@ def test_resume_with_other_architecture_is_refused(synthetic_root, tmp_path):
     out = tmp_path / "run"
     assert run_cli("train", "--model", "enet", "--data", synthetic_root, "--epochs", "1", "--out", out, *TINY).returncode == 0
     p = run_cli("train", "--model", "unet", "--data", synthetic_root, "--epochs", "2", "--out", out, "--resume", *TINY)
-    assert p.returncode == 1
+    assert p.returncode == 2
     assert "enet" in error_line(p) and "unet" in error_line(p)
 
 

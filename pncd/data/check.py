@@ -109,6 +109,14 @@ def check_dataset(
             "slices": sum(per_case[c]["slices"] for c in ids),
             "foreground_slices": sum(per_case[c]["foreground_slices"] for c in ids),
         }
+    if n_slices and n_fg == 0:
+        layout.problems.append(Problem("warning", str(layout.root), f"no mask has a foreground pixel ({n_slices} slices, all "
+                                       "background): a network trained on it learns to predict nothing; check the masks"))
+    elif n_slices:
+        row = split_rows["train"]
+        if row["slices"] and row["foreground_slices"] == 0:
+            layout.problems.append(Problem("warning", str(layout.root), "the train split has no foreground pixel in "
+                                           "any mask; training would learn to predict nothing"))
     errors = [p for p in layout.problems if p.severity == "error"]
     return {
         "root": str(layout.root),

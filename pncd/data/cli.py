@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pncd.config import config_option
-from pncd.errors import PncdError
+from pncd.errors import RunFailed
 
 
 @click.group(name="data")
@@ -55,7 +55,7 @@ def check_command(config: str | None, directory: Path, num_classes: int | None, 
         write_json(json_path, report)
         click.echo(f"wrote {json_path}")
     if not report["ok"]:
-        raise PncdError(f"{directory}: {report['errors']} error(s) found; fix the files listed above")
+        raise RunFailed(f"{directory}: {report['errors']} error(s) found; fix the files listed above")
 
 
 @data_group.command(name="synth")

@@ -117,11 +117,17 @@ def _first_line(e: BaseException) -> str:
 
 
 def read_image(paths: tuple[Path, ...]) -> np.ndarray:
-    """Read an image (one file, or one file per channel) as float32 ``(S, H, W, C)``."""
+    """Read an image (one file, or one file per channel) as float32 ``(S, H, W, C)``.
+
+    Non-finite values (NaN, +-Inf: a broken conversion, a float overflow) are refused here, where
+    every caller reads images, naming the file: they would poison normalisation and the loss."""
     parts = []
     for p in paths:
         a, _ = read_raw(p)
         a = a.astype(np.float32, copy=False)
+        if not np.isfinite(a).all():
+            bad = int((~np.isfinite(a)).sum())
+            raise PncdError(f"{p}: {bad} of {a.size} values are NaN or infinite; fix or remove the file")
         if a.ndim == 3:
             a = a[..., None]
         if len(paths) > 1 and a.shape[-1] != 1:

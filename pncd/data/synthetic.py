@@ -163,6 +163,9 @@ def generate(
         write_json(tmp / "splits.json", seeded_split(ids, seed, 0.15, 0.15))
         params = {"n_cases": n_cases, "n_slices": n_slices, "size": size, "seed": seed}
         write_json(tmp / "synthetic.json", {"generator": "pncd.data.synthetic", "version": VERSION, **params})
+        from pncd.io import _umask
+
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700: give the data set normal permissions
         if out.exists() and force:
             shutil.rmtree(out)
         try:

@@ -111,15 +111,15 @@ def test_user_factory_teacher_with_taps(synthetic_root, tmp_path):
 
     bad = run_cli("distill", "--teacher", "user_teacher:build", "--teacher-weights", weights, "--student", "enet",
                   "--data", synthetic_root, "--epochs", "1", "--out", tmp_path / "no-taps", *TINY, env=env)
-    assert bad.returncode == 1 and "--taps" in error_line(bad)
+    assert bad.returncode == 2 and "--taps" in error_line(bad)
     assert not (tmp_path / "no-taps").exists() or not any((tmp_path / "no-taps").iterdir())
 
 
 def test_unknown_module_and_missing_teacher(tmp_path):
     p = run_cli("distill", "--teacher", tmp_path / "nope", "--student", "enet", "--out", tmp_path / "o")
-    assert p.returncode == 1 and "nope" in error_line(p)
+    assert p.returncode == 2 and "nope" in error_line(p)
     p = run_cli("distill", "--teacher", tmp_path, "--student", "enet", "--out", tmp_path / "o", "--modules", "pmd,xyz")
-    assert p.returncode == 1 and "xyz" in error_line(p) and "pnscd" in error_line(p)
+    assert p.returncode == 2 and "xyz" in error_line(p) and "pnscd" in error_line(p)
 
 
 def test_distill_ddp_two_cpu_processes(teacher_run, tmp_path):

@@ -124,10 +124,10 @@ def test_bad_options(make_run, tmp_path, capsys, args, expected):
 
 
 def test_cli_exit_status_in_a_subprocess(tmp_path):
-    """The installed entry point: exit status 1 and one line for a bad pair (no run needed)."""
+    """The installed entry point: exit status 2 (bad input) and one line for a bad pair (no run needed)."""
     from tests.helpers import error_line, run_cli
 
     p = run_cli("export", tmp_path / "run", "--target", "tensorrt", "--precision", "int2", "--out", tmp_path / "o")
-    assert p.returncode == 1
+    assert p.returncode == 2
     assert error_line(p).startswith("Error: target 'tensorrt' has no precision 'int2'; valid target/precision pairs:")
     assert not (tmp_path / "o").exists()
