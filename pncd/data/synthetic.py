@@ -145,6 +145,8 @@ def generate(
     if n_cases < 1 or n_slices < 1 or size < 16:
         raise PncdError(f"synthetic data needs cases >= 1, slices >= 1 and size >= 16 (got {n_cases}, {n_slices}, {size})")
     out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise PncdError(f"{out} is a file, not a directory; choose another directory (nothing was changed)")
     if out.exists() and exist_ok:
         return out
     if out.exists() and not force:

@@ -48,7 +48,7 @@ def test_check_bad_data_exits_nonzero_and_names_the_file(png_dataset, tmp_path, 
 def test_check_missing_directory_writes_no_json(tmp_path, capsys):
     out_json = tmp_path / "out.json"
     code, _, err = _run(["data", "check", str(tmp_path / "absent"), "--json", str(out_json)], capsys)
-    assert code == 1 and "absent: data set directory not found" in err
+    assert code == 2 and "absent: data set directory not found" in err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -64,7 +64,7 @@ def test_synth_command(tmp_path, capsys):
     assert code == 0 and "wrote 3 cases x 2 slices at 32x32" in out
     assert len(list((tmp_path / "s/labels").glob("*.nii.gz"))) == 3
     code, _, err = _run(["data", "synth", str(tmp_path / "s"), "--cases", "3"], capsys)
-    assert code == 1 and "already exists" in err
+    assert code == 2 and "already exists" in err
 
 
 def test_help_has_examples(capsys):

@@ -13,14 +13,15 @@ from pncd.cli import main
 from export_helpers import leftovers
 
 
-def export_error(capsys, *args: str) -> str:
-    """Run ``pncd export ARGS`` in-process, expect exit status 1; return the one error line."""
+def export_error(capsys, *args: str, code: int = 2) -> str:
+    """Run ``pncd export ARGS`` in-process, expect exit status ``code`` (2: bad input, 1: the
+    export itself failed); return the one error line."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main(["export", *map(str, args)])
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith("Error:")]
-    assert e.value.code == 1, err
+    assert e.value.code == code, err
     assert len(lines) == 1, err
     return lines[0]
 
@@ -63,7 +64,7 @@ def test_run_without_checkpoint(make_run, tmp_path, capsys):
 
 def test_operator_without_onnx_translation_is_named(make_run, tmp_path, capsys):
     out = tmp_path / "badop"
-    msg = export_error(capsys, make_run("export_badop", trained=False), "--target", "onnxruntime", "--out", out)
+    msg = export_error(capsys, make_run("export_badop", trained=False), "--target", "onnxruntime", "--out", out, code=1)
     assert "operator pncdtest.wobble.default" in msg
     assert "module 'head.1' (Wobble)" in msg
     assert "BadOpSeg" in msg
@@ -84,7 +85,7 @@ def test_fp16_parity_failure_writes_nothing(make_run, tmp_path, capsys):
     """Logits near 1000 whose class margin (< 0.2) is below FP16's step there (0.5): argmax lost."""
     out = tmp_path / "margin"
     msg = export_error(capsys, make_run("export_margin", trained=False), "--target", "onnxruntime",
-                       "--precision", "fp16", "--out", out)
+                       "--precision", "fp16", "--out", out, code=1)
     assert "(fp16) agrees with torch on" in msg and "below the required 99.90%" in msg and "nothing was written" in msg
     assert leftovers(out) == []
 
@@ -93,11 +94,11 @@ def test_missing_runtime_names_the_package(make_run, tmp_path, capsys, monkeypat
     """OpenVINO made unimportable (sys.modules entry None, what Python does for a missing package)."""
     monkeypatch.setitem(sys.modules, "openvino", None)
     out = tmp_path / "ov"
-    msg = export_error(capsys, make_run(), "--target", "openvino", "--out", out)
+    msg = export_error(capsys, make_run(), "--target", "openvino", "--out", out, code=1)
     assert "openvino is not installed" in msg and "pip install 'openvino'" in msg
     monkeypatch.undo()  # OpenVINO back; now only NNCF (OpenVINO's INT8 quantizer) is missing
     monkeypatch.setitem(sys.modules, "nncf", None)
-    msg = export_error(capsys, make_run(), "--target", "openvino", "--precision", "int8", "--out", out)
+    msg = export_error(capsys, make_run(), "--target", "openvino", "--precision", "int8", "--out", out, code=1)
     assert "nncf is not installed" in msg and "pip install 'nncf'" in msg
     assert leftovers(out) == []
 
