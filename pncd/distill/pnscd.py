@@ -7,40 +7,69 @@ networks' masks at the high tap's size), the region vectors (eq. 5) are projecte
 For a student anchor ``g_s(b,k)``:
 
 - positives: teacher embeddings of the same class k, from this batch (including the same
-  image's own teacher region) and from a per-class FIFO memory of past teacher embeddings;
+  image's own teacher region) and from a per-class FIFO memory of past teacher samples;
 - negatives: teacher embeddings of the other classes, batch first, then memory from newest to
   oldest (classes interleaved by age), at most N (``n_negatives``).
 
-With ``s = g_s . g_t / tau`` and ``h = e^s / (e^s + N/M)`` (N = the negatives this anchor
+Two forms of the loss, with ``s = g_s . g_t / tau`` (``form``, CLI ``--pnscd-form``):
+
+``"infonce"`` (the default; a departure from eq. 8), one positive at a time against all the
+anchor's negatives, averaged over positives, then over anchors::
+
+    L = -(1/k_p) * sum over positives log( e^s(pos) / (e^s(pos) + sum over negatives e^s(neg)) )
+
+This is the InfoNCE bound that CRD (Tian et al., ICLR 2020) offers beside its NCE loss, with
+several positives as in supervised contrastive learning (Khosla et al., NeurIPS 2020), but
+with each positive scored against the negatives only, so the loss of a well-separated anchor
+goes to 0 rather than to log k_p. Why not eq. 8: the negatives here are not noise samples
+but one tight cluster (the other class's regions, hundreds to thousands of near-identical
+embeddings), so eq. 8's *sum* of ``-log(1 - h(neg))`` over N negatives makes one confused
+anchor pay N times (training logs showed PNSCD spikes near 400 against a typical 1-5) and
+its gradient grows with N. In the InfoNCE form the negatives enter through one log-sum-exp:
+an anchor's loss is at most ``2/tau + log(1 + N)`` and its gradient with respect to ``s`` is
+a difference of two probability vectors, so whatever N is, each anchor's gradient with
+respect to its embedding is bounded by ``2/tau``. It needs neither CRD's constant Z nor M
+(``n_data`` is ignored).
+
+Memory of the infonce form: the teacher's *region vectors* (before the head), ``memory_per_class``
+per class (default 256), refreshed FIFO every training step with this batch's teacher regions,
+and projected by the *current* teacher head at every step. The teacher is frozen, so a stored
+region vector is exactly what the teacher would produce now: no memory entry is stale, however
+small the memory or short the run (the 4,096-slot embedding memory of the crd form keeps
+embeddings made by heads thousands of steps old, and in a short run is never refreshed). The
+teacher head receives gradient through the memory's projections as well as the batch's.
+
+``"crd"`` (``--pnscd-form crd``, the behaviour before issue 16; REFERENCE.md's reading of eq. 8),
+CRD's noise-contrastive form with ``h = e^s / (e^s + N/M)`` (N = the negatives this anchor
 actually used, M = ``n_data``, the number of class-region samples in the training set)::
 
     L = -(1/k_p) * sum over positives [ log h(pos) + sum over negatives log(1 - h(neg)) ]
       = -(mean over positives of log h(pos)) - sum over negatives of log(1 - h(neg))
 
 computed in log space, ``log h = s - logaddexp(s, log(N/M))`` and
-``log(1-h) = log(N/M) - logaddexp(s, log(N/M))``, then averaged over anchors. Anchors without a
-negative (a batch, and memory, with one class only) add nothing; if no anchor is left the loss is
-a zero still connected to the heads and student features.
-
-This is CRD's noise-contrastive form (Tian et al., ICLR 2020) with its instance pairs replaced
-by class-guided pairs. Departures from CRD: by default h has no normalisation constant Z
-(REFERENCE.md's reading of eq. 8), so the negative sum starts of the order of N (about N log 2
-when N ~ M) with random heads and falls as classes separate. ``normalize="crd"`` (CLI
+``log(1-h) = log(N/M) - logaddexp(s, log(N/M))``. By default (``normalize="none"``) h has no
+normalisation constant Z, so the negative sum starts of the order of N (about N log 2 when
+N ~ M) with random heads and falls as classes separate. ``normalize="crd"`` (CLI
 ``--pnscd-norm crd``) divides e^s by CRD's constant Z (fixed from the first batch), which keeps
-the loss of order 1 like the other terms. The memory holds teacher embeddings only (no student memory, the student side
-is always the anchor). As in CRD, the teacher head trains: gradients reach it through this
-batch's teacher embeddings; memory entries are detached.
+the loss of order 1 like the other terms. Its memory holds teacher *embeddings* (detached, as
+made by the head at the time), by default ``ceil(N / (K - 1))`` per class.
+
+Both forms: the loss is averaged over anchors. Anchors without a negative (a batch, and memory,
+with one class only) add nothing; if no anchor is left the loss is a zero still connected to
+the heads and student features. The memory holds teacher samples only (no student memory, the
+student side is always the anchor). As in CRD, the teacher head trains.
 
 Memory: registered buffers (they follow ``.to(device)`` and the state dict), updated in training
-mode only, AFTER the loss is computed, with this batch's teacher embeddings. Updates never
-synchronise with the host; they write a new memory tensor (out of place, one copy of K*Q*dim
-floats) because the loss just computed keeps the old one for its backward pass, so several
+mode only, AFTER the loss is computed, with this batch's teacher samples. Updates never
+synchronise with the host; they write a new memory tensor (out of place, one copy of the
+memory) because the loss just computed keeps the old one for its backward pass, so several
 forwards before one backward (gradient accumulation) work. For data-parallel training set
 ``gather_fn`` to a function that concatenates a tensor over ranks (e.g. an ``all_gather``
-wrapper): the update then sees every rank's embeddings in the same order, so all ranks keep
-identical memories and the loss on each rank contrasts against the same negatives. The gathered tensors have a fixed shape
-(B*K, dim) and (B*K,) (absent classes padded with label -1), so an equal batch size per rank is
-all ``all_gather`` needs. The heads and memory are dropped after training.
+wrapper): the update then sees every rank's samples in the same order, so all ranks keep
+identical memories and the loss on each rank contrasts against the same negatives. The gathered
+tensors have a fixed shape (B*K, D) and (B*K,) (absent classes padded with label -1), so an
+equal batch size per rank is all ``all_gather`` needs. The heads and memory are dropped after
+training.
 """
 
 from __future__ import annotations
@@ -55,12 +84,21 @@ from torch import nn
 from pncd.distill.region import class_masks, region_vectors_from_masks
 
 
+FORMS = ("infonce", "crd")
+MEMORY_PER_CLASS = 256  # default memory of the infonce form
+_MASKED = -1.0e4  # a score that exp() turns into 0 (scores lie within +-1/tau)
+
+
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
 class PNSCDLoss(nn.Module):
-    """Class-guided noise-contrastive distillation on high-tap region embeddings."""
+    """Class-guided contrastive distillation on high-tap region embeddings (form: module docstring).
+
+    ``form="infonce"`` (default) is bounded in N and needs no ``n_data``; ``form="crd"`` is the
+    earlier eq. 8 reading (NCE sum over negatives), with ``normalize`` choosing its constant Z.
+    """
 
     def __init__(
         self,
@@ -68,30 +106,35 @@ class PNSCDLoss(nn.Module):
         t_channels: int,
         num_classes: int,
         *,
-        n_data: int,
+        n_data: int | None = None,
         dim: int = 128,
         tau: float = 0.07,
         n_negatives: int = 4096,
         memory_per_class: int | None = None,
         gather_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         normalize: str = "none",
+        form: str = "infonce",
     ) -> None:
         super().__init__()
+        if form not in FORMS:
+            raise ValueError(f"unknown PNSCD form {form!r}; valid: {', '.join(FORMS)}")
         if normalize not in ("none", "crd"):
             raise ValueError(f"normalize must be 'none' or 'crd', got {normalize!r}")
-        self.normalize = normalize
+        self.form, self.normalize = form, normalize
         if num_classes < 2:
             raise ValueError(f"PNSCD needs at least 2 classes, got {num_classes}")
-        if n_data < 1:
+        if form == "crd" and n_data is None:
+            raise ValueError("the crd form needs n_data (class-region samples in the training set)")
+        if n_data is not None and n_data < 1:
             raise ValueError(f"n_data (class-region samples in the training set) must be positive, got {n_data}")
         if tau <= 0 or n_negatives < 1:
             raise ValueError(f"tau and n_negatives must be positive, got {tau} and {n_negatives}")
         self.num_classes = int(num_classes)
-        self.n_data = int(n_data)
+        self.n_data = int(n_data) if n_data is not None else None
         self.tau = float(tau)
         self.n_negatives = int(n_negatives)
-        # By default the other classes' memories together can supply N negatives.
-        q = memory_per_class or math.ceil(n_negatives / (num_classes - 1))
+        # crd: by default the other classes' memories together can supply N negatives.
+        q = memory_per_class or (MEMORY_PER_CLASS if form == "infonce" else math.ceil(n_negatives / (num_classes - 1)))
         if q < 1:
             raise ValueError(f"memory_per_class must be positive, got {memory_per_class}")
         self.memory_per_class = int(q)
@@ -99,7 +142,9 @@ class PNSCDLoss(nn.Module):
         self.embed_t = nn.Linear(t_channels, dim)
         # Slot q of each class (the extra one) is scratch: writes that must not land anywhere
         # go there, which keeps the update free of data-dependent shapes (no host sync).
-        self.register_buffer("memory", torch.zeros(num_classes, q + 1, dim))
+        # infonce stores teacher region vectors (re-projected every step), crd stores embeddings.
+        width = t_channels if form == "infonce" else dim
+        self.register_buffer("memory", torch.zeros(num_classes, q + 1, width))
         self.register_buffer("mem_ptr", torch.zeros(num_classes, dtype=torch.long))
         self.register_buffer("mem_count", torch.zeros(num_classes, dtype=torch.long))
         self.gather_fn: Callable[[torch.Tensor], torch.Tensor] = gather_fn or _identity
@@ -124,7 +169,8 @@ class PNSCDLoss(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, emb: torch.Tensor, labels: torch.Tensor) -> None:
-        """Push embeddings (n, dim) with class labels (n,) (-1 = skip) into the per-class FIFOs."""
+        """Push rows (n, D) with class labels (n,) (-1 = skip) into the per-class FIFOs (D: the
+        teacher's channels for the infonce form, the embedding size for crd)."""
         k, q = self.num_classes, self.memory_per_class
         emb = emb.detach().to(self.memory.dtype)
         valid = labels >= 0
@@ -223,22 +269,43 @@ class PNSCDLoss(nn.Module):
 
             pos, neg = self._masks(valid, cls)
             mem = self.memory.view(-1, self.memory.shape[-1])  # raw ring buffers, no copy
-            # Scores against the batch and the (constant) memory separately: no gradient is
-            # computed for the memory's thousands of rows.
-            s = torch.cat([g_s @ g_t.t(), g_s @ mem.t()], dim=1) / self.tau  # (B*K, candidates)
-            if self.normalize == "crd":
-                s = s - self._log_z(s.detach(), pos | neg)
-            n_pos = pos.sum(dim=1)
-            n_neg = neg.sum(dim=1)
-            log_nm = torch.log(n_neg.clamp_min(1).float() / self.n_data)[:, None]
-            lse = torch.logaddexp(s, log_nm)
-            zero = torch.zeros_like(s)
-            pos_term = torch.where(pos, s - lse, zero).sum(dim=1) / n_pos.clamp_min(1)
-            neg_term = torch.where(neg, log_nm - lse, zero).sum(dim=1)
-            use = valid & (n_pos > 0) & (n_neg > 0)
-            per_anchor = -(pos_term + neg_term)
-            loss = torch.where(use, per_anchor, torch.zeros_like(per_anchor)).sum() / use.sum().clamp_min(1)
+            if self.form == "infonce":
+                loss = self._infonce(g_s, g_t, mem, pos, neg, valid)
+            else:
+                loss = self._crd(g_s, g_t, mem, pos, neg, valid)
 
         if self.training:
-            self.enqueue(self.gather_fn(g_t.detach() * valid[:, None]), self.gather_fn(torch.where(valid, cls, -1)))
+            mem_rows = vt.reshape(b * k, -1) if self.form == "infonce" else g_t.detach()
+            self.enqueue(self.gather_fn(mem_rows * valid[:, None]), self.gather_fn(torch.where(valid, cls, -1)))
         return loss
+
+    def _infonce(self, g_s: torch.Tensor, g_t: torch.Tensor, mem: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                 valid: torch.Tensor) -> torch.Tensor:
+        """Each positive against the anchor's negatives (one log-sum-exp); memory re-projected."""
+        mem_emb = F.normalize(self.embed_t(mem), dim=1)  # the current head; scratch slots are masked out
+        s = torch.cat([g_s @ g_t.t(), g_s @ mem_emb.t()], dim=1) / self.tau  # (B*K, candidates)
+        n_pos, n_neg = pos.sum(dim=1), neg.sum(dim=1)
+        neg_lse = torch.logsumexp(s.masked_fill(~neg, _MASKED), dim=1, keepdim=True)
+        log_p = s - torch.logaddexp(s, neg_lse)
+        per_anchor = -torch.where(pos, log_p, torch.zeros_like(s)).sum(dim=1) / n_pos.clamp_min(1)
+        use = valid & (n_pos > 0) & (n_neg > 0)
+        return torch.where(use, per_anchor, torch.zeros_like(per_anchor)).sum() / use.sum().clamp_min(1)
+
+    def _crd(self, g_s: torch.Tensor, g_t: torch.Tensor, mem: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+             valid: torch.Tensor) -> torch.Tensor:
+        """Eq. 8 as CRD's NCE loss, summed over negatives (memory of constant embeddings)."""
+        # Scores against the batch and the (constant) memory separately: no gradient is
+        # computed for the memory's thousands of rows.
+        s = torch.cat([g_s @ g_t.t(), g_s @ mem.t()], dim=1) / self.tau  # (B*K, candidates)
+        if self.normalize == "crd":
+            s = s - self._log_z(s.detach(), pos | neg)
+        n_pos = pos.sum(dim=1)
+        n_neg = neg.sum(dim=1)
+        log_nm = torch.log(n_neg.clamp_min(1).float() / self.n_data)[:, None]
+        lse = torch.logaddexp(s, log_nm)
+        zero = torch.zeros_like(s)
+        pos_term = torch.where(pos, s - lse, zero).sum(dim=1) / n_pos.clamp_min(1)
+        neg_term = torch.where(neg, log_nm - lse, zero).sum(dim=1)
+        use = valid & (n_pos > 0) & (n_neg > 0)
+        per_anchor = -(pos_term + neg_term)
+        return torch.where(use, per_anchor, torch.zeros_like(per_anchor)).sum() / use.sum().clamp_min(1)
