@@ -57,6 +57,55 @@ class TrainOptions:
     log_every: int = 10
     tensorboard: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    # Clip the global gradient norm of every trained parameter to this (0: off). 0 keeps
+    # ``pncd train``'s recipe (the paper's) unchanged; ``pncd distill`` defaults to 5.
+    clip_grad_norm: float = 0.0
+
+
+class TermMonitor:
+    """Every loss term of a run, step by step: each term's epoch mean and maximum, and anomalies.
+
+    An anomaly is a non-finite value, or a value above ``factor`` times the term's running mean
+    (an exponential moving average with ``decay``, about the last ten steps), once the term has
+    been seen ``warmup`` times. ``update`` returns the anomalies of one step as
+    ``(term, value, running mean or None)``; non-finite values stay out of the statistics.
+    """
+
+    def __init__(self, factor: float = 10.0, decay: float = 0.9, warmup: int = 5) -> None:
+        self.factor, self.decay, self.warmup = factor, decay, warmup
+        self.ema: dict[str, float] = {}
+        self.seen: dict[str, int] = {}
+        self.reset_epoch()
+
+    def reset_epoch(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.maxs: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def update(self, vals: dict[str, float]) -> list[tuple[str, float, float | None]]:
+        anomalies: list[tuple[str, float, float | None]] = []
+        for k, v in vals.items():
+            if not math.isfinite(v):
+                anomalies.append((k, v, None))
+                continue
+            ema, seen = self.ema.get(k), self.seen.get(k, 0)
+            if ema is not None and seen >= self.warmup and ema > 1e-8 and v > self.factor * ema:
+                anomalies.append((k, v, ema))
+            self.ema[k] = v if ema is None else self.decay * ema + (1 - self.decay) * v
+            self.seen[k] = seen + 1
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.maxs[k] = max(self.maxs.get(k, v), v)
+            self.counts[k] = self.counts.get(k, 0) + 1
+        return anomalies
+
+    def epoch_summary(self) -> dict[str, float]:
+        """``{term: mean, term_max: maximum}`` over the epoch's finite values."""
+        out: dict[str, float] = {}
+        for k in self.sums:
+            out[k] = self.sums[k] / self.counts[k]
+        for k in self.sums:
+            out[f"{k}_max"] = self.maxs[k]
+        return out
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
@@ -122,6 +171,9 @@ class Trainer:
         self.steps_per_epoch = len(self.loader)
         self.setup()
         self.optimizer = torch.optim.Adam(self.trainable_parameters(), lr=opts.lr, betas=(0.9, 0.999), weight_decay=opts.weight_decay)
+        # --clip-grad-norm acts on everything the optimizer trains (the student and any heads)
+        self._clip_params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.monitor = TermMonitor()
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=max(1, opts.epochs * self.steps_per_epoch), eta_min=opts.min_lr
         )
@@ -150,6 +202,10 @@ class Trainer:
     def compute_loss(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.model(images)
         return self.seg_loss(logits, masks)
+
+    def step_info(self) -> dict[str, float]:
+        """Values besides the loss terms that the step rows of log.jsonl record (e.g. warm-up)."""
+        return {}
 
     # -- the loop ---------------------------------------------------------------------------
     def _make_loader(self) -> torch.utils.data.DataLoader:
@@ -217,9 +273,11 @@ class Trainer:
         return summary
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch; returns each term's mean and maximum (``term``, ``term_max``). Every
+        ``log_every`` steps a step row records every term; anomalies (see ``TermMonitor``) are
+        written to the console and as ``anomaly`` rows, with their step, whenever they occur."""
         self.model.train()
-        sums: dict[str, float] = {}
-        n = 0
+        self.monitor.reset_epoch()
         bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.opts.epochs}", leave=False, disable=not self.dist.is_main, unit="batch")
         crash_at = int(os.environ.get("PNCD_TEST_CRASH_AT_STEP", "-1"))
         for images, masks in bar:
@@ -232,6 +290,8 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
                 parts = self.compute_loss(images, masks)
             loss = parts["loss"]
+            vals = {k: float(v.detach()) for k, v in parts.items()}
+            self._report(epoch, self.monitor.update(vals))
             if not torch.isfinite(loss):
                 detail = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
                 raise RunFailed(
@@ -241,18 +301,31 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.after_backward()
+            if self.opts.clip_grad_norm > 0:
+                self.scaler.unscale_(self.optimizer)
+                norm = float(torch.nn.utils.clip_grad_norm_(self._clip_params, self.opts.clip_grad_norm))
+                vals["grad_norm"] = norm  # before clipping
+                self._report(epoch, self.monitor.update({"grad_norm": norm}))
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            info = self.step_info()
             self.scheduler.step()
-            vals = {k: float(v.detach()) for k, v in parts.items()}
-            for k, v in vals.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n += 1
             self.global_step += 1
             bar.set_postfix(loss=f"{vals['loss']:.4f}")
             if self.dist.is_main and self.global_step % self.opts.log_every == 0:
-                self._log({"type": "step", "epoch": epoch, "step": self.global_step, **vals, "lr": self.scheduler.get_last_lr()[0]})
-        return {k: v / max(n, 1) for k, v in sums.items()}
+                self._log({"type": "step", "epoch": epoch, "step": self.global_step, **vals, **info, "lr": self.scheduler.get_last_lr()[0]})
+        return self.monitor.epoch_summary()
+
+    def _report(self, epoch: int, anomalies: list[tuple[str, float, float | None]]) -> None:
+        """Console line and ``anomaly`` row per anomalous term; ``step`` counts as in step rows."""
+        if not anomalies or not self.dist.is_main:
+            return
+        step = self.global_step + 1
+        for term, value, mean in anomalies:
+            why = "non-finite" if mean is None else f"{value / mean:.0f}x its running mean {mean:.4g}"
+            tqdm.write(f"warning: step {step} (epoch {epoch + 1}): {term} = {value:.4g} ({why})")
+            row = {"type": "anomaly", "epoch": epoch, "step": step, "term": term, "value": value if math.isfinite(value) else str(value)}
+            self._log({**row, "running_mean": mean} if mean is not None else row)
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
@@ -339,8 +412,13 @@ class Trainer:
 
 
 # -- CLI --------------------------------------------------------------------------------------
-def common_training_options(fn):
-    """Options shared by ``pncd train`` and ``pncd distill`` (each defined once)."""
+def common_training_options(fn=None, *, clip_grad_norm: float = 0.0):
+    """Options shared by ``pncd train`` and ``pncd distill`` (each defined once).
+
+    Use bare, or called with the command's own default of --clip-grad-norm (``pncd distill``
+    clips at 5; ``pncd train`` keeps the paper's recipe, no clipping)."""
+    if fn is None:
+        return lambda f: common_training_options(f, clip_grad_norm=clip_grad_norm)
     opts = [
         click.option("--data", type=click.Path(file_okay=False), default=None, help="Data set directory (default: the built-in synthetic phantoms)."),
         click.option("--out", type=click.Path(file_okay=False), required=True, is_eager=True, callback=_restore_recorded,
@@ -362,6 +440,9 @@ def common_training_options(fn):
         click.option("--rotation", type=float, default=15.0, show_default=True, help="Max random rotation in degrees."),
         click.option("--lesion-fraction", type=float, default=None, help="Oversample: this fraction of draws are lesion-bearing slices."),
         click.option("--steps-per-epoch", type=int, default=None, help="Fixed number of batches per epoch (default: one pass)."),
+        click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True, help="Write every loss term to log.jsonl every N steps."),
+        click.option("--clip-grad-norm", type=click.FloatRange(min=0), default=clip_grad_norm, show_default=True,
+                     help="Clip the global gradient norm of every trained parameter to this; 0 disables."),
         click.option("--resume", is_flag=True, is_eager=True, callback=_restore_recorded,
                      help="Continue the run in --out from its last finished epoch, with the settings it recorded "
                           "(a flag that contradicts them is refused; --epochs may change)."),
@@ -496,7 +577,8 @@ def options_from_params(p: dict[str, Any]) -> tuple[Any, TrainOptions]:
                     normalization=p["normalization"], split_seed=p["split_seed"])
     opts = TrainOptions(epochs=p["epochs"], batch=p["batch"], lr=p["lr"], min_lr=p["min_lr"], weight_decay=p["weight_decay"],
                         seed=p["seed"], workers=p["workers"], device=p["device"], amp=p["amp"], rotation=p["rotation"],
-                        lesion_fraction=p["lesion_fraction"], steps_per_epoch=p["steps_per_epoch"])
+                        lesion_fraction=p["lesion_fraction"], steps_per_epoch=p["steps_per_epoch"],
+                        log_every=p.get("log_every") or 10, clip_grad_norm=p.get("clip_grad_norm") or 0.0)
     return spec, opts
 
 

@@ -17,6 +17,9 @@ all-reduced like the student's.
 from __future__ import annotations
 
 import importlib
+import json
+import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,8 @@ from pncd.models import FeatureTaps
 from pncd.train import Trainer, check_size, common_training_options, options_from_params, prepare_out
 
 MODULES = ("pmd", "rmd", "rd", "pnscd")
+HEAD_SEED_OFFSET = 0x5EED_0001  # the distillation heads' RNG stream: torch.manual_seed(offset + run seed)
+DISTILL_CLIP_GRAD_NORM = 5.0  # distill's --clip-grad-norm default (pncd train's is 0, unchanged)
 
 
 @dataclass
@@ -45,12 +50,15 @@ class DistillOptions:
     w_rd: float = 0.9
     w_pnscd: float = 0.9
     temperature: float = 4.0
-    rmd_variant: str = "paper"
+    rmd_variant: str = "emkd"  # was "paper" before issue 16
     rd_p: int = 2
     tau: float = 0.07
     n_negatives: int = 4096
     embed_dim: int = 128
-    pnscd_norm: str = "crd"
+    pnscd_norm: str = "crd"  # the crd form's constant Z only
+    pnscd_form: str = "infonce"  # "crd": eq. 8's NCE sum, the form before issue 16
+    pnscd_memory: int | None = None  # per class; None: 256 (infonce), ceil(N / (K - 1)) (crd)
+    kd_warmup: float = 0.1  # fraction of all steps over which the distillation weights ramp 0 -> 1
     taps: list[tuple[str, str]] = field(default_factory=list)
 
     def weight(self, name: str) -> float:
@@ -134,14 +142,20 @@ class PNCD(nn.Module):
     """The distillation objective: a frozen teacher, feature hooks on both networks, and the
     active loss modules (PMD, RMD, RD, PNSCD with its heads and memory).
 
-    ``forward(student, images, masks, seg_loss)`` runs the teacher once, the student once, and
-    returns the dict of every component plus the weighted ``loss``. Only ``self.losses`` holds
+    ``forward(student, images, masks, seg_loss, kd_scale)`` runs the teacher once, the student
+    once, and returns the dict of every component plus the weighted ``loss``
+    (``Loss_seg + kd_scale * sum of w * L``; ``kd_scale`` is the warm-up factor).
+
+    The loss modules (PNSCD's heads: the only random initialisation that exists only in
+    distillation) are built inside ``torch.random.fork_rng`` seeded from ``seed``, so building
+    them leaves the global RNG untouched: a distilled run and the run of the student alone with
+    the same seed share the student's initialisation, augmentation, sampling and dropout. Only ``self.losses`` holds
     trainable parameters (PNSCD's heads); the teacher is not a registered submodule, so the
     state dict of this module is what --resume needs and nothing of it is saved with the student.
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module, dopts: DistillOptions, num_classes: int, channels: int, size: int,
-                 n_region_samples: int, device: torch.device | str = "cpu") -> None:
+                 n_region_samples: int, device: torch.device | str = "cpu", seed: int = 0) -> None:
         from pncd.distill.pmd import PMDLoss
         from pncd.distill.pnscd import PNSCDLoss
         from pncd.distill.rd import RDLoss
@@ -157,17 +171,20 @@ class PNCD(nn.Module):
         self.t_hooks = FeatureTaps(teacher, [t for _, t in self.pairs]) if need_feats else None
         s_ch, t_ch = self._probe_channels(student, channels, size, device)
         self.losses = nn.ModuleDict()
-        if d.weight("pmd"):
-            self.losses["pmd"] = PMDLoss(temperature=d.temperature)
-        if d.weight("rmd"):
-            self.losses["rmd"] = RMDLoss(variant=d.rmd_variant)
-        if d.weight("rd"):
-            self.losses["rd"] = RDLoss(num_classes=num_classes, p=d.rd_p)
-        if d.weight("pnscd"):
-            self.losses["pnscd"] = PNSCDLoss(
-                s_channels=s_ch[-1], t_channels=t_ch[-1], num_classes=num_classes, dim=d.embed_dim, tau=d.tau,
-                n_negatives=d.n_negatives, n_data=n_region_samples, gather_fn=all_gather_varlen, normalize=d.pnscd_norm,
-            )
+        with torch.random.fork_rng(devices=[]):  # the heads draw from their own stream (see above)
+            torch.manual_seed(HEAD_SEED_OFFSET + seed)
+            if d.weight("pmd"):
+                self.losses["pmd"] = PMDLoss(temperature=d.temperature)
+            if d.weight("rmd"):
+                self.losses["rmd"] = RMDLoss(variant=d.rmd_variant)
+            if d.weight("rd"):
+                self.losses["rd"] = RDLoss(num_classes=num_classes, p=d.rd_p)
+            if d.weight("pnscd"):
+                self.losses["pnscd"] = PNSCDLoss(
+                    s_channels=s_ch[-1], t_channels=t_ch[-1], num_classes=num_classes, dim=d.embed_dim, tau=d.tau,
+                    n_negatives=d.n_negatives, n_data=n_region_samples, gather_fn=all_gather_varlen, normalize=d.pnscd_norm,
+                    form=d.pnscd_form, memory_per_class=d.pnscd_memory,
+                )
         self.losses.to(device)
 
     def _probe_channels(self, student: nn.Module, channels: int, size: int, device: torch.device | str) -> tuple[list[int], list[int]]:
@@ -192,7 +209,8 @@ class PNCD(nn.Module):
         t_feats = [self.t_hooks[t].clone(memory_format=torch.contiguous_format) for _, t in self.pairs] if self.t_hooks else []
         return t_logits, t_feats
 
-    def forward(self, student: nn.Module, images: torch.Tensor, masks: torch.Tensor, seg_loss: nn.Module) -> dict[str, torch.Tensor]:
+    def forward(self, student: nn.Module, images: torch.Tensor, masks: torch.Tensor, seg_loss: nn.Module,
+                kd_scale: float = 1.0) -> dict[str, torch.Tensor]:
         d = self.dopts
         t_logits, t_feats = self.teacher_forward(images)
         s_logits = student(images)
@@ -210,7 +228,7 @@ class PNCD(nn.Module):
             else:
                 value = fn(s_feats[-1], t_feats[-1], masks)
             out[name] = value
-            total = total + d.weight(name) * value
+            total = total + (kd_scale * d.weight(name)) * value
         out["loss"] = total
         return out
 
@@ -220,8 +238,20 @@ def count_region_samples(masks: np.ndarray, num_classes: int) -> int:
     return int(sum((masks == k).any(axis=(1, 2)).sum() for k in range(num_classes)))
 
 
+def warmup_scale(step: int, total_steps: int, warmup: float) -> float:
+    """Linear warm-up factor of the distillation weights: 0 at step 0, 1 from step
+    ``round(warmup * total_steps)`` on (``warmup`` <= 0: always 1). Not in the paper."""
+    if warmup <= 0:
+        return 1.0
+    n = max(1, round(warmup * total_steps))
+    return min(1.0, step / n)
+
+
 class DistillTrainer(Trainer):
-    """``Trainer`` whose loss is the PNCD objective; the heads train and resume with the student."""
+    """``Trainer`` whose loss is the PNCD objective; the heads train and resume with the student.
+
+    The distillation weights ramp linearly from 0 to their values over the first
+    ``dopts.kd_warmup`` of all steps (``kd_scale`` in the step rows of log.jsonl)."""
 
     kind = "distill"
 
@@ -232,7 +262,7 @@ class DistillTrainer(Trainer):
     def setup(self) -> None:
         s = self.data_spec
         self.pncd = PNCD(self.raw_model, self.teacher, self.dopts, s.num_classes, s.channels, s.size,
-                         count_region_samples(self.train_set.masks, s.num_classes), self.device)
+                         count_region_samples(self.train_set.masks, s.num_classes), self.device, seed=self.opts.seed)
         self.losses, self.pairs = self.pncd.losses, self.pncd.pairs
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -248,8 +278,14 @@ class DistillTrainer(Trainer):
                     torch.distributed.all_reduce(p.grad)
                     p.grad /= self.dist.world
 
+    def kd_scale(self) -> float:
+        return warmup_scale(self.global_step, self.opts.epochs * self.steps_per_epoch, self.dopts.kd_warmup)
+
+    def step_info(self) -> dict[str, float]:
+        return {"kd_scale": self.kd_scale()}
+
     def compute_loss(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.pncd(self.model, images, masks, self.seg_loss)
+        return self.pncd(self.model, images, masks, self.seg_loss, kd_scale=self.kd_scale())
 
     def config_extra(self) -> dict[str, Any]:
         d = asdict(self.dopts)
@@ -269,7 +305,7 @@ def _parse_taps(values: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 @click.command("distill")
-@common_training_options
+@common_training_options(clip_grad_norm=DISTILL_CLIP_GRAD_NORM)
 @click.option("--teacher", required=True, help="Teacher run directory, or package.module:function for your own network.")
 @click.option("--teacher-weights", type=click.Path(dir_okay=False, exists=True), default=None, help="Weights (.safetensors or .pt) for a factory teacher.")
 @click.option("--student", required=True, help="Student network: enet, mobilenetv2, resnet18 (any registered model).")
@@ -279,26 +315,47 @@ def _parse_taps(values: tuple[str, ...]) -> list[tuple[str, str]]:
 @click.option("--w-rd", type=float, default=0.9, show_default=True, help="Weight b2 of RD.")
 @click.option("--w-pnscd", type=float, default=0.9, show_default=True, help="Weight b3 of PNSCD.")
 @click.option("--temperature", type=float, default=4.0, show_default=True, help="PMD softmax temperature T.")
-@click.option("--rmd-variant", type=click.Choice(["paper", "emkd"]), default="paper", show_default=True)
+@click.option("--rmd-variant", type=click.Choice(["paper", "emkd"]), default="emkd", show_default=True,
+              help="emkd: |e|^4 maps, squared L2 (EMKD's); paper: |e|^2 maps, L1 (eqs. 2-4).")
 @click.option("--tau", type=float, default=0.07, show_default=True, help="PNSCD temperature.")
 @click.option("--n-negatives", type=int, default=4096, show_default=True, help="PNSCD negatives N (batch + memory).")
+@click.option("--pnscd-form", type=click.Choice(["infonce", "crd"]), default="infonce", show_default=True,
+              help="infonce: each positive against the log-sum-exp of the negatives (bounded in N); "
+                   "crd: eq. 8's noise-contrastive sum over negatives (the form before issue 16).")
+@click.option("--pnscd-memory", type=click.IntRange(min=1), default=None,
+              help="PNSCD memory per class. Default: 256 teacher region vectors (infonce), ceil(N/(K-1)) embeddings (crd).")
 @click.option("--pnscd-norm", type=click.Choice(["crd", "none"]), default="crd", show_default=True,
-              help="crd: divide e^s by CRD's constant Z (loss of order 1); none: h = e^s/(e^s + N/M) literally, "
-                   "whose negative sum is of order N and swamps Loss_seg.")
+              help="crd form only. crd: divide e^s by CRD's constant Z (loss of order 1); none: h = e^s/(e^s + N/M) "
+                   "literally, whose negative sum is of order N and swamps Loss_seg.")
+@click.option("--kd-warmup", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Ramp the distillation weights linearly 0 -> 1 over this fraction of all steps (0: off).")
+@click.option("--student-reference", type=click.Path(file_okay=False, exists=True), default=None,
+              help="A run of the student trained alone: warn when the teacher's val Dice is not above its best.")
+@click.option("--strict", is_flag=True, help="With --student-reference: refuse a teacher whose val Dice is below the student run's best.")
+@click.option("--check-teacher/--no-check-teacher", default=True, show_default=True,
+              help="Evaluate the teacher on the val split once before training (skipped on --resume).")
 @click.option("--taps", multiple=True, help="A feature pair STUDENT_MODULE=TEACHER_MODULE (repeat; last pair feeds PNSCD).")
 @click.pass_context
 def distill_command(ctx: click.Context, teacher: str, teacher_weights: str | None, student: str, modules: str, w_pmd: float, w_rmd: float,
-                    w_rd: float, w_pnscd: float, temperature: float, rmd_variant: str, tau: float, n_negatives: int, pnscd_norm: str, taps: tuple[str, ...],
-                    **p: Any) -> None:
+                    w_rd: float, w_pnscd: float, temperature: float, rmd_variant: str, tau: float, n_negatives: int, pnscd_form: str,
+                    pnscd_memory: int | None, pnscd_norm: str, kd_warmup: float, student_reference: str | None, strict: bool,
+                    check_teacher: bool, taps: tuple[str, ...], **p: Any) -> None:
     """Distil a frozen teacher into a student with PNCD (PMD, RMD, RD, PNSCD).
 
     Data options not given on the command line (data, size, channels, classes,
     normalisation) are taken from the teacher run, so the student sees the same data.
+    The teacher is evaluated on the val split first (its Dice is printed and saved in
+    config.json); --student-reference RUN warns, and with --strict refuses, when a run of the
+    student alone scores better. Gradient norms are clipped to 5 unless --clip-grad-norm says
+    otherwise, and the distillation weights warm up over the first --kd-warmup of the steps.
 
     \b
     Examples:
       pncd distill --teacher runs/dcsaunet --student enet --out runs/enet-pncd --epochs 20
       pncd distill --teacher runs/dcsaunet --student enet --modules pnscd --out runs/enet-pnscd
+      pncd distill --teacher runs/dcsaunet --student enet --student-reference runs/enet --strict --out runs/enet-kd
+      pncd distill --teacher runs/dcsaunet --student enet --pnscd-form crd --rmd-variant paper \\
+          --kd-warmup 0 --clip-grad-norm 0 --out runs/enet-old          # the behaviour before issue 16
       pncd distill --teacher mypkg.nets:build --teacher-weights t.safetensors \\
           --taps encoder1=stem --taps encoder3=layer3 --student resnet18 --data DIR --out runs/r18
     """
@@ -310,6 +367,8 @@ def distill_command(ctx: click.Context, teacher: str, teacher_weights: str | Non
     bad = [m for m in mods if m not in MODULES]
     if bad:
         raise PncdError(f"--modules: unknown {bad}; valid: {', '.join(MODULES)}")
+    if strict and not student_reference:
+        raise PncdError("--strict compares the teacher with a run of the student alone: pass --student-reference RUN")
     t_model, t_cfg = load_teacher(teacher, teacher_weights, resolve_device(p["device"]))
     if t_cfg is not None:
         src = click.core.ParameterSource
@@ -324,18 +383,80 @@ def distill_command(ctx: click.Context, teacher: str, teacher_weights: str | Non
             if t_cfg["data"][key] != getattr(spec, key):
                 raise PncdError(f"--teacher {teacher} was trained with {key}={t_cfg['data'][key]}, not {getattr(spec, key)}")
     dopts = DistillOptions(modules=mods, w_pmd=w_pmd, w_rmd=w_rmd, w_rd=w_rd, w_pnscd=w_pnscd, temperature=temperature,
-                           rmd_variant=rmd_variant, tau=tau, n_negatives=n_negatives, pnscd_norm=pnscd_norm,
-                           taps=_parse_taps(taps))
+                           rmd_variant=rmd_variant, tau=tau, n_negatives=n_negatives, pnscd_norm=pnscd_norm, pnscd_form=pnscd_form,
+                           pnscd_memory=pnscd_memory, kd_warmup=kd_warmup, taps=_parse_taps(taps))
+    source: dict[str, Any] = {"teacher": str(teacher), "weights": teacher_weights, "model": (t_cfg or {}).get("model", {}).get("name")}
+    if check_teacher and not p["resume"]:
+        source["check"] = check_teacher_dice(t_model, teacher if t_cfg is not None else None, spec, resolve_device(p["device"]),
+                                             max(opts.batch, 16), student_reference, strict)
     out = prepare_out(p["out"], p["resume"], p["force"])
     seed_everything(opts.seed)  # the student's initial weights depend on the seed too
     s_model = models.create(student, in_channels=spec.channels, num_classes=spec.num_classes)
     check_size(s_model, spec.size)
-    source = {"teacher": str(teacher), "weights": teacher_weights, "model": (t_cfg or {}).get("model", {}).get("name")}
     try:
         DistillTrainer(s_model, t_model, dopts, source, spec, opts, out, resume=p["resume"], command_params=params).fit()
     finally:
         shutdown_distributed()
     click.echo(f"student written to {out}")
+
+
+def best_val_dice(run: str | Path) -> float | None:
+    """The best finite ``val_dice`` of a run's epoch rows in log.jsonl (None: no such row)."""
+    log = Path(run) / "log.jsonl"
+    best = None
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            v = row.get("val_dice") if row.get("type") == "epoch" else None
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                best = v if best is None else max(best, v)
+    return best
+
+
+def check_teacher_dice(teacher: nn.Module, teacher_run: str | None, spec: Any, device: torch.device, batch: int,
+                       student_reference: str | None, strict: bool, slack: float = 0.01) -> dict[str, Any]:
+    """Evaluate the frozen teacher once on the val split and compare it with a reference.
+
+    Prints the teacher's per-case val Dice. With ``student_reference`` (a run of the student
+    alone): warns when the teacher does not score above that run's best val Dice, and with
+    ``strict`` raises PncdError when it scores below. Otherwise, for a teacher run, warns when
+    the Dice falls more than ``slack`` below the best val Dice of the teacher's own log (other
+    data or preprocessing than it was trained with). Returns what it measured (for config.json).
+    Deterministic (no RNG is drawn), so it does not move the run's random streams.
+    """
+    from pncd.data import load_split
+    from pncd.evaluate import evaluate_model
+
+    echo = click.echo if os.environ.get("RANK", "0") == "0" else (lambda *a, **k: None)
+    val = load_split(spec, "val")
+    if len(val) == 0:
+        echo("warning: the val split is empty; the teacher was not checked", err=True)
+        return {"val_dice": None}
+    dice = float(evaluate_model(teacher, val, device, batch=batch, progress=False).summary()["dice"])
+    info: dict[str, Any] = {"val_dice": dice}
+    if student_reference:
+        ref = best_val_dice(student_reference)
+        if ref is None:
+            raise PncdError(f"--student-reference {student_reference}: no epoch with a val Dice in its log.jsonl")
+        info.update(student_reference=str(student_reference), student_val_dice=ref)
+        echo(f"teacher val Dice {dice:.4f}; the student alone ({student_reference}) reached {ref:.4f}")
+        if dice < ref and strict:
+            raise PncdError(f"the teacher's val Dice {dice:.4f} is below the student alone's {ref:.4f} "
+                            f"({student_reference}); train the teacher longer, or drop --strict to distil anyway")
+        if dice <= ref:
+            echo(f"warning: the teacher ({dice:.4f}) does not beat the student alone ({ref:.4f}) on val: "
+                 "distillation is unlikely to help", err=True)
+        return info
+    own = best_val_dice(teacher_run) if teacher_run else None
+    info["teacher_log_val_dice"] = own
+    echo(f"teacher val Dice {dice:.4f}" + (f" (its own log: best {own:.4f})" if own is not None else ""))
+    if own is not None and dice < own - slack:
+        echo(f"warning: the teacher scores {dice:.4f} on this run's val split but {own:.4f} in its own log: "
+             "other data or preprocessing than it was trained with?", err=True)
+    return info
 
 
 _TEACHER_DATA_KEYS = {"data": "root", "size": "size", "normalization": "normalization", "num_classes": "num_classes", "split_seed": "split_seed"}
