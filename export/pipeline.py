@@ -100,7 +100,11 @@ def validate(opts: ExportOptions) -> None:
             raise PncdError(f"--calib-data applies to --precision int8 only (this export is {opts.precision})")
         from pncd.data.layout import discover
 
-        discover(opts.calib_data)  # a missing directory or one with no data set: one line, now
+        try:
+            discover(opts.calib_data)  # a missing directory or one with no data set: one line, now
+        except PncdError as e:
+            raise PncdError(f"--calib-data: INT8 needs calibration images, but no train split was found in "
+                            f"{opts.calib_data} ({e}); pass --calib-data DIR with training images") from None
     from pncd.io import check_output
 
     check_output(opts.out, opts.force)  # exists without --force, or a file
