@@ -170,7 +170,8 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
             f"{'dynamic' if opts.dynamic_batch else 'static'} batch)")
         exporter = export_onnx(model, fp32_onnx, channels, size[0], size[1], opts.dynamic_batch)
         log(f"building the {opts.target} {opts.precision} artifact")
-        built = build_target(opts, fp32_onnx, tmp, calib, validation, num_classes)
+        built = build_target(opts, fp32_onnx, tmp, calib, validation, num_classes,
+                             input_chw=(channels, size[0], size[1]), log=log)
         batch = opts.parity_batch if opts.dynamic_batch else 1
         results = {}
         for label, runner in built.pop("parity_runners"):
@@ -231,7 +232,8 @@ def _fmt(x: float | None) -> str:
 
 
 def build_target(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None,
-                 validation: cal.ImageSet, num_classes: int) -> dict[str, Any]:
+                 validation: cal.ImageSet, num_classes: int, input_chw: tuple[int, int, int] | None = None,
+                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Write the target's files into ``out_dir``; return what the manifest and parity need.
     ``validation``: the held-out images OpenVINO's accuracy control computes Dice on."""
     t, p = opts.target, opts.precision
@@ -240,7 +242,7 @@ def build_target(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal
     if t == "openvino":
         return _build_openvino(opts, fp32_onnx, out_dir, calib, validation, num_classes)
     if t in ("tensorrt", "jetson"):
-        return _build_tensorrt(opts, fp32_onnx, out_dir, calib)
+        return _build_tensorrt(opts, fp32_onnx, out_dir, calib, input_chw, log or (lambda m: click.echo(m, err=True)))
     raise PncdError(f"no builder for target {t!r} / {p!r}")  # unreachable after check_pair
 
 
@@ -293,13 +295,18 @@ def _build_openvino(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: 
     }
 
 
-def _build_tensorrt(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None) -> dict[str, Any]:
+def _build_tensorrt(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None,
+                    dynamic_shape: tuple[int, int, int] | None = None,
+                    log: Callable[[str], None] = lambda msg: click.echo(msg, err=True)) -> dict[str, Any]:
     from pncd.export import tensorrt_export as te
     from pncd.targets.onnxruntime import OnnxRuntimeRunner
 
     name, build = te.write_onnx(fp32_onnx, out_dir, opts.precision, INPUT_NAME, calib, opts.calib_method,
                                 opts.keep_float)
-    info = te.maybe_build_engine(opts.target, out_dir / name, out_dir, opts.precision)
+    info = te.maybe_build_engine(opts.target, out_dir / name, out_dir, opts.precision,
+                                 dynamic_shape=dynamic_shape if opts.dynamic_batch else None)
+    if info.get("engine_note"):
+        log(info["engine_note"])
     runners: list[tuple[str, Any]] = []
     if info.get("engine"):
         from pncd.targets.tensorrt import TensorRTRunner

@@ -19,7 +19,7 @@ from typing import Any
 
 from pncd.export.calibration import ImageSet
 from pncd.export.ort_export import quantize_int8, to_fp16
-from pncd.targets.tensorrt import ONNX_FOR_PRECISION, build_engine, trt_build_plan
+from pncd.targets.tensorrt import ONNX_FOR_PRECISION, build_engine, trt_build_plan, trtexec_command
 
 KNOWN_RELEASES = {"10.3": "JetPack 6.x", "10.16": "JetPack 7.2"}
 ENGINE = "model.engine"
@@ -53,14 +53,23 @@ def plans(precision: str) -> dict[str, Any]:
     return out
 
 
-def maybe_build_engine(target: str, onnx_path: Path, out_dir: Path, precision: str) -> dict[str, Any]:
-    """Build ``model.engine`` for target tensorrt where TensorRT is importable; say why not otherwise."""
+def maybe_build_engine(target: str, onnx_path: Path, out_dir: Path, precision: str,
+                       dynamic_shape: tuple[int, int, int] | None = None) -> dict[str, Any]:
+    """Build ``model.engine`` for target tensorrt where TensorRT is importable; say why not otherwise.
+
+    ``info["trtexec"]``: for each known TensorRT release, the command that builds the engine on
+    the NVIDIA machine; ``dynamic_shape`` (C, H, W) when the export has a dynamic batch axis.
+    """
     info: dict[str, Any] = {"plans": plans(precision), "engine": None, "built_with": None}
+    info["trtexec"] = {release: trtexec_command(plan, onnx_path.name, dynamic_shape=dynamic_shape)
+                       for release, plan in info["plans"].items()}
     if target == "jetson":
         info["engine_note"] = "built on the device by pncd bench (engines are tied to their TensorRT and GPU)"
         return info
     if not tensorrt_available():
-        info["engine_note"] = "tensorrt is not importable here; build the engine on the NVIDIA machine that runs it"
+        commands = "; ".join(f"{cmd}  (TensorRT {release})" for release, cmd in info["trtexec"].items())
+        info["engine_note"] = ("no engine built: tensorrt is not installed here; on the NVIDIA machine run: "
+                               + commands)
         return info
     import tensorrt as trt
 

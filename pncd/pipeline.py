@@ -19,26 +19,31 @@ import click
 from pncd.config import config_option
 from pncd.errors import PncdError
 
-DEFAULT_EXPORTS = ("onnxruntime:fp32", "onnxruntime:int8", "openvino:fp32", "openvino:fp16", "openvino:int8")
+DEFAULT_EXPORTS = ("onnxruntime:fp32", "onnxruntime:fp16", "onnxruntime:int8", "openvino:fp32", "openvino:fp16",
+                   "openvino:int8")
 
 
 @dataclass
 class DemoRecipe:
     data: str | None = None
-    teacher: str = "unet"
-    student: str = "attention_unet"
+    teacher: str = "attention_unet"
+    student: str = "enet"
     size: int = 64
     batch: int = 8
-    teacher_epochs: int = 4
-    student_epochs: int = 4
-    steps_per_epoch: int = 20
+    teacher_epochs: int = 6
+    student_epochs: int = 8
+    steps_per_epoch: int = 40
+    # ENet at 64x64 on the phantoms: with Adam 1e-3 its val Dice is 0.10 after 400 steps, with
+    # 5e-3 0.42 after 200 (measured on 2 CPU cores); the teacher trains at 2e-3.
+    teacher_lr: float = 2e-3
+    student_lr: float = 5e-3
     lesion_fraction: float = 0.5
     seed: int = 0
     exports: tuple[str, ...] = DEFAULT_EXPORTS
     calib_size: int = 64
     bench_iters: int = 50
     n_boot: int = 1000
-    extra_distill: list[str] = field(default_factory=lambda: ["--rmd-variant", "emkd"])
+    extra_distill: list[str] = field(default_factory=list)
 
 
 def _cli(command: click.Command, args: list[str]) -> None:
@@ -77,11 +82,13 @@ def run_pipeline(recipe: DemoRecipe, out: str | Path, baseline: str | None = Non
         _cli(command, [*args, *resume])
 
     stage("1/6 train teacher", teacher / "eval-val" / "metrics.json", lambda: (
-        train_or_resume(teacher, train_command, ["--model", r.teacher, "--out", str(teacher), "--epochs", str(r.teacher_epochs), *common]),
+        train_or_resume(teacher, train_command, ["--model", r.teacher, "--out", str(teacher), "--epochs", str(r.teacher_epochs),
+                                                 "--lr", str(r.teacher_lr), *common]),
         _cli(eval_command, [str(teacher), "--split", "val", "--force"])))
     stage("2/6 distil student", student / "eval-val" / "metrics.json", lambda: (
         train_or_resume(student, distill_command, ["--teacher", str(teacher), "--student", r.student, "--out", str(student),
-                                                   "--epochs", str(r.student_epochs), *common, *r.extra_distill]),
+                                                   "--epochs", str(r.student_epochs), "--lr", str(r.student_lr), *common,
+                                                   *r.extra_distill]),
         _cli(eval_command, [str(student), "--split", "val", "--force"])))
 
     artifacts, export_failures = [], {}
@@ -104,37 +111,89 @@ def run_pipeline(recipe: DemoRecipe, out: str | Path, baseline: str | None = Non
 
     echo("[5/6 gate]")
     ok, rows = run_gate(report / "report.json", baseline)
-    failed = [row for row in rows if row.get("status") == "fail"]
-    for row in failed:
-        echo(f"  FAIL {row}")
     echo(f"[6/6] report: {report / 'report.md'}  (JSON: {report / 'report.json'}, plot and overlays beside it)")
-    echo(f"gate: {'PASS' if ok else 'FAIL'} ({len(rows)} rules, {len(failed)} failed)")
     for spec, msg in export_failures.items():
         echo(f"note: export {spec} was left out: {msg}")
+    echo("")
+    echo(summary_table(report / "report.json", rows))
+    echo(verdict_line(ok, rows, export_failures))
     return {"teacher": teacher, "student": student, "artifacts": artifacts, "report": report, "gate_ok": ok, "gate_rows": rows,
             "export_failures": export_failures}
+
+
+def summary_table(report_json: Path, rows: list[dict[str, Any]]) -> str:
+    """Markdown table of the report's entries: latency, speed-up over torch, Dice kept, verdict."""
+    import json
+
+    rep = json.loads(Path(report_json).read_text())
+    by_id = {e["id"]: e for e in rep["entries"]}
+    verdicts: dict[str, list[str]] = {}
+    for r in rows:
+        verdicts.setdefault(r["entry"], []).append(r["status"])
+    lines = ["| artifact | computes in | median ms | speed-up vs torch | Dice | Dice kept | gate |",
+             "|---|---|---|---|---|---|---|"]
+    for e in rep["entries"]:
+        ref = by_id.get(e.get("ref_id")) if e.get("ref_id") else None
+        lat, dice = e.get("latency_ms_median"), e.get("dice")
+        speed = (ref["latency_ms_median"] / lat) if ref and lat and ref.get("latency_ms_median") else None
+        kept = (dice / ref["dice"]) if ref and dice is not None and ref.get("dice") else None
+        status = verdicts.get(e["key"], [])
+        gate = ("FAIL" if "fail" in status else "pass" if "pass" in status else "–") if e["kind"] == "artifact" else "reference"
+        lines.append(f"| {e['name']} | {e.get('compute_precision') or e.get('precision')} | "
+                     f"{'–' if lat is None else f'{lat:.2f}'} | {'1.00x' if ref is None else '–' if speed is None else f'{speed:.2f}x'} | "
+                     f"{'–' if dice is None else f'{dice:.4f}'} | {'100%' if ref is None else '–' if kept is None else f'{kept:.1%}'} | {gate} |")
+    return "\n".join(lines)
+
+
+def verdict_line(ok: bool, rows: list[dict[str, Any]], export_failures: dict[str, str] | None = None) -> str:
+    """One line: PASS, or FAIL with each failed rule in words."""
+    failed = [r for r in rows if r["status"] == "fail"]
+    words = {"ref_ratio": "keeps {v:.1%} of its torch reference's Dice (needs {limit})",
+             "dice_drop": "lost {v:.4f} Dice against the baseline (allowed {limit})",
+             "voe_increase": "VOE rose by {v:.4f} over the baseline (allowed {limit})",
+             "rvd_increase": "|RVD| rose by {v:.4f} over the baseline (allowed {limit})",
+             "latency_ratio": "is {v:.2f}x the baseline reference latency (allowed {limit})"}
+    parts = []
+    for r in failed:
+        text = words.get(r["rule"])
+        v = r["value"]
+        parts.append(f"{r['entry']} " + (text.format(v=v, limit=r["limit"].replace(">= ", ">= ").strip())
+                                         if text and v is not None else f"{r['rule']}: {r['detail'] or 'failed'}"))
+    if ok and not export_failures:
+        compared = sum(r["status"] == "pass" for r in rows)
+        return f"verdict: PASS ({compared} checks passed: every artifact keeps its accuracy)"
+    if ok:
+        return f"verdict: FAIL (exports failed: {', '.join(export_failures or {})})"
+    if not failed:
+        return "verdict: FAIL (the gate compared nothing: no artifact had a reference or a baseline entry)"
+    return "verdict: FAIL: " + "; ".join(parts)
 
 
 @click.command("demo")
 @config_option
 @click.option("--out", type=click.Path(file_okay=False), default="pncd-demo", show_default=True)
 @click.option("--data", type=click.Path(file_okay=False), default=None, help="Data set (default: the built-in synthetic phantoms).")
-@click.option("--teacher", default="unet", show_default=True)
-@click.option("--student", default="attention_unet", show_default=True,
-              help="The default is a small U-shaped net (2.0 M): it learns the phantoms at 64x64 in 80 steps, "
-                   "where ENet (0.36 M) needs far longer; pass --student enet for the paper's student.")
-@click.option("--size", type=int, default=64, show_default=True)
-@click.option("--teacher-epochs", type=int, default=4, show_default=True)
-@click.option("--student-epochs", type=int, default=4, show_default=True)
-@click.option("--steps-per-epoch", type=int, default=20, show_default=True)
+@click.option("--teacher", default=DemoRecipe.teacher, show_default=True, help="Teacher network (trained first).")
+@click.option("--student", default=DemoRecipe.student, show_default=True,
+              help="Student network (distilled): one of the paper's, enet, mobilenetv2 or resnet18.")
+@click.option("--size", type=int, default=DemoRecipe.size, show_default=True)
+@click.option("--teacher-epochs", type=int, default=DemoRecipe.teacher_epochs, show_default=True)
+@click.option("--student-epochs", type=int, default=DemoRecipe.student_epochs, show_default=True)
+@click.option("--steps-per-epoch", type=int, default=DemoRecipe.steps_per_epoch, show_default=True)
+@click.option("--teacher-lr", type=float, default=DemoRecipe.teacher_lr, show_default=True)
+@click.option("--student-lr", type=float, default=DemoRecipe.student_lr, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--baseline", type=click.Path(dir_okay=False, exists=True), default=None, help="Also gate against this committed baseline.")
 def demo_command(config: str | None, out: str, data: str | None, teacher: str, student: str, size: int, teacher_epochs: int,
-                 student_epochs: int, steps_per_epoch: int, seed: int, baseline: str | None) -> int:
+                 student_epochs: int, steps_per_epoch: int, teacher_lr: float, student_lr: float, seed: int,
+                 baseline: str | None) -> int:
     """Run the whole pipeline on the synthetic phantoms (or --data): train a teacher, distil a
     student, export it (ONNX Runtime and OpenVINO, FP32/FP16/INT8), bench it and gate it.
 
-    Stages already finished in --out are skipped, so an interrupted demo continues.
+    Stages already finished in --out are skipped, so an interrupted demo continues. The last
+    lines are a table of the artifacts (latency, speed-up over torch, Dice kept, gate) and one
+    verdict line; the exit status is 1 when an export misses the gate (each failure in words).
+    About 5 minutes on an idle 2-core CPU.
 
     \b
     Example:
@@ -142,8 +201,8 @@ def demo_command(config: str | None, out: str, data: str | None, teacher: str, s
       pncd demo --out demo-lgg --data ../shared/data/lgg-flair --size 128 --teacher-epochs 6
     """
     recipe = DemoRecipe(data=data, teacher=teacher, student=student, size=size, teacher_epochs=teacher_epochs,
-                        student_epochs=student_epochs, steps_per_epoch=steps_per_epoch, seed=seed)
+                        student_epochs=student_epochs, steps_per_epoch=steps_per_epoch, teacher_lr=teacher_lr,
+                        student_lr=student_lr, seed=seed)
     result = run_pipeline(recipe, out, baseline)
-    # Without --baseline the gate is informative (a few-minute model may not keep 99% of its
-    # Dice in INT8); with a committed baseline, a failed gate is the exit status CI needs.
-    return 0 if result["gate_ok"] or baseline is None else 1
+    # Exit 1 when an export misses the gate or could not be built: the verdict line says which.
+    return 0 if result["gate_ok"] and not result["export_failures"] else 1

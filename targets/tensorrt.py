@@ -75,6 +75,25 @@ def trt_build_plan(version: str, precision: str) -> dict[str, Any]:
     }
 
 
+def trtexec_command(plan: dict[str, Any], onnx: str, engine: str = "model.engine",
+                    dynamic_shape: tuple[int, int, int] | None = None, max_batch: int = 8) -> str:
+    """The trtexec command line that builds ``plan``'s engine from ``onnx`` (a pure function).
+
+    ``dynamic_shape`` (channels, height, width): the export has a dynamic batch axis, so the
+    optimisation profile is given (batch 1 to ``max_batch``, optimised for 1).
+    """
+    parts = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}"]
+    if plan["strongly_typed"]:
+        parts.append("--stronglyTyped")
+    else:
+        parts += [f"--{flag.lower()}" for flag in plan["builder_flags"]]
+    if dynamic_shape is not None:
+        c, h, w = dynamic_shape
+        parts += [f"--minShapes=image:1x{c}x{h}x{w}", f"--optShapes=image:1x{c}x{h}x{w}",
+                  f"--maxShapes=image:{max_batch}x{c}x{h}x{w}"]
+    return " ".join(parts)
+
+
 def build_engine(
     onnx_path: str | os.PathLike,
     engine_path: str | os.PathLike | None,

@@ -1,0 +1,223 @@
+"""Does distillation help? Each student alone and with the default ``pncd distill``, paired by seed.
+
+Issue 16's experiment on LGG FLAIR: a teacher trained to convergence (a finished run, passed
+with --teacher; it is trained beforehand with ``pncd train``), then for every seed and student
+two runs with the same recipe, steps and seed: ``pncd train`` (alone) and ``pncd distill`` with
+its default options (PNCD). Both share every random stream but the distillation heads' (see
+``pncd distill --help``), so the difference per seed is the effect of distillation.
+
+    python bench/lgg_distill.py --data ../shared/data/lgg-flair \\
+        --teacher bench/results/lgg-distill/teacher --work runs/lgg-distill
+    python bench/lgg_distill.py ... --only 'enet-*'      # a subset (shell patterns)
+    python bench/lgg_distill.py ... --list               # the jobs, in order, and their state
+    python bench/lgg_distill.py ... --tables-only        # rewrite the results from finished runs
+
+Resumable: a scored job is skipped, an unfinished run continues from its last epoch (kill it at
+any time). Two runners may share the work folder (e.g. --only '*-s0' and --only '*-s1').
+Every child runs with ``--threads`` (default 1). CPU time at 128x128, batch 8, one thread,
+1,500 steps: ENet about 8 minutes alone and 12 distilled, MobileNetV2 and ResNet-18 about 20
+and 25.
+
+Outputs: WORK/runs/<job>, WORK/rows/<job>.json (a scored job), and in --results (default
+bench/results/lgg-distill): summary.json (the shape issue 16 asks for: per-patient mean test
+Dice per seed, seeds paired by position), rows.json (every scored job in full) and results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+STUDENTS = ("enet", "mobilenetv2", "resnet18")
+
+
+@dataclass
+class Recipe:
+    size: int = 128
+    batch: int = 8
+    epochs: int = 15
+    steps_per_epoch: int = 100
+    lesion_fraction: float = 0.5
+    lr: float = 1e-3
+    seeds: tuple[int, ...] = (0, 1, 2)
+    threads: int = 1
+
+    def args(self, seed: int) -> list[str]:
+        return ["--size", str(self.size), "--batch", str(self.batch), "--epochs", str(self.epochs),
+                "--steps-per-epoch", str(self.steps_per_epoch), "--lesion-fraction", str(self.lesion_fraction),
+                "--lr", str(self.lr), "--seed", str(seed), "--threads", str(self.threads)]
+
+
+@dataclass
+class Job:
+    name: str
+    kind: str  # alone | pncd
+    student: str
+    seed: int
+
+
+def jobs(recipe: Recipe, students: tuple[str, ...]) -> list[Job]:
+    """Seed by seed, so that a partial run already gives paired rows for every student."""
+    out = []
+    for seed in recipe.seeds:
+        for st in students:
+            out += [Job(f"{st}-alone-s{seed}", "alone", st, seed), Job(f"{st}-pncd-s{seed}", "pncd", st, seed)]
+    return out
+
+
+def _epochs(run: Path) -> list[dict[str, Any]]:
+    log = run / "log.jsonl"
+    if not log.is_file():
+        return []
+    return [r for r in map(json.loads, log.read_text().splitlines()) if r.get("type") == "epoch"]
+
+
+def score(run: Path, data: str, split: str) -> dict[str, Any]:
+    """Per-patient Dice of a run's best checkpoint on ``split`` (with the run's preprocessing)."""
+    from pncd.distill.ablate import score_run
+    from pncd.checkpoint import load_model
+
+    model, cfg = load_model(run)
+    cfg = {**cfg, "data": {**cfg["data"], "root": str(Path(data).resolve())}}
+    return score_run(run, split, loaded=(model, cfg))
+
+
+def run_job(job: Job, work: Path, data: str, teacher: Path, recipe: Recipe, log) -> dict[str, Any]:
+    from pncd.bench.reference_grid import _pncd, _resume_flag, where
+
+    run = work / "runs" / job.name
+    logfile = work / "logs" / f"{job.name}.log"
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    if len(_epochs(run)) >= recipe.epochs and (run / "best.safetensors").is_file():
+        log(f"  {run} finished training already; scoring it")
+    elif job.kind == "alone":
+        _pncd(["train", "--model", job.student, "--data", data, "--out", str(run), *recipe.args(job.seed),
+               *_resume_flag(run)], logfile)
+    else:
+        _pncd(["distill", "--teacher", str(teacher), "--student", job.student, "--data", data, "--out", str(run),
+               *recipe.args(job.seed), *_resume_flag(run)], logfile)
+    epochs = _epochs(run)
+    res = score(run, data, "test")
+    return {"job": job.name, "kind": job.kind, "student": job.student, "seed": job.seed,
+            "val_dice_best": max((e.get("val_dice") or 0.0) for e in epochs) if epochs else None,
+            "epochs_run": len(epochs), "train_seconds": round(sum(e.get("seconds", 0.0) for e in epochs), 1),
+            "trained_on": where(), **res}
+
+
+def summarise(rows: dict[str, dict[str, Any]], teacher: dict[str, Any], recipe: Recipe,
+              students: tuple[str, ...]) -> dict[str, Any]:
+    """summary.json: seeds paired by position; a seed appears only when both of its runs are scored."""
+    out: dict[str, Any] = {"teacher": teacher, "recipe": {**asdict(recipe), "seeds": list(recipe.seeds),
+                                                          "distill": "pncd distill defaults"}, "students": {}}
+    for st in students:
+        seeds = [s for s in recipe.seeds if f"{st}-alone-s{s}" in rows and f"{st}-pncd-s{s}" in rows]
+        out["students"][st] = {
+            kind: {"seeds": seeds, "test_dice": [rows[f"{st}-{kind}-s{s}"]["dice"] for s in seeds]}
+            for kind in ("alone", "pncd")}
+    return out
+
+
+def render(summary: dict[str, Any], rows: dict[str, dict[str, Any]], command: str) -> str:
+    t = summary["teacher"]
+    lines = ["# Distillation on LGG FLAIR: each student alone and with the default `pncd distill`", "",
+             f"Command: `{command}`", "",
+             f"Teacher: {t['model']} (`{t['run']}`), per-patient Dice val {t['val_dice']:.4f}, test {t['test_dice']:.4f}.",
+             "", f"Recipe: `{json.dumps(summary['recipe'])}`", "",
+             "Per-patient mean test Dice (18 patients); PNCD − alone is paired by seed.", "",
+             "| student | seeds | alone | + PNCD | PNCD − alone (mean ± std) | PNCD ahead | per seed: alone / PNCD |",
+             "|---|---|---|---|---|---|---|"]
+    for st, d in summary["students"].items():
+        a, p = d["alone"]["test_dice"], d["pncd"]["test_dice"]
+        if not a:
+            lines.append(f"| {st} | – | – | – | – | – | not run yet |")
+            continue
+        diff = [y - x for x, y in zip(a, p)]
+        sd = statistics.stdev(diff) if len(diff) > 1 else 0.0
+        per = ", ".join(f"s{s}: {x:.3f} / {y:.3f}" for s, x, y in zip(d["alone"]["seeds"], a, p))
+        lines.append(f"| {st} | {len(a)} | {statistics.mean(a):.4f} | {statistics.mean(p):.4f} | "
+                     f"{statistics.mean(diff):+.4f} ± {sd:.4f} | {sum(x > 0 for x in diff)} of {len(diff)} | {per} |")
+    lines += ["", "Every scored run (best checkpoint by val Dice):", "",
+              "| job | best val Dice | test Dice | VOE | RVD | epochs | train s | machine |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['val_dice_best']:.4f} | {r['dice']:.4f} | {r.get('voe', float('nan')):.4f} | "
+                     f"{r.get('rvd', float('nan')):.4f} | {r['epochs_run']} | {r['train_seconds']:.0f} | "
+                     f"{(r.get('trained_on') or {}).get('cpu_model')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--data", required=True, help="Data set root (LGG FLAIR: ../shared/data/lgg-flair).")
+    ap.add_argument("--teacher", required=True, type=Path, help="A finished teacher run directory.")
+    ap.add_argument("--work", type=Path, default=Path("runs/lgg-distill"))
+    ap.add_argument("--results", type=Path, default=Path("bench/results/lgg-distill"))
+    ap.add_argument("--students", default=",".join(STUDENTS))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--epochs", type=int, default=Recipe.epochs)
+    ap.add_argument("--steps-per-epoch", type=int, default=Recipe.steps_per_epoch)
+    ap.add_argument("--threads", type=int, default=1, help="Torch threads of each child run.")
+    ap.add_argument("--only", action="append", default=[], help="Shell pattern of job names (repeatable).")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--tables-only", action="store_true")
+    a = ap.parse_args(argv)
+
+    recipe = Recipe(epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, threads=a.threads,
+                    seeds=tuple(int(s) for s in a.seeds.split(",")))
+    students = tuple(s.strip() for s in a.students.split(",") if s.strip())
+    all_jobs = jobs(recipe, students)
+    todo = [j for j in all_jobs if not a.only or any(fnmatch.fnmatch(j.name, p) for p in a.only)]
+    rows_dir = a.work / "rows"
+    if a.list:
+        for j in all_jobs:
+            state = "scored" if (rows_dir / f"{j.name}.json").is_file() else (
+                f"{len(_epochs(a.work / 'runs' / j.name))}/{recipe.epochs} epochs")
+            print(f"{j.name:<24} {state}{'' if j in todo else '  (not selected)'}")
+        return
+    command = " ".join(["python bench/lgg_distill.py", *(shlex.quote(x) for x in (argv or sys.argv[1:]))])
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    from pncd.io import write_json, write_text
+
+    teacher_file = rows_dir / "teacher.json"
+    if not teacher_file.is_file():
+        cfg = json.loads((a.teacher / "config.json").read_text())
+        val, test = score(a.teacher, a.data, "val"), score(a.teacher, a.data, "test")
+        write_json(teacher_file, {"model": cfg["model"]["name"], "run": str(a.teacher), "val_dice": val["dice"],
+                                  "test_dice": test["dice"]})
+    teacher = json.loads(teacher_file.read_text())
+    print(f"teacher {teacher['model']}: val Dice {teacher['val_dice']:.4f}, test Dice {teacher['test_dice']:.4f}")
+
+    def write_results() -> None:
+        rows = {j.name: json.loads((rows_dir / f"{j.name}.json").read_text())
+                for j in all_jobs if (rows_dir / f"{j.name}.json").is_file()}
+        summary = summarise(rows, teacher, recipe, students)
+        a.results.mkdir(parents=True, exist_ok=True)
+        write_json(a.results / "summary.json", summary)
+        write_json(a.results / "rows.json", {"command": command, "rows": rows})
+        write_text(a.results / "results.md", render(summary, rows, command))
+
+    if not a.tables_only:
+        for j in todo:
+            if (rows_dir / f"{j.name}.json").is_file():
+                continue
+            t0 = time.time()
+            print(f"[{j.name}]", flush=True)
+            row = run_job(j, a.work, a.data, a.teacher, recipe, print)
+            write_json(rows_dir / f"{j.name}.json", row)
+            print(f"  test Dice {row['dice']:.4f} (best val {row['val_dice_best']:.4f}), {time.time() - t0:.0f} s",
+                  flush=True)
+            write_results()
+    write_results()
+    print(f"results: {a.results / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()
