@@ -19,7 +19,7 @@ from pncd.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, PncdError
 COMMANDS: dict[str, str] = {
     "demo": "pncd.pipeline:demo_command",
     "data": "pncd.data.cli:data_group",
-    "models": "pncd.models.cli:models_command",
+    "models": "pncd.commands.models:models_command",
     "train": "pncd.train:train_command",
     "eval": "pncd.evaluate:eval_command",
     "distill": "pncd.distill.engine:distill_command",

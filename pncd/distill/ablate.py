@@ -14,13 +14,15 @@ from typing import Any
 import click
 
 from pncd.config import config_option
-from pncd.distill.engine import MODULES
-from pncd.evaluate import fmt
 from pncd.errors import PncdError
+
+# torch-free at import, so that `pncd ablate --help` answers at once: the engine loads when a row runs
 
 
 def grid(kind: str = "table3") -> list[tuple[str, ...]]:
     """Module subsets of the ablation: ``table3`` = none, singles, pairs, all four."""
+    from pncd.distill.engine import MODULES
+
     rows: list[tuple[str, ...]] = [()]
     rows += [(m,) for m in MODULES]
     if kind == "table3":
@@ -47,6 +49,8 @@ def score_run(run: Path, split: str, loaded: tuple[Any, dict] | None = None) -> 
 
 
 def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
+    from pncd.evaluate import fmt
+
     lines = [f"# {title}", "", "| modules | Dice (mean ± std) | VOE | RVD | cases |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['row']} | {fmt(r['dice'])} ± {fmt(r['dice_std'])} | {fmt(r['voe'])} | {fmt(r['rvd'])} | {r['n_cases']} |")

@@ -6,11 +6,11 @@ import json
 
 import click
 
-from pncd import models
-
 
 def describe(name: str, in_channels: int = 1, num_classes: int = 2) -> dict:
     """One network's row: role, parameters (built at ``in_channels`` / ``num_classes``), taps."""
+    from pncd import models  # torch: imported when a network is built, not for --help
+
     info = models.model_info(name)
     model = models.create(name, in_channels=in_channels, num_classes=num_classes)
     return {
@@ -60,6 +60,8 @@ def models_command(role: str | None, channels: int, classes: int, as_json: bool)
       pncd models --role student
       pncd models --json > models.json
     """
+    from pncd import models
+
     rows = [describe(n, channels, classes) for n in models.list_models(role)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
