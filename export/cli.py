@@ -17,6 +17,9 @@ TARGET_NAMES = ("onnxruntime", "openvino", "tensorrt", "jetson")
 @click.option("--target", required=True, help="onnxruntime, openvino, tensorrt or jetson.")
 @click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8.")
 @click.option("--out", required=True, type=click.Path(), help="Directory to write (must not exist, see --force).")
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="Data set root for the parity check (and calibration), replacing the root recorded in the "
+                   "run's config.json (a run trained on another machine).")
 @click.option("--calib-data", type=click.Path(), default=None,
               help="Data set root for INT8 calibration (its train split); default: the run's data set.")
 @click.option("--calib-size", type=int, default=128, show_default=True, help="Training images used to calibrate INT8.")
@@ -46,7 +49,7 @@ TARGET_NAMES = ("onnxruntime", "openvino", "tensorrt", "jetson")
 @click.option("--strict", is_flag=True, help="Fail (write nothing) when INT8 keeps < 99% of the FP32 Dice.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.pass_context
-def export_command(ctx: click.Context, config, run, target, precision, out, calib_data, calib_size, calib_method,
+def export_command(ctx: click.Context, config, run, target, precision, out, data, calib_data, calib_size, calib_method,
                    input_size, dynamic_batch, accuracy_control, max_dice_drop, ac_images, parity_images, keep_float, ov_preset,
                    inference_precision, strict, force) -> None:
     """Export a trained run to ONNX Runtime, OpenVINO or TensorRT, check it against torch, and
@@ -69,7 +72,7 @@ def export_command(ctx: click.Context, config, run, target, precision, out, cali
     from pncd.export.pipeline import ExportOptions, export_run
 
     opts = ExportOptions(
-        target=target, precision=precision, out=out, calib_data=calib_data, calib_size=calib_size,
+        target=target, precision=precision, out=out, data=data, calib_data=calib_data, calib_size=calib_size,
         calib_method=calib_method, input_size=parse_size(input_size), dynamic_batch=dynamic_batch,
         accuracy_control=accuracy_control, max_dice_drop=max_dice_drop, strict=strict, force=force,
         parity_images=parity_images,

@@ -42,6 +42,7 @@ class ExportOptions:
     target: str
     precision: str
     out: str
+    data: str | None = None  # replaces the data root recorded in the run (a run from another machine)
     calib_data: str | None = None
     calib_size: int = 128
     calib_method: str = "minmax"
@@ -139,6 +140,10 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
     data = dict(cfg.get("data") or {})
     if not data:
         raise PncdError(f"{run}/config.json has no data spec; re-run training with this pncd version")
+    if opts.data:
+        if not Path(opts.data).is_dir():
+            raise PncdError(f"--data {opts.data}: no such directory")
+        data["root"] = str(Path(opts.data).resolve())
     channels = int(cfg["model"].get("in_channels", data.get("channels", 1)))
     num_classes = int(cfg["model"].get("num_classes", data.get("num_classes", 2)))
     size = opts.input_size or (int(data["size"]), int(data["size"]))

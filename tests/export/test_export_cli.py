@@ -9,6 +9,7 @@ registered in this process only.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -273,3 +274,22 @@ def test_config_file_sets_defaults(make_run, tmp_path):
     man = read_manifest(out)
     assert man["precision"] == "fp16" and man["parity"]["images"] == 4
     assert man["options"]["config"] == str(cfg)
+
+
+def test_data_overrides_the_root_a_moved_run_records(make_run, tmp_path, capsys):
+    """A run trained on another machine records a data root that does not exist here: --data
+    points the parity check (and calibration) at the data's copy on this machine."""
+    import shutil
+
+    run = tmp_path / "moved-run"
+    shutil.copytree(make_run(), run)
+    cfg = json.loads((run / "config.json").read_text())
+    real_root = cfg["data"]["root"]
+    cfg["data"]["root"] = "/nonexistent/elsewhere/data"
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert export(run, "--target", "onnxruntime", "--out", tmp_path / "a") != 0
+    assert not (tmp_path / "a").exists()
+    assert export(run, "--target", "onnxruntime", "--data", real_root, "--out", tmp_path / "b") == 0
+    man = read_manifest(tmp_path / "b")
+    assert man["parity"]["data_root"] == str(Path(real_root).resolve())
+    assert man["parity"]["argmax_agreement"] >= 0.9999
