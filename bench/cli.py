@@ -157,11 +157,9 @@ def host_machine() -> dict[str, Any]:
         "gpu": None,
         "gpu_driver": None,
     }
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), flags=re.MULTILINE)
-        info["cpu_model"] = m.group(1).strip() if m else platform.processor() or None
-    except OSError:
-        pass
+    from pncd.targets.cpu import cpu_model
+
+    info["cpu_model"] = cpu_model()
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda

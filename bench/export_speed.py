@@ -33,6 +33,8 @@ from typing import Any, Callable
 import click
 import numpy as np
 
+from pncd.targets.cpu import cpu_model, resolve_inference_precision
+
 DEFAULT_MODELS = ("enet", "mobilenetv2", "resnet18", "dcsaunet")
 VARIANTS = ("ort-fp32", "ort-fp16", "ort-int8", "ov-fp32", "ov-fp16", "ov-int8")
 
@@ -101,9 +103,13 @@ def _variants(fp32_onnx: Path, work: Path, calib: np.ndarray, threads: int) -> d
         "ort-fp32": lambda: OnnxRuntimeRunner(fp32_onnx, threads=threads),
         "ort-fp16": lambda: OnnxRuntimeRunner(work / "ort_fp16.onnx", threads=threads),
         "ort-int8": lambda: OnnxRuntimeRunner(work / "ort_int8.onnx", threads=threads),
-        "ov-fp32": lambda: OpenVinoRunner(work / "ov_fp32.xml", precision_hint="f32", threads=threads),
-        "ov-fp16": lambda: OpenVinoRunner(work / "ov_fp16.xml", threads=threads),
-        "ov-int8": lambda: OpenVinoRunner(work / "ov_int8.xml", threads=threads),
+        # the compute precision pncd export/bench pick by default (auto), not OpenVINO's bf16 default
+        "ov-fp32": lambda: OpenVinoRunner(work / "ov_fp32.xml", threads=threads,
+                                          precision_hint=resolve_inference_precision("auto", "fp32")),
+        "ov-fp16": lambda: OpenVinoRunner(work / "ov_fp16.xml", threads=threads,
+                                          precision_hint=resolve_inference_precision("auto", "fp16")),
+        "ov-int8": lambda: OpenVinoRunner(work / "ov_int8.xml", threads=threads,
+                                          precision_hint=resolve_inference_precision("auto", "int8")),
     }
 
 
@@ -189,23 +195,13 @@ def main(models: str, runs: tuple[str, ...], size: int, iters: int, warmup: int,
         raise click.ClickException(str(e)) from None
     click.echo(render(rows))
     meta = {"threads": threads, "size": size if not runs else None, "batch": 1, "iters": iters, "warmup": warmup,
-            "calib_size": calib_size, "cpu": _cpu_model(), "machine": platform.machine(), "versions": versions(),
+            "calib_size": calib_size, "cpu": cpu_model(), "machine": platform.machine(), "versions": versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     click.echo(f"\nthreads {threads}, batch 1, {iters} timed iterations after {warmup} warm-up, on {meta['cpu']}")
     if not runs:
         click.echo("untrained weights: 'agree' (argmax agreement with torch) is not an accuracy figure; use --run")
     if json_out:
         write_json(json_out, {"meta": meta, "rows": rows})
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
