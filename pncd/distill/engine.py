@@ -369,6 +369,13 @@ def distill_command(ctx: click.Context, teacher: str, teacher_weights: str | Non
         raise PncdError(f"--modules: unknown {bad}; valid: {', '.join(MODULES)}")
     if strict and not student_reference:
         raise PncdError("--strict compares the teacher with a run of the student alone: pass --student-reference RUN")
+    if p["resume"] and _recorded_before_issue16(p["out"]):
+        # a run started before these options existed continues as it began (flags still win)
+        src = click.core.ParameterSource
+        pnscd_form = pnscd_form if ctx.get_parameter_source("pnscd_form") not in (src.DEFAULT, None) else "crd"
+        kd_warmup = kd_warmup if ctx.get_parameter_source("kd_warmup") not in (src.DEFAULT, None) else 0.0
+        if ctx.get_parameter_source("clip_grad_norm") in (src.DEFAULT, None):
+            p["clip_grad_norm"] = params["clip_grad_norm"] = 0.0
     t_model, t_cfg = load_teacher(teacher, teacher_weights, resolve_device(p["device"]))
     if t_cfg is not None:
         src = click.core.ParameterSource
@@ -398,6 +405,15 @@ def distill_command(ctx: click.Context, teacher: str, teacher_weights: str | Non
     finally:
         shutdown_distributed()
     click.echo(f"student written to {out}")
+
+
+def _recorded_before_issue16(out: str | Path) -> bool:
+    """Whether ``out`` holds a distillation run recorded before --pnscd-form existed (its PNSCD
+    was the crd form, with no warm-up and no clipping)."""
+    if not (Path(out) / ckpt.CONFIG).is_file():
+        return False
+    cfg = ckpt.read_run_config(out)
+    return cfg.get("kind") == "distill" and "pnscd_form" not in (cfg.get("distill") or {})
 
 
 def best_val_dice(run: str | Path) -> float | None:

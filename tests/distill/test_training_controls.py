@@ -210,3 +210,25 @@ def test_teacher_check_warns_and_strict_refuses(teacher_run, tmp_path):
     assert "does not beat the student alone (0.9800)" in p.stderr
     p = run_cli(*args, "--out", tmp_path / "no-ref", "--strict")
     assert p.returncode != 0 and "--student-reference" in error_line(p)
+
+
+def test_run_from_before_issue_16_resumes_as_it_began(teacher_run, tmp_path):
+    """A distillation run whose config.json predates --pnscd-form (crd memory in its state)
+    resumes with the crd form, no warm-up and no clipping unless flags say otherwise."""
+    out = tmp_path / "old-run"
+    p = run_cli("distill", "--teacher", teacher_run, "--student", "enet", "--out", out, *TINY, "--steps-per-epoch", "1",
+                "--pnscd-form", "crd", "--kd-warmup", "0", "--clip-grad-norm", "0", "--rmd-variant", "paper", "--no-check-teacher")
+    assert p.returncode == 0, p.stderr
+    cfg_path = out / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for key in ("pnscd_form", "pnscd_memory", "kd_warmup"):  # as written before issue 16
+        cfg["distill"].pop(key)
+        cfg["options"].pop(key, None)
+    for key in ("clip_grad_norm", "log_every", "student_reference", "strict", "check_teacher"):
+        cfg["options"].pop(key, None)
+    cfg_path.write_text(json.dumps(cfg))
+    p = run_cli("distill", "--teacher", teacher_run, "--student", "enet", "--out", out, "--epochs", "2", "--resume")
+    assert p.returncode == 0, p.stderr
+    cfg = json.loads(cfg_path.read_text())
+    assert (cfg["distill"]["pnscd_form"], cfg["distill"]["kd_warmup"], cfg["options"]["clip_grad_norm"]) == ("crd", 0.0, 0.0)
+    assert [r["epoch"] for r in _rows(out, "epoch")] == [0, 1]
