@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pncd import checkpoint as ckpt
-from pncd.config import config_option, resolved_params
+from pncd.config import config_option, resolved_params, threads_option
 from pncd.errors import PncdError, RunFailed
 from pncd.runtime import Dist, init_distributed, resolve_device, rng_state, seed_everything, set_rng_state, shutdown_distributed
 
@@ -365,7 +365,6 @@ class Trainer:
             return f"the last good checkpoint is {last} (--resume continues from it)"
         return "no checkpoint was written yet (it diverged in the first epoch)"
 
-
     def _log(self, row: dict[str, Any]) -> None:
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -451,7 +450,7 @@ def common_training_options(fn=None, *, clip_grad_norm: float = 0.0):
     ]
     for o in reversed(opts):
         fn = o(fn)
-    return config_option(fn)
+    return config_option(threads_option(fn))
 
 
 # --resume: options that may differ from what the run recorded (they do not change its result,
