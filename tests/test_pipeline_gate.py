@@ -46,7 +46,8 @@ def ci_recipe():
     return DemoRecipe(teacher="unet", student="attention_unet", size=64, batch=8, teacher_epochs=4, student_epochs=4, steps_per_epoch=20,
                       teacher_lr=1e-3, student_lr=1e-3,
                       exports=("onnxruntime:int8", "openvino:fp32", "openvino:int8"), calib_size=32, bench_iters=10, n_boot=200,
-                      extra_distill=["--rmd-variant", "emkd"])  # spelled out: the CI recipe must not follow demo defaults
+                      extra_distill=["--rmd-variant", "emkd", "--w-pmd", "0.1", "--w-rmd", "0.9", "--w-rd", "0.9",
+                                     "--w-pnscd", "0.9"])  # spelled out: the CI recipe must not follow demo defaults
 
 
 @pytest.mark.timeout(1500)
