@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pncd.config import config_option, resolved_params, threads_option
+from pncd.config import resolved_params
 from pncd.errors import PncdError
 
 
@@ -58,26 +58,8 @@ def worst_slices(preds: np.ndarray, sliceset: Any, n: int) -> list[int]:
     return picks + best[: n - len(picks)]
 
 
-@click.command("eval")
-@config_option
-@click.argument("run", type=click.Path(exists=True))
-@click.option("--data", type=click.Path(file_okay=False), default=None, help="Data set (default: the one the run was trained on).")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test", "all"]))
-@click.option("--which", default="best", show_default=True, type=click.Choice(["best", "last"]))
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output directory (default: RUN/eval-SPLIT).")
-@click.option("--overlays", type=int, default=6, show_default=True, help="How many overlay PNGs to write.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--force", is_flag=True, help="Replace an existing output directory.")
-@threads_option
-@click.pass_context
-def eval_command(ctx: click.Context, config: str | None, run: str, data: str | None, split: str, which: str, out: str | None, overlays: int, device: str, force: bool) -> None:
-    """Evaluate a run on a split: metrics.json (per case and summary) and overlay PNGs.
-
-    \b
-    Example:
-      pncd eval runs/unet --split test
-      pncd eval runs/enet-pncd --data ../shared/data/lgg-flair --split val --out reports/enet-val
-    """
+def run_eval(ctx: click.Context, config: str | None, run: str, data: str | None, split: str, which: str, out: str | None, overlays: int, device: str, force: bool) -> None:
+    """``pncd eval`` (the command is :func:`pncd.commands.evaluate.eval_command`)."""
     from pncd.checkpoint import load_model
     from pncd.data import DataSpec, load_split
     from pncd.io import atomic_dir, check_output, write_json
@@ -113,3 +95,6 @@ def eval_command(ctx: click.Context, config: str | None, run: str, data: str | N
 def fmt(x: float | None, digits: int = 4) -> str:
     """A metric for people: 'n/a' where it is undefined (e.g. RVD with no ground truth)."""
     return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+from pncd.commands.evaluate import eval_command  # noqa: E402  (re-exported: the click layer, torch-free)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import click
 
 from pncd.config import config_option
-from pncd.errors import PncdError
+from pncd.errors import PncdError, RunFailed
 
 DEFAULT_EXPORTS = ("onnxruntime:fp32", "onnxruntime:fp16", "onnxruntime:int8", "openvino:fp32", "openvino:fp16",
                    "openvino:int8")
@@ -49,7 +49,7 @@ class DemoRecipe:
 def _cli(command: click.Command, args: list[str]) -> None:
     rv = command.main(args=args, standalone_mode=False)
     if isinstance(rv, int) and rv != 0:
-        raise PncdError(f"stage {command.name} failed with exit status {rv}")
+        raise RunFailed(f"stage {command.name} failed with exit status {rv}")
 
 
 def run_pipeline(recipe: DemoRecipe, out: str | Path, baseline: str | None = None, echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
@@ -103,7 +103,7 @@ def run_pipeline(recipe: DemoRecipe, out: str | Path, baseline: str | None = Non
             export_failures[spec] = str(e)
             echo(f"[3/6 export {target} {precision}] FAILED, left out of the bench: {e}")
     if not artifacts:
-        raise PncdError(f"every export failed; see the messages above ({out / 'exports'})")
+        raise RunFailed(f"every export failed; see the messages above ({out / 'exports'})")
 
     report = out / "report"
     stage("4/6 bench", report / "report.json", lambda: run_bench(

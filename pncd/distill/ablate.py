@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from pncd.config import config_option
-from pncd.errors import PncdError
+from pncd.errors import PncdError, RunFailed
 
 # torch-free at import, so that `pncd ablate --help` answers at once: the engine loads when a row runs
 
@@ -98,7 +98,7 @@ def ablate_command(config: str | None, teacher: str, student: str, out: str, gri
         click.echo(f"[run] {name}")
         rv = distill_command.main(args=args, standalone_mode=False)
         if isinstance(rv, int) and rv != 0:
-            raise PncdError(f"distillation of row {name} failed (exit {rv})")
+            raise RunFailed(f"distillation of row {name} failed (exit {rv})")
         res = {"row": name, "modules": list(mods), **score_run(run, split)}
         write_json(done, res)
         results.append(res)

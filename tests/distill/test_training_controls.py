@@ -56,7 +56,9 @@ def test_new_defaults_log_every_term_and_warm_up(teacher_run, tmp_path):
     assert all(set(TERMS) | {"grad_norm", "kd_scale", "lr"} <= r.keys() for r in steps)
     assert [r["kd_scale"] for r in steps] == [0.0, 0.5, 1.0, 1.0]
     assert steps[0]["loss"] == pytest.approx(steps[0]["loss_seg"])  # weights start at 0
-    kd = sum(w * steps[3][m] for m, w in (("pmd", 0.1), ("rmd", 0.9), ("rd", 0.9), ("pnscd", 0.9)))
+    from pncd.commands.distill import DEFAULT_WEIGHTS
+
+    kd = sum(w * steps[3][m] for m, w in DEFAULT_WEIGHTS.items())
     assert steps[3]["loss"] == pytest.approx(steps[3]["loss_seg"] + kd, rel=1e-5)
     epoch = _rows(out, "epoch")[0]
     for t in (*TERMS, "grad_norm"):

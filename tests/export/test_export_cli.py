@@ -126,8 +126,11 @@ def test_openvino_int8_accuracy_control(make_run, tmp_path):
     assert b["accuracy_control"]["validation_images"] == man["parity"]["split_size"]
     assert b["preset"].startswith("MIXED")  # the default preset
     assert man["calibration"]["backend_method"] == "nncf MINMAX"
+    # INT8's float layers compute in f32 (auto), not in OpenVINO's bf16 default on BF16 CPUs
+    assert man["inference_precision"]["requested"] == "auto" and man["inference_precision"]["used"] == "f32"
     with load_runner(out) as r:
-        assert r.settings["config"].get("INFERENCE_PRECISION_HINT") is None
+        assert r.settings["config"].get("INFERENCE_PRECISION_HINT") == "f32"
+        assert r.inference_precision() == "f32"
         assert r.infer({"image": np.zeros((1, 1, SIZE, SIZE), np.float32)})["logits"].shape == (1, 2, SIZE, SIZE)
 
 

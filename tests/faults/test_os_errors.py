@@ -55,12 +55,13 @@ def test_config_json_without_model_is_bad_input(tiny_run, copy_of, tmp_path):
 
 
 def test_teacher_factory_that_is_not_one_is_one_line(tmp_path):
-    line = one_error(run_cli("distill", "--teacher", "os:system", "--student", "enet", "--out", tmp_path / "st"), 1)
-    assert "TypeError" in line and "PNCD_DEBUG=1" in line
+    line = one_error(run_cli("distill", "--teacher", "os:system", "--student", "enet", "--out", tmp_path / "st"), 2)
+    assert "--teacher os:system: calling system() failed (TypeError" in line
+    assert "takes no arguments and returns a torch.nn.Module" in line
     assert not (tmp_path / "st").exists()
 
 
 def test_debug_shows_the_traceback(tmp_path):
     for env, pre in (({"PNCD_DEBUG": "1"}, []), ({}, ["--debug"])):
         p = run_cli(*pre, "distill", "--teacher", "os:system", "--student", "enet", "--out", tmp_path / "st", env=env)
-        assert p.returncode == 1 and "Traceback" in p.stderr and p.stderr.strip().splitlines()[-1].startswith("Error:")
+        assert p.returncode == 2 and "Traceback" in p.stderr and p.stderr.strip().splitlines()[-1].startswith("Error:")

@@ -1,0 +1,34 @@
+"""``pncd eval``'s click layer (torch-free at import, so that ``--help`` answers at once)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from pncd.config import config_option, threads_option
+
+
+@click.command("eval")
+@config_option
+@click.argument("run", type=click.Path(exists=True))
+@click.option("--data", type=click.Path(file_okay=False), default=None, help="Data set (default: the one the run was trained on).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test", "all"]))
+@click.option("--which", default="best", show_default=True, type=click.Choice(["best", "last"]))
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output directory (default: RUN/eval-SPLIT).")
+@click.option("--overlays", type=int, default=6, show_default=True, help="How many overlay PNGs to write.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@threads_option
+@click.pass_context
+def eval_command(ctx: click.Context, **params: Any) -> None:
+    """Evaluate a run on a split: metrics.json (per case and summary) and overlay PNGs.
+
+    \b
+    Example:
+      pncd eval runs/unet --split test
+      pncd eval runs/enet-pncd --data ../shared/data/lgg-flair --split val --out reports/enet-val
+    """
+    from pncd.evaluate import run_eval
+
+    run_eval(ctx, **params)

@@ -1,0 +1,147 @@
+"""``pncd train``'s click layer and the options it shares with ``pncd distill``.
+
+Torch-free at import (the training code is imported when a command runs), so that
+``pncd train --help`` answers at once. ``--resume`` restores the options a run recorded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pncd.config import config_option, resolved_params, threads_option
+from pncd.errors import PncdError
+
+CONFIG = "config.json"  # pncd.checkpoint.CONFIG (that module imports torch)
+
+
+def common_training_options(fn=None, *, clip_grad_norm: float = 0.0):
+    """Options shared by ``pncd train`` and ``pncd distill`` (each defined once).
+
+    Use bare, or called with the command's own default of --clip-grad-norm (``pncd distill``
+    clips at 5; ``pncd train`` keeps the paper's recipe, no clipping)."""
+    if fn is None:
+        return lambda f: common_training_options(f, clip_grad_norm=clip_grad_norm)
+    opts = [
+        click.option("--data", type=click.Path(file_okay=False), default=None, help="Data set directory (default: the built-in synthetic phantoms)."),
+        click.option("--out", type=click.Path(file_okay=False), required=True, is_eager=True, callback=_restore_recorded,
+                     help="Run directory to write."),
+        click.option("--epochs", type=int, default=50, show_default=True),
+        click.option("--batch", type=int, default=8, show_default=True),
+        click.option("--size", type=int, default=128, show_default=True, help="Square input side, divisible by 16."),
+        click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True),
+        click.option("--num-classes", type=int, default=2, show_default=True, help="Classes including background."),
+        click.option("--normalization", type=click.Choice(["zscore", "minmax"]), default="zscore", show_default=True),
+        click.option("--lr", type=float, default=1e-3, show_default=True),
+        click.option("--min-lr", type=float, default=1e-5, show_default=True),
+        click.option("--weight-decay", type=float, default=0.0, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the case-level split when there is no splits.json."),
+        click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
+        click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (CUDA only)."),
+        click.option("--rotation", type=float, default=15.0, show_default=True, help="Max random rotation in degrees."),
+        click.option("--lesion-fraction", type=float, default=None, help="Oversample: this fraction of draws are lesion-bearing slices."),
+        click.option("--steps-per-epoch", type=int, default=None, help="Fixed number of batches per epoch (default: one pass)."),
+        click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True, help="Write every loss term to log.jsonl every N steps."),
+        click.option("--clip-grad-norm", type=click.FloatRange(min=0), default=clip_grad_norm, show_default=True,
+                     help="Clip the global gradient norm of every trained parameter to this; 0 disables."),
+        click.option("--resume", is_flag=True, is_eager=True, callback=_restore_recorded,
+                     help="Continue the run in --out from its last finished epoch, with the settings it recorded "
+                          "(a flag that contradicts them is refused; --epochs may change)."),
+        click.option("--force", is_flag=True, help="Replace an existing run: the new one is trained beside it and "
+                     "swapped in when it finishes (files pncd did not write stay)."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return config_option(threads_option(fn))
+
+
+# --resume: options that may differ from what the run recorded (they do not change its result,
+# or are meant to change: more epochs). Everything else the run recorded is restored.
+RESUME_MAY_CHANGE = frozenset({"epochs", "workers", "device", "threads", "log_every"})
+_NOT_RESTORED = frozenset({"out", "resume", "force", "config", "pretrained"})
+
+
+def recorded_options(out: str | Path) -> dict[str, Any] | None:
+    """The options a run in ``out`` recorded in its config.json (None when there is no run)."""
+    cfg_path = Path(out) / CONFIG
+    if not cfg_path.is_file():
+        return None
+    from pncd.checkpoint import read_run_config
+
+    cfg = read_run_config(out)
+    opts = dict(cfg.get("options") or {})
+    data = cfg.get("data") or {}
+    if "root" in data:  # the resolved root: the recorded --data may be relative to another directory
+        opts["data"] = data["root"]
+    return opts
+
+
+def _restore_recorded(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Eager callback of --out and --resume: once both are known and --resume is set, the run's
+    recorded options become the defaults of every option not given (flags and --config win, and
+    ``check_resume`` then refuses those that contradict the record)."""
+    seen = ctx.meta.setdefault("pncd.resume", {})
+    seen[param.name] = value
+    if seen.get("resume") and seen.get("out") and "recorded" not in seen:
+        recorded = recorded_options(seen["out"])
+        seen["recorded"] = recorded
+        if recorded:
+            names = {p.name for p in ctx.command.params if p.name}
+            restore = {k: v for k, v in recorded.items() if k in names and k not in _NOT_RESTORED}
+            ctx.default_map = {**restore, **(ctx.default_map or {})}
+    return value
+
+
+def _same(key: str, given: Any, recorded: Any) -> bool:
+    if key in ("data", "teacher") and (key == "data" or Path(str(given)).exists()):
+        return (None if given is None else str(Path(given).resolve())) == (None if recorded is None else str(Path(recorded).resolve()))
+    if isinstance(given, tuple):
+        given = list(given)
+    if isinstance(given, (int, float)) and isinstance(recorded, (int, float)) and not isinstance(given, bool):
+        return float(given) == float(recorded)
+    return given == recorded or str(given) == str(recorded) if given is not None and recorded is not None else given == recorded
+
+
+def check_resume(out: str | Path) -> None:
+    """--resume: refuse an option whose value contradicts what the run recorded, naming both."""
+    ctx = click.get_current_context(silent=True)
+    recorded = recorded_options(out)
+    if ctx is None or not recorded:
+        return
+    src = click.core.ParameterSource
+    for key, value in ctx.params.items():
+        if key in _NOT_RESTORED or key in RESUME_MAY_CHANGE or key not in recorded:
+            continue
+        if not _same(key, value, recorded[key]):
+            how = "--config" if ctx.get_parameter_source(key) == src.DEFAULT_MAP else "the command line"
+            flag = "--" + key.replace("_", "-") if key != "model_name" else "--model"
+            raise PncdError(f"--resume: {flag} {value!r} (from {how}) contradicts the run's recorded {flag} "
+                            f"{recorded[key]!r} in {Path(out) / CONFIG}; drop the flag to continue the run, "
+                            "or start a new run with another --out")
+
+
+@click.command("train")
+@common_training_options
+@click.option("--model", "model_name", required=True, help="Registered network (see `pncd models`).")
+@click.option("--pretrained", type=click.Path(dir_okay=False, exists=True), default=None, help="Local ImageNet weights for torchvision students.")
+@click.pass_context
+def train_command(ctx: click.Context, model_name: str, pretrained: str | None, **p: Any) -> None:
+    """Train one network alone (a teacher, or a student baseline) with the paper's recipe.
+
+    Validates every epoch (per-case Dice on the val split) and keeps best.safetensors,
+    last.safetensors and config.json in --out. Also runs under torchrun (DDP).
+
+    \b
+    Examples:
+      pncd train --model unet --data ../shared/data/lgg-flair --size 128 --epochs 5 --out runs/unet
+      pncd train --model dcsaunet --out runs/teacher --epochs 3          # synthetic data
+      pncd train --model enet --out runs/enet --resume                   # continue a run
+      torchrun --nproc-per-node 2 -m pncd.cli train --model enet --out runs/enet-ddp
+    """
+    from pncd.train import run_train
+
+    run_train(ctx, model_name, pretrained, p)
