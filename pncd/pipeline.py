@@ -30,9 +30,13 @@ class DemoRecipe:
     student: str = "enet"
     size: int = 64
     batch: int = 8
-    teacher_epochs: int = 6
-    student_epochs: int = 8
-    steps_per_epoch: int = 40
+    # 600 teacher and 1,000 student steps at 64x64: 2.5 minutes in all on an idle 2-core CPU. With
+    # 240/320 steps (1.3 minutes) the student's Dice was 0.36 and INT8 kept 80-90% of it; with
+    # 500/600 OpenVINO INT8 kept 97%; with these (and 128 calibration images) every export keeps
+    # >= 99% on the test split (measured on an AMD EPYC with AVX-512).
+    teacher_epochs: int = 12
+    student_epochs: int = 20
+    steps_per_epoch: int = 50
     # ENet at 64x64 on the phantoms: with Adam 1e-3 its val Dice is 0.10 after 400 steps, with
     # 5e-3 0.42 after 200 (measured on 2 CPU cores); the teacher trains at 2e-3.
     teacher_lr: float = 2e-3
@@ -40,7 +44,7 @@ class DemoRecipe:
     lesion_fraction: float = 0.5
     seed: int = 0
     exports: tuple[str, ...] = DEFAULT_EXPORTS
-    calib_size: int = 64
+    calib_size: int = 128
     bench_iters: int = 50
     n_boot: int = 1000
     extra_distill: list[str] = field(default_factory=list)
@@ -145,10 +149,18 @@ def summary_table(report_json: Path, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _limit_percent(limit: str) -> str:
+    """">= 0.99" -> "99%" (the gate's ratio limits, in words)."""
+    try:
+        return f"{float(limit.split()[-1]):.0%}"
+    except ValueError:
+        return limit
+
+
 def verdict_line(ok: bool, rows: list[dict[str, Any]], export_failures: dict[str, str] | None = None) -> str:
     """One line: PASS, or FAIL with each failed rule in words."""
     failed = [r for r in rows if r["status"] == "fail"]
-    words = {"ref_ratio": "keeps {v:.1%} of its torch reference's Dice (needs {limit})",
+    words = {"ref_ratio": "keeps {v:.1%} of its torch reference's Dice (needs at least {pct})",
              "dice_drop": "lost {v:.4f} Dice against the baseline (allowed {limit})",
              "voe_increase": "VOE rose by {v:.4f} over the baseline (allowed {limit})",
              "rvd_increase": "|RVD| rose by {v:.4f} over the baseline (allowed {limit})",
@@ -157,7 +169,8 @@ def verdict_line(ok: bool, rows: list[dict[str, Any]], export_failures: dict[str
     for r in failed:
         text = words.get(r["rule"])
         v = r["value"]
-        parts.append(f"{r['entry']} " + (text.format(v=v, limit=r["limit"].replace(">= ", ">= ").strip())
+        pct = _limit_percent(r["limit"])
+        parts.append(f"{r['entry']} " + (text.format(v=v, limit=r["limit"], pct=pct)
                                          if text and v is not None else f"{r['rule']}: {r['detail'] or 'failed'}"))
     if ok and not export_failures:
         compared = sum(r["status"] == "pass" for r in rows)
@@ -193,7 +206,7 @@ def demo_command(config: str | None, out: str, data: str | None, teacher: str, s
     Stages already finished in --out are skipped, so an interrupted demo continues. The last
     lines are a table of the artifacts (latency, speed-up over torch, Dice kept, gate) and one
     verdict line; the exit status is 1 when an export misses the gate (each failure in words).
-    About 5 minutes on an idle 2-core CPU.
+    About 3 minutes on an idle 2-core CPU.
 
     \b
     Example:

@@ -1,0 +1,44 @@
+"""The demo's last lines: a table of the artifacts and one verdict line, in words."""
+
+from __future__ import annotations
+
+import json
+
+from pncd.bench.gate import run_gate
+from pncd.pipeline import summary_table, verdict_line
+
+
+def _report(tmp_path, int8_dice: float):
+    def entry(eid, kind, dice, ms, ref=None, precision="fp32", compute="f32"):
+        return {"id": eid, "key": eid, "name": eid, "kind": kind, "ref_id": ref, "dice": dice, "voe": 0.5, "rvd": 0.1,
+                "latency_ms_median": ms, "precision": precision, "compute_precision": compute, "model": "enet",
+                "target": "torch" if kind == "reference" else "openvino"}
+    rep = {"schema": "pncd.bench/1", "entries": [
+        entry("enet-torch-fp32", "reference", 0.60, 3.0),
+        entry("enet-openvino-fp32", "artifact", 0.60, 0.5, "enet-torch-fp32"),
+        entry("enet-openvino-int8", "artifact", int8_dice, 0.4, "enet-torch-fp32", "int8", "f32"),
+    ]}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(rep))
+    return path
+
+
+def test_pass_table_and_verdict(tmp_path):
+    path = _report(tmp_path, 0.598)
+    ok, rows = run_gate(path, None)
+    table = summary_table(path, rows).splitlines()
+    assert table[0].startswith("| artifact | computes in | median ms | speed-up vs torch | Dice | Dice kept | gate |")
+    assert "| enet-openvino-fp32 | f32 | 0.50 | 6.00x | 0.6000 | 100.0% | pass |" in table
+    assert "| enet-openvino-int8 | f32 | 0.40 | 7.50x | 0.5980 | 99.7% | pass |" in table
+    assert ok and verdict_line(ok, rows).startswith("verdict: PASS (2 checks passed")
+
+
+def test_fail_says_what_failed_in_words(tmp_path):
+    path = _report(tmp_path, 0.57)
+    ok, rows = run_gate(path, None)
+    assert not ok
+    assert "| enet-openvino-int8 | f32 | 0.40 | 7.50x | 0.5700 | 95.0% | FAIL |" in summary_table(path, rows)
+    line = verdict_line(ok, rows)
+    assert line == ("verdict: FAIL: enet-openvino-int8 keeps 95.0% of its torch reference's Dice "
+                    "(needs at least 99%)")
+    assert verdict_line(True, rows[:1], {"openvino:fp16": "parity failed"}) == "verdict: FAIL (exports failed: openvino:fp16)"
