@@ -18,7 +18,8 @@ Every child runs with ``--threads`` (default 1). CPU time at 128x128, batch 8, o
 1,500 steps: ENet about 8 minutes alone and 12 distilled, MobileNetV2 and ResNet-18 about 20
 and 25.
 
-Outputs: WORK/runs/<job>, WORK/rows/<job>.json (a scored job), and in --results (default
+A job scored in an earlier session (in --results' rows.json, which is committed) is not run
+again. Outputs: WORK/runs/<job>, WORK/rows/<job>.json (a scored job), and in --results (default
 bench/results/lgg-distill): summary.json (the shape issue 16 asks for: per-patient mean test
 Dice per seed, seeds paired by position), rows.json (every scored job in full) and results.md.
 """
@@ -113,10 +114,11 @@ def run_job(job: Job, work: Path, data: str, teacher: Path, recipe: Recipe, log)
 
 
 def summarise(rows: dict[str, dict[str, Any]], teacher: dict[str, Any], recipe: Recipe,
-              students: tuple[str, ...]) -> dict[str, Any]:
-    """summary.json: seeds paired by position; a seed appears only when both of its runs are scored."""
+              students: tuple[str, ...], distill: dict[str, Any] | None = None) -> dict[str, Any]:
+    """summary.json: seeds paired by position; a seed appears only when both of its runs are scored.
+    ``distill``: the distillation options the PNCD runs recorded (the defaults of their pncd)."""
     out: dict[str, Any] = {"teacher": teacher, "recipe": {**asdict(recipe), "seeds": list(recipe.seeds),
-                                                          "distill": "pncd distill defaults"}, "students": {}}
+                                                          "distill": distill or "pncd distill defaults"}, "students": {}}
     for st in students:
         seeds = [s for s in recipe.seeds if f"{st}-alone-s{s}" in rows and f"{st}-pncd-s{s}" in rows]
         out["students"][st] = {
@@ -176,6 +178,14 @@ def main(argv: list[str] | None = None) -> None:
     all_jobs = jobs(recipe, students)
     todo = [j for j in all_jobs if not a.only or any(fnmatch.fnmatch(j.name, p) for p in a.only)]
     rows_dir = a.work / "rows"
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    from pncd.io import write_json, write_text
+
+    committed = a.results / "rows.json"  # scored jobs of earlier sessions (runs/ is not committed)
+    if committed.is_file():
+        for name, row in json.loads(committed.read_text()).get("rows", {}).items():
+            if not (rows_dir / f"{name}.json").is_file():
+                write_json(rows_dir / f"{name}.json", row)
     if a.list:
         for j in all_jobs:
             state = "scored" if (rows_dir / f"{j.name}.json").is_file() else (
@@ -183,9 +193,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{j.name:<24} {state}{'' if j in todo else '  (not selected)'}")
         return
     command = " ".join(["python bench/lgg_distill.py", *(shlex.quote(x) for x in (argv or sys.argv[1:]))])
-    rows_dir.mkdir(parents=True, exist_ok=True)
-    from pncd.io import write_json, write_text
-
     teacher_file = rows_dir / "teacher.json"
     if not teacher_file.is_file():
         cfg = json.loads((a.teacher / "config.json").read_text())
@@ -198,7 +205,16 @@ def main(argv: list[str] | None = None) -> None:
     def write_results() -> None:
         rows = {j.name: json.loads((rows_dir / f"{j.name}.json").read_text())
                 for j in all_jobs if (rows_dir / f"{j.name}.json").is_file()}
-        summary = summarise(rows, teacher, recipe, students)
+        distill = None
+        for j in all_jobs:
+            cfg = a.work / "runs" / j.name / "config.json"
+            if j.kind == "pncd" and cfg.is_file():
+                d = json.loads(cfg.read_text()).get("distill") or {}
+                distill = {k: d.get(k) for k in ("modules", "w_pmd", "w_rmd", "w_rd", "w_pnscd", "temperature",
+                                                 "rmd_variant", "tau", "pnscd_form", "pnscd_memory", "kd_warmup")}
+                distill["clip_grad_norm"] = json.loads(cfg.read_text()).get("options", {}).get("clip_grad_norm")
+                break
+        summary = summarise(rows, teacher, recipe, students, distill)
         a.results.mkdir(parents=True, exist_ok=True)
         write_json(a.results / "summary.json", summary)
         write_json(a.results / "rows.json", {"command": command, "rows": rows})
