@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from pncd.config import config_option, resolved_params, threads_option
+from pncd.config import config_option, threads_option
 from pncd.errors import PncdError
 
 CONFIG = "config.json"  # pncd.checkpoint.CONFIG (that module imports torch)

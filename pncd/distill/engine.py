@@ -35,7 +35,7 @@ from pncd.errors import PncdError
 from pncd.models import FeatureTaps
 from pncd.train import Trainer, check_size, options_from_params, prepare_out
 
-from pncd.commands.distill import DEFAULT_WEIGHTS, DISTILL_CLIP_GRAD_NORM, MODULES  # noqa: E402  (one definition)
+from pncd.commands.distill import DEFAULT_WEIGHTS, MODULES  # noqa: E402  (one definition)
 
 HEAD_SEED_OFFSET = 0x5EED_0001  # the distillation heads' RNG stream: torch.manual_seed(offset + run seed)
 
