@@ -61,5 +61,6 @@ def test_readme_quick_tour_runs_as_printed(tmp_path):
     assert (tmp_path / "runs/teacher/eval-test/metrics.json").is_file()
     assert (tmp_path / "runs/enet-pncd/config.json").is_file()
     assert (tmp_path / "exports/enet-ov-int8/manifest.json").is_file()
+    assert (tmp_path / "exports/enet-ov-fp32/manifest.json").is_file()
     assert (tmp_path / "reports/enet/report.md").is_file()
     assert (tmp_path / "baselines/enet.json").is_file()
