@@ -239,9 +239,9 @@ def run_bench(
             raise PncdError("--device cuda was asked for but no CUDA device is visible; use --device cpu")
     from pncd.runtime import default_threads
 
-    log(f"threads: {threads or default_threads()} per runtime "
-        f"({'--threads' if threads else 'default: physical cores / processes'})")
+    why = "--threads" if threads else "default: physical cores / processes"
     threads = threads or default_threads()
+    log(f"threads: {threads} per runtime ({why})")
     if device == "jetson":  # host and ssh options: one line now, not after the data has loaded
         from pncd.targets.ssh import check_host, normalize_options
 
@@ -456,10 +456,14 @@ def command_line() -> str:
     """The command line this process was started with, as a user would type it."""
     import shlex
 
-    argv0 = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
-    if argv0 in ("__main__.py", "-c", "-m") or argv0.endswith(".py") and argv0 != "pncd":
-        argv0 = f"python {sys.argv[0]}" if argv0.endswith(".py") and argv0 != "__main__.py" else "python -m pncd"
-    return " ".join([argv0, *(shlex.quote(a) for a in sys.argv[1:])])
+    script = sys.argv[0] if sys.argv and sys.argv[0] else "python"
+    if Path(script).name == "__main__.py":  # python -m PACKAGE
+        prog = f"python -m {Path(script).parent.name}"
+    elif script.endswith(".py"):
+        prog = f"python {script}"
+    else:  # a console script such as pncd
+        prog = Path(script).name
+    return " ".join([prog, *(shlex.quote(a) for a in sys.argv[1:])])
 
 
 def _entry(entries: list[dict], ident: str) -> dict:

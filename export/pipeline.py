@@ -127,7 +127,7 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
     from pncd.export import manifest as mf
     from pncd.io import atomic_dir, write_json
 
-    log = log or (lambda msg: click.echo(msg, err=True))
+    log = log or _stderr
     validate(opts)
     require_runtime(opts.target, opts.precision)
     read_run_config(run)  # a clear error for a directory that is not a run
@@ -232,6 +232,10 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
     return man
 
 
+def _stderr(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
@@ -247,7 +251,7 @@ def build_target(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal
     if t == "openvino":
         return _build_openvino(opts, fp32_onnx, out_dir, calib, validation, num_classes)
     if t in ("tensorrt", "jetson"):
-        return _build_tensorrt(opts, fp32_onnx, out_dir, calib, input_chw, log or (lambda m: click.echo(m, err=True)))
+        return _build_tensorrt(opts, fp32_onnx, out_dir, calib, input_chw, log)
     raise PncdError(f"no builder for target {t!r} / {p!r}")  # unreachable after check_pair
 
 
@@ -291,8 +295,7 @@ def _build_openvino(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: 
     from pncd.targets.cpu import resolve_inference_precision
 
     hint = resolve_inference_precision(opts.inference_precision, opts.precision, "CPU")
-    build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint,
-                              "inference_precision_requested": opts.inference_precision}
+    build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}
     return {
         "artifact": "model.xml", "onnx": None, "build": build,
         "calibration": _calib_record(opts, calib, f"nncf {build.get('nncf_range_estimator', '')}".strip()),
@@ -302,7 +305,7 @@ def _build_openvino(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: 
 
 def _build_tensorrt(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None,
                     dynamic_shape: tuple[int, int, int] | None = None,
-                    log: Callable[[str], None] = lambda msg: click.echo(msg, err=True)) -> dict[str, Any]:
+                    log: Callable[[str], None] | None = None) -> dict[str, Any]:
     from pncd.export import tensorrt_export as te
     from pncd.targets.onnxruntime import OnnxRuntimeRunner
 
@@ -310,8 +313,8 @@ def _build_tensorrt(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: 
                                 opts.keep_float)
     info = te.maybe_build_engine(opts.target, out_dir / name, out_dir, opts.precision,
                                  dynamic_shape=dynamic_shape if opts.dynamic_batch else None)
-    if info.get("engine_note"):
-        log(info["engine_note"])
+    if info.get("engine_note"):  # e.g. the trtexec command to run where TensorRT is installed
+        (log or _stderr)(info["engine_note"])
     runners: list[tuple[str, Any]] = []
     if info.get("engine"):
         from pncd.targets.tensorrt import TensorRTRunner

@@ -127,9 +127,9 @@ def run_pipeline(recipe: DemoRecipe, out: str | Path, baseline: str | None = Non
 
 def summary_table(report_json: Path, rows: list[dict[str, Any]]) -> str:
     """Markdown table of the report's entries: latency, speed-up over torch, Dice kept, verdict."""
-    import json
+    from pncd.io import read_json
 
-    rep = json.loads(Path(report_json).read_text())
+    rep = read_json(report_json)
     by_id = {e["id"]: e for e in rep["entries"]}
     verdicts: dict[str, list[str]] = {}
     for r in rows:
@@ -140,7 +140,7 @@ def summary_table(report_json: Path, rows: list[dict[str, Any]]) -> str:
         ref = by_id.get(e.get("ref_id")) if e.get("ref_id") else None
         lat, dice = e.get("latency_ms_median"), e.get("dice")
         speed = (ref["latency_ms_median"] / lat) if ref and lat and ref.get("latency_ms_median") else None
-        kept = (dice / ref["dice"]) if ref and dice is not None and ref.get("dice") else None
+        kept = e.get("dice_rel")  # the bench's own artifact / reference Dice ratio
         status = verdicts.get(e["key"], [])
         gate = ("FAIL" if "fail" in status else "pass" if "pass" in status else "–") if e["kind"] == "artifact" else "reference"
         lines.append(f"| {e['name']} | {e.get('compute_precision') or e.get('precision')} | "

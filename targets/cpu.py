@@ -35,28 +35,26 @@ UNIT_ROUNDOFF = {"f32": 2.0**-24, "f16": 2.0**-11, "bf16": 2.0**-8}
 _CAPABILITY = {"f16": "FP16", "bf16": "BF16"}
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+@functools.lru_cache(maxsize=4)
+def _cpuinfo_field(key: str) -> str | None:
+    """The first processor's ``key`` line of /proc/cpuinfo (None where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_model() -> str:
-    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) ..."), or what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    return None
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    return frozenset((_cpuinfo_field("flags") or "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) ..."), or what platform knows."""
+    return _cpuinfo_field("model name") or platform.processor() or "unknown CPU"
 
 
 def has_vnni() -> bool:

@@ -12,7 +12,8 @@ def _report(tmp_path, int8_dice: float):
     def entry(eid, kind, dice, ms, ref=None, precision="fp32", compute="f32"):
         return {"id": eid, "key": eid, "name": eid, "kind": kind, "ref_id": ref, "dice": dice, "voe": 0.5, "rvd": 0.1,
                 "latency_ms_median": ms, "precision": precision, "compute_precision": compute, "model": "enet",
-                "target": "torch" if kind == "reference" else "openvino"}
+                "target": "torch" if kind == "reference" else "openvino",
+                "dice_rel": None if ref is None else dice / 0.60}  # as bench.accuracy.compare writes it
     rep = {"schema": "pncd.bench/1", "entries": [
         entry("enet-torch-fp32", "reference", 0.60, 3.0),
         entry("enet-openvino-fp32", "artifact", 0.60, 0.5, "enet-torch-fp32"),
