@@ -14,6 +14,19 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 300, cwd: str | 
                           env=full_env, timeout=timeout, cwd=cwd)
 
 
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "bench" / "experiments"
+
+
+def experiment(name: str):
+    """Import one of bench/experiments/*.py: scripts kept out of the wheel, so not part of the
+    ``pncd.bench`` package; they import each other as siblings, as they do when run as scripts."""
+    import importlib
+
+    if str(EXPERIMENTS) not in sys.path:
+        sys.path.insert(0, str(EXPERIMENTS))
+    return importlib.import_module(name)
+
+
 def error_line(proc: subprocess.CompletedProcess) -> str:
     """The one-line error the CLI printed (the last non-empty stderr line)."""
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]

@@ -13,7 +13,7 @@ MODULES = ("pmd", "rmd", "rd", "pnscd")
 DISTILL_CLIP_GRAD_NORM = 5.0  # distill's --clip-grad-norm default (pncd train's is 0, unchanged)
 # Default weights at "CPU scale": with the paper's 0.1/0.9/0.9/0.9 (eq. 10), RMD sent 19-21x, PNSCD
 # 2.5-6x and RD 0.9-1.6x Loss_seg's gradient norm into ENet, nearly orthogonal to it, and the run
-# collapsed (bench/distill_gradients.py, bench/results/lgg-cpu/); 0.1/0.1/0.3/0.1 brings each
+# collapsed (bench/experiments/distill_gradients.py, bench/results/lgg-cpu/); 0.1/0.1/0.3/0.1 brings each
 # feature term below Loss_seg. The paper's weights stay reachable with the --w-* flags.
 DEFAULT_WEIGHTS = {"pmd": 0.1, "rmd": 0.1, "rd": 0.3, "pnscd": 0.1}
 

@@ -1,11 +1,14 @@
-"""bench/export_speed.py: every variant built with the export functions and timed interleaved."""
+"""bench/experiments/export_speed.py: every variant built with the export functions and timed interleaved."""
 
 import json
 
 import numpy as np
 from click.testing import CliRunner
 
-from pncd.bench.export_speed import main, time_interleaved
+from tests.helpers import experiment
+
+_speed = experiment("export_speed")
+main, time_interleaved = _speed.main, _speed.time_interleaved
 
 
 class _Counter:

@@ -1,4 +1,4 @@
-"""bench/reference_grid.py: job order and dependencies, the per-seed summary, and a tiny real grid
+"""bench/experiments/reference_grid.py: job order and dependencies, the per-seed summary, and a tiny real grid
 (DCSAU-Net teacher, ENet alone, ENet + PNCD on the synthetic phantoms) that resumes."""
 
 from __future__ import annotations
@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from pncd.bench import reference_grid as grid
+from tests.helpers import experiment
+
+grid = experiment("reference_grid")
 
 
 def test_jobs_order_and_dependencies():

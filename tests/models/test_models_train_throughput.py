@@ -1,4 +1,4 @@
-"""bench/train_throughput.py: a tiny real run (ENet, 32 x 32, one step) writes its table and JSON."""
+"""bench/experiments/train_throughput.py: a tiny real run (ENet, 32 x 32, one step) writes its table and JSON."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pncd.bench.train_throughput import main
+from tests.helpers import experiment
+
+main = experiment("train_throughput").main
 
 
 def test_tiny_run_prints_table_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,11 +6,11 @@ two runs with the same recipe, steps and seed: ``pncd train`` (alone) and ``pncd
 its default options (PNCD). Both share every random stream but the distillation heads' (see
 ``pncd distill --help``), so the difference per seed is the effect of distillation.
 
-    python bench/lgg_distill.py --data ../shared/data/lgg-flair \\
+    python bench/experiments/lgg_distill.py --data ../shared/data/lgg-flair \\
         --teacher bench/results/lgg-distill/teacher --work runs/lgg-distill
-    python bench/lgg_distill.py ... --only 'enet-*'      # a subset (shell patterns)
-    python bench/lgg_distill.py ... --list               # the jobs, in order, and their state
-    python bench/lgg_distill.py ... --tables-only        # rewrite the results from finished runs
+    python bench/experiments/lgg_distill.py ... --only 'enet-*'      # a subset (shell patterns)
+    python bench/experiments/lgg_distill.py ... --list               # the jobs, in order, and their state
+    python bench/experiments/lgg_distill.py ... --tables-only        # rewrite the results from finished runs
 
 Resumable: a scored job is skipped, an unfinished run continues from its last epoch (kill it at
 any time). Two runners may share the work folder (e.g. --only '*-s0' and --only '*-s1').
@@ -92,7 +92,7 @@ def score(run: Path, data: str, split: str) -> dict[str, Any]:
 
 
 def run_job(job: Job, work: Path, data: str, teacher: Path, recipe: Recipe, log) -> dict[str, Any]:
-    from pncd.bench.reference_grid import _pncd, _resume_flag, where
+    from reference_grid import _pncd, _resume_flag, where
 
     run = work / "runs" / job.name
     logfile = work / "logs" / f"{job.name}.log"
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{len(_epochs(a.work / 'runs' / j.name))}/{recipe.epochs} epochs")
             print(f"{j.name:<24} {state}{'' if j in todo else '  (not selected)'}")
         return
-    command = " ".join(["python bench/lgg_distill.py", *(shlex.quote(x) for x in (argv or sys.argv[1:]))])
+    command = " ".join(["python bench/experiments/lgg_distill.py", *(shlex.quote(x) for x in (argv or sys.argv[1:]))])
     teacher_file = rows_dir / "teacher.json"
     if not teacher_file.is_file():
         cfg = json.loads((a.teacher / "config.json").read_text())

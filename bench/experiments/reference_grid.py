@@ -5,10 +5,10 @@ each distilled student; it resumes where it stopped (a scored row is skipped, an
 training run continues from its last epoch) and rewrites the tables after every row, so an
 interrupted grid still leaves honest partial tables.
 
-    python bench/reference_grid.py --data ../shared/data/lgg-flair --work runs/grid
-    python bench/reference_grid.py --data ../shared/data/lgg-flair --work runs/grid --full   # a GPU
-    python bench/reference_grid.py ... --only 'enet-*'          # a subset of jobs (shell patterns)
-    python bench/reference_grid.py ... --list                   # the jobs, in order, and their state
+    python bench/experiments/reference_grid.py --data ../shared/data/lgg-flair --work runs/grid
+    python bench/experiments/reference_grid.py --data ../shared/data/lgg-flair --work runs/grid --full   # a GPU
+    python bench/experiments/reference_grid.py ... --only 'enet-*'          # a subset of jobs (shell patterns)
+    python bench/experiments/reference_grid.py ... --list                   # the jobs, in order, and their state
 
 Rows (each student row with every seed of --seeds; teachers with the first seed):
   1. teachers trained alone: DCSAU-Net, U-Net
@@ -63,7 +63,7 @@ class Recipe:
     seeds: tuple[int, ...] = (0, 1)
     # PNCD at CPU scale: EMKD's RMD and smaller feature-term weights. With the paper's weights
     # (0.1/0.9/0.9/0.9) RMD and PNSCD send 2-28x Loss_seg's gradient into the student, nearly
-    # orthogonal to it (bench/distill_gradients.py), and a 360-step ENet never learns to segment.
+    # orthogonal to it (bench/experiments/distill_gradients.py), and a 360-step ENet never learns to segment.
     distill_args: tuple[str, ...] = ("--rmd-variant", "emkd", "--w-pmd", "0.1", "--w-rmd", "0.1", "--w-rd", "0.3", "--w-pnscd", "0.1")
     calib_size: int = 128
     bench_iters: int = 100
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads of every child process (default: torch's)")
     ap.add_argument("--list", action="store_true", help="list the jobs and their state, run nothing")
     ap.add_argument("--tables-only", action="store_true",
-                    help="rewrite grid.json and grid.md from the rows in WORK and run nothing (after parallel runners, see bench/grid_gpu.sh)")
+                    help="rewrite grid.json and grid.md from the rows in WORK and run nothing (after parallel runners, see bench/experiments/grid_gpu.sh)")
     ap.add_argument("--command", default=None, help="the command to record in grid.json (default: this one)")
     a = ap.parse_args(argv)
     recipe = Recipe.full() if a.full else Recipe()
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     for sub in ("runs", "rows", "logs", "deploy"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     all_jobs = jobs(recipe)
-    command = a.command or "python bench/reference_grid.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    command = a.command or "python bench/experiments/reference_grid.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     if a.tables_only:
         doc = write_tables(results, work, recipe, command, all_jobs)
         print(f"tables: {results / 'grid.md'} ({doc['status']})")

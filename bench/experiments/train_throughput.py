@@ -1,11 +1,11 @@
 """Training throughput of every registered network: images per second for one full step
 (forward, CE + soft-Dice loss, backward, Adam update) on synthetic batches, after warm-up.
 
-Run it as a script (it is also importable as ``pncd.bench.train_throughput``)::
+Run it as a script ::
 
-    python bench/train_throughput.py                          # 256 x 256, batch 8, CPU, all models
-    python bench/train_throughput.py --models enet,dcsaunet --steps 5 --json train_tput.json
-    python bench/train_throughput.py --size 64 --steps 2      # quick check that it runs
+    python bench/experiments/train_throughput.py                          # 256 x 256, batch 8, CPU, all models
+    python bench/experiments/train_throughput.py --models enet,dcsaunet --steps 5 --json train_tput.json
+    python bench/experiments/train_throughput.py --size 64 --steps 2      # quick check that it runs
 
 Numbers are for this machine and thread count only (both are printed and written to the
 JSON); on a shared CPU repeat a run before trusting a difference. Each network starts from its
@@ -96,7 +96,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="example: python bench/train_throughput.py --size 64 --steps 2 --models enet")
+                                     epilog="example: python bench/experiments/train_throughput.py --size 64 --steps 2 --models enet")
     parser.add_argument("--size", type=int, default=256, help="square input side (default 256)")
     parser.add_argument("--batch", type=int, default=8, help="images per step (default 8)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model (default 3)")

@@ -15,7 +15,7 @@ and the teacher's logit statistics (mean |logit|, share of lesion pixels whose t
 probability at T is above 0.5, the teacher's Dice on those batches). This is the diagnostic
 behind the LGG finding in README "Distillation on LGG"; it takes a few minutes on a CPU.
 
-    python bench/distill_gradients.py --teacher runs/dcsaunet --student enet [--student-run runs/enet-alone]
+    python bench/experiments/distill_gradients.py --teacher runs/dcsaunet --student enet [--student-run runs/enet-alone]
         [--batches 6] [--w-pmd 0.1 --w-rmd 0.9 --w-rd 0.9 --w-pnscd 0.9] [--rmd-variant paper] [--json F]
 """
 

@@ -15,9 +15,9 @@ variant median), plus the argmax agreement with torch on a few held-out images.
 
 Example::
 
-    python -m pncd.bench.export_speed --models enet --iters 20
-    python -m pncd.bench.export_speed --size 256 --iters 100 --json export_speed.json
-    python -m pncd.bench.export_speed --run runs/enet-pncd --iters 50
+    python bench/experiments/export_speed.py --models enet --iters 20
+    python bench/experiments/export_speed.py --size 256 --iters 100 --json export_speed.json
+    python bench/experiments/export_speed.py --run runs/enet-pncd --iters 50
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def main(models: str, runs: tuple[str, ...], size: int, iters: int, warmup: int,
 
     \b
     Example:
-      python -m pncd.bench.export_speed --models enet --iters 20
+      python bench/experiments/export_speed.py --models enet --iters 20
     """
     import torch
 

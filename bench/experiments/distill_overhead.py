@@ -11,7 +11,7 @@ times: (a) a plain training step of the student (forward, CE + soft Dice, backwa
 Steps are interleaved (plain, distill, teacher, plain, ...) so that load from other processes
 on this shared machine hits all three alike; the median of each is reported.
 
-    python bench/distill_overhead.py [--size 256] [--batch 8] [--steps 10] [--students enet,mobilenetv2,resnet18]
+    python bench/experiments/distill_overhead.py [--size 256] [--batch 8] [--steps 10] [--students enet,mobilenetv2,resnet18]
 """
 
 from __future__ import annotations

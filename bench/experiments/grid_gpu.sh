@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reference grid (bench/reference_grid.py) on one GPU machine, with five parallel runners.
+# The reference grid (bench/experiments/reference_grid.py) on one GPU machine, with five parallel runners.
 #
 # The grid's networks are small: one training job leaves a large GPU mostly idle, so five jobs
 # share it. Each runner takes its own jobs (the DCSAU-Net teacher first, since every PNCD job
@@ -8,8 +8,8 @@
 # rewritten once from all rows. Deployment jobs are left out: run them afterwards on the CPU
 # that is to be measured, with `reference_grid.py ... --only 'deploy-*'`.
 #
-#   bench/grid_gpu.sh DATA WORK RESULTS [SEEDS] [DEADLINE_S] [more reference_grid.py options]
-#   bench/grid_gpu.sh ../shared/data/lgg-flair runs/grid-gpu bench/results/lgg-gpu 0,1,2,3,4
+#   bench/experiments/grid_gpu.sh DATA WORK RESULTS [SEEDS] [DEADLINE_S] [more reference_grid.py options]
+#   bench/experiments/grid_gpu.sh ../shared/data/lgg-flair runs/grid-gpu bench/results/lgg-gpu 0,1,2,3,4
 #
 # Environment: PYTHON (default python3), THREADS (CPU threads per job, default 2).
 set -u
@@ -22,7 +22,7 @@ shift $(( $# < 5 ? $# : 5 ))
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=${PYTHON:-python3}
 GRID=("$PY" "$HERE/reference_grid.py" --data "$DATA" --work "$WORK" --results "$RESULTS" --seeds "$SEEDS" --threads "${THREADS:-2}" "$@")
-RECORD="bench/grid_gpu.sh $DATA $WORK $RESULTS $SEEDS (parallel runners of: python bench/reference_grid.py --data $DATA --work $WORK --seeds $SEEDS --threads ${THREADS:-2} $*)"
+RECORD="bench/experiments/grid_gpu.sh $DATA $WORK $RESULTS $SEEDS (parallel runners of: python bench/experiments/reference_grid.py --data $DATA --work $WORK --seeds $SEEDS --threads ${THREADS:-2} $*)"
 mkdir -p "$WORK/logs"
 rm -f "$WORK/logs/teacher.done"
 
