@@ -263,8 +263,8 @@ def _build_onnxruntime(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, cali
     import shutil
 
     from pncd.export.ort_export import quantize_int8, to_fp16
-    from pncd.targets.onnxruntime import OnnxRuntimeRunner
-    from pncd.targets.tensorrt import ONNX_FOR_PRECISION
+    from pncd.targets.onnxrt import OnnxRuntimeRunner
+    from pncd.targets.trt import ONNX_FOR_PRECISION
 
     name = ONNX_FOR_PRECISION[opts.precision]
     dst = out_dir / name
@@ -286,7 +286,7 @@ def _build_onnxruntime(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, cali
 def _build_openvino(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None,
                     validation: cal.ImageSet, num_classes: int) -> dict[str, Any]:
     from pncd.export.openvino_export import convert
-    from pncd.targets.openvino import OpenVinoRunner
+    from pncd.targets.openvino_rt import OpenVinoRunner
 
     xml = out_dir / "model.xml"
     build = convert(fp32_onnx, xml, opts.precision, INPUT_NAME, calib=calib, method=opts.calib_method,
@@ -307,7 +307,7 @@ def _build_tensorrt(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: 
                     dynamic_shape: tuple[int, int, int] | None = None,
                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
     from pncd.export import tensorrt_export as te
-    from pncd.targets.onnxruntime import OnnxRuntimeRunner
+    from pncd.targets.onnxrt import OnnxRuntimeRunner
 
     name, build = te.write_onnx(fp32_onnx, out_dir, opts.precision, INPUT_NAME, calib, opts.calib_method,
                                 opts.keep_float)
@@ -317,7 +317,7 @@ def _build_tensorrt(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: 
         (log or _stderr)(info["engine_note"])
     runners: list[tuple[str, Any]] = []
     if info.get("engine"):
-        from pncd.targets.tensorrt import TensorRTRunner
+        from pncd.targets.trt import TensorRTRunner
 
         runners.append(("tensorrt", TensorRTRunner(out_dir / info["engine"])))
     runners.append(("onnxruntime (the TensorRT ONNX)", OnnxRuntimeRunner(out_dir / name)))

@@ -1,6 +1,6 @@
 """The TensorRT and Jetson targets: the ONNX TensorRT consumes, and an engine where possible.
 
-One ONNX per precision (see :mod:`pncd.targets.tensorrt` for why one file serves both weakly
+One ONNX per precision (see :mod:`pncd.targets.trt` for why one file serves both weakly
 and strongly typed networks): FP32 as exported, FP16 converted with FP32 input/output, INT8 as
 a QDQ graph with symmetric signed INT8 activations and weights (TensorRT's explicit
 quantization), calibrated on training images. ``--target tensorrt`` also builds
@@ -19,7 +19,7 @@ from typing import Any
 
 from pncd.export.calibration import ImageSet
 from pncd.export.ort_export import quantize_int8, to_fp16
-from pncd.targets.tensorrt import ONNX_FOR_PRECISION, build_engine, trt_build_plan, trtexec_command
+from pncd.targets.trt import ONNX_FOR_PRECISION, build_engine, trt_build_plan, trtexec_command
 
 KNOWN_RELEASES = {"10.3": "JetPack 6.x", "10.16": "JetPack 7.2"}
 ENGINE = "model.engine"

@@ -43,11 +43,6 @@ import sys
 import threading
 import time
 
-# Run as a script, Python puts this file's directory first on sys.path; inside pncd that is
-# targets/, whose onnxruntime.py / tensorrt.py runner modules would shadow the real packages.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
 RUNNER_VERSION = 1
 ERROR_PREFIX = "PNCD_RUNNER_ERROR: "
 EXIT_ENV = 3

@@ -198,18 +198,18 @@ def _runner_for_file(path: Path, device: str | None, runtime: str | None, thread
     suffix = path.suffix.lower()
     runtime = runtime or {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}.get(suffix)
     if runtime == "onnxruntime":
-        from pncd.targets.onnxruntime import OnnxRuntimeRunner
+        from pncd.targets.onnxrt import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(path, providers=ort_providers(device), threads=threads)
     if runtime == "openvino":
-        from pncd.targets.openvino import OpenVinoRunner
+        from pncd.targets.openvino_rt import OpenVinoRunner
 
         from pncd.targets.cpu import resolve_inference_precision
 
         hint = resolve_inference_precision(inference_precision, precision or "fp32", ov_device(device))
         return OpenVinoRunner(path, device=ov_device(device), precision_hint=hint, threads=threads)
     if runtime == "tensorrt":
-        from pncd.targets.tensorrt import TensorRTRunner
+        from pncd.targets.trt import TensorRTRunner
 
         return TensorRTRunner(path)
     raise PncdError(f"{path}: no runner for {suffix or 'this file'} files; pass a .onnx, .xml or .engine file "
@@ -218,7 +218,7 @@ def _runner_for_file(path: Path, device: str | None, runtime: str | None, thread
 
 def _tensorrt_runner(d: Path, man: dict[str, Any], device: str | None):
     """TensorRT needs a GPU: the directory's engine if this TensorRT built it, else one built now."""
-    from pncd.targets import tensorrt as trt_target
+    from pncd.targets import trt as trt_target
     from pncd.targets.base import require
 
     if (device or "cpu").lower() != "cuda":

@@ -91,8 +91,8 @@ def _variants(fp32_onnx: Path, work: Path, calib: np.ndarray, threads: int) -> d
     from pncd.export.onnx_export import INPUT_NAME
     from pncd.export.openvino_export import convert
     from pncd.export.ort_export import quantize_int8, to_fp16
-    from pncd.targets.onnxruntime import OnnxRuntimeRunner
-    from pncd.targets.openvino import OpenVinoRunner
+    from pncd.targets.onnxrt import OnnxRuntimeRunner
+    from pncd.targets.openvino_rt import OpenVinoRunner
 
     to_fp16(fp32_onnx, work / "ort_fp16.onnx")
     quantize_int8(fp32_onnx, work / "ort_int8.onnx", calib, INPUT_NAME, "minmax", symmetric=False)

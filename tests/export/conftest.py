@@ -103,7 +103,7 @@ def exported(tmp_path_factory, images_at) -> Callable[[str], Exported]:
     from pncd import models
     from pncd.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
     from pncd.export.parity import runner_logits, torch_logits
-    from pncd.targets.onnxruntime import OnnxRuntimeRunner
+    from pncd.targets.onnxrt import OnnxRuntimeRunner
 
     cache: dict[str, Exported] = {}
     root = tmp_path_factory.mktemp("onnx")

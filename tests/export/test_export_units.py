@@ -14,7 +14,7 @@ from pncd.errors import PncdError
 from pncd.export import parity
 from pncd.export.calibration import evenly_spaced, parse_size
 from pncd.targets.registry import PRECISIONS, TARGETS, check_pair, load_runner, valid_pairs
-from pncd.targets.tensorrt import parse_trt_version, trt_build_plan
+from pncd.targets.trt import parse_trt_version, trt_build_plan
 
 # --- trt_build_plan: the version logic --------------------------------------------------------
 
@@ -163,7 +163,7 @@ def test_fp16_conversion_repairs_cast_and_constant_types(tmp_path):
 
 def test_bare_files_and_runner_metadata(tmp_path):
     from pncd.export.onnx_export import export_onnx
-    from pncd.targets.onnxruntime import OnnxRuntimeRunner
+    from pncd.targets.onnxrt import OnnxRuntimeRunner
     from pncd.targets.torch_runner import TorchRunner
 
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1)).eval()
@@ -187,7 +187,7 @@ def test_bare_files_and_runner_metadata(tmp_path):
 
 
 def test_runner_needs_activation():
-    from pncd.targets.onnxruntime import OnnxRuntimeRunner
+    from pncd.targets.onnxrt import OnnxRuntimeRunner
 
     with pytest.raises(RuntimeError, match="activate"):
         OnnxRuntimeRunner("x.onnx").infer({})
@@ -199,7 +199,7 @@ def test_import_leaves_optional_backends_alone():
     """Importing the export stage and the registry must not import OpenVINO, NNCF or TensorRT."""
     code = (
         "import sys\n"
-        "import pncd.export.cli, pncd.export.pipeline, pncd.targets.registry, pncd.targets.tensorrt\n"
+        "import pncd.export.cli, pncd.export.pipeline, pncd.targets.registry, pncd.targets.trt\n"
         "from pncd.cli import main\n"
         "heavy = [m for m in ('openvino', 'nncf', 'tensorrt', 'polygraphy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
@@ -221,8 +221,8 @@ def test_tensorrt_engine_matches_onnxruntime(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device: TensorRT engines need an NVIDIA GPU")
     from pncd.export.onnx_export import export_onnx
-    from pncd.targets.onnxruntime import OnnxRuntimeRunner
-    from pncd.targets.tensorrt import TensorRTRunner, build_engine
+    from pncd.targets.onnxrt import OnnxRuntimeRunner
+    from pncd.targets.trt import TensorRTRunner, build_engine
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 1)).eval()

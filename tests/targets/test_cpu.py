@@ -64,7 +64,7 @@ def test_this_machine_runs_what_was_resolved(tmp_path):
     ov = pytest.importorskip("openvino")
     import numpy as np
 
-    from pncd.targets.openvino import OpenVinoRunner
+    from pncd.targets.openvino_rt import OpenVinoRunner
 
     param = ov.opset13.parameter([1, 4], np.float32, name="x")
     model = ov.Model([ov.opset13.relu(param)], [param], "tiny")
