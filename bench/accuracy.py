@@ -1,65 +1,23 @@
-"""Accuracy of a runner on a whole split, and its comparison with the torch reference.
+"""Accuracy of an artifact on a whole split, and its comparison with the torch reference.
 
-Scores are per case (patient volume) with :class:`pncd.metrics.SegMetrics`; the comparison
+Predictions and per-case scores come from :mod:`pncd.evaluation`; the comparison
 pairs cases: absolute and relative differences of the means, the worst per-case Dice drop, a
 paired bootstrap interval of the Dice difference, and how many pixels and slices disagree.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from pncd import evaluation
 from pncd.bench.stats import paired_bootstrap
-from pncd.metrics import SegMetrics
-
-
-def to_labels(logits: np.ndarray) -> np.ndarray:
-    """(B, K, H, W) logits -> (B, H, W) uint8 labels; a single logit channel is read as [0, z]."""
-    logits = np.asarray(logits)
-    if logits.ndim != 4:
-        raise ValueError(f"expected (B, K, H, W) logits, got shape {logits.shape}")
-    if logits.shape[1] == 1:
-        return (logits[:, 0] > 0).astype(np.uint8)
-    return logits.argmax(axis=1).astype(np.uint8)
-
-
-def predict_labels(
-    infer: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch: int = 8, desc: str = "predicting",
-    progress: bool = True,
-) -> np.ndarray:
-    """Label maps for every image, ``batch`` at a time (1 at a time if the model rejects a batch)."""
-    out = []
-    i = 0
-    bar = tqdm(total=len(images), desc=desc, unit="img", leave=False, disable=not progress or None)
-    try:
-        while i < len(images):
-            x = np.ascontiguousarray(images[i : i + batch], dtype=np.float32)
-            try:
-                out.append(to_labels(infer(x)))
-            except Exception:
-                if batch == 1:
-                    raise
-                batch = 1  # a fixed-batch graph: fall back to single images for the rest
-                continue
-            i += len(x)
-            bar.update(len(x))
-    finally:
-        bar.close()
-    return np.concatenate(out, axis=0) if out else np.zeros((0,) + images.shape[2:], np.uint8)
 
 
 def score(preds: np.ndarray, masks: np.ndarray, case_ids: list[str], num_classes: int) -> tuple[dict, list[dict]]:
-    """(summary, per-case rows) of label maps against the ground truth, per patient volume."""
-    if preds.shape != masks.shape:
-        raise ValueError(f"predictions {preds.shape} and masks {masks.shape} differ in shape")
-    m = SegMetrics(num_classes=num_classes)
-    ids = np.asarray(case_ids)
-    for case in dict.fromkeys(case_ids):
-        sel = ids == case
-        m.update(case, preds[sel], masks[sel])
+    """(summary, per-case rows) of label maps against the ground truth (:func:`pncd.evaluation.score`)."""
+    m = evaluation.score(preds, masks, case_ids, num_classes)
     return m.summary(), m.per_case()
 
 
@@ -93,25 +51,13 @@ def compare(
         "bootstrap": {k: boot[k] for k in ("method", "n", "n_boot", "seed", "confidence")},
     }
     if preds.shape == ref_preds.shape and preds.size:
-        per_slice = disagreement(preds, ref_preds)
+        per_slice = evaluation.disagreement(preds, ref_preds)
         out["pixel_agreement"] = float(1.0 - per_slice.sum() / preds.size)
         out["n_slices_differ"] = int(np.count_nonzero(per_slice))
     else:
         out["pixel_agreement"] = None
         out["n_slices_differ"] = None
     return out
-
-
-def disagreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pixels whose labels differ, counted per slice: (N,)."""
-    return (a != b).reshape(len(a), -1).sum(axis=1)
-
-
-def worst_slices(a: np.ndarray, b: np.ndarray, k: int) -> list[int]:
-    """Indices of up to ``k`` slices where ``a`` and ``b`` disagree most (ties: lower index first)."""
-    counts = disagreement(a, b)
-    order = np.argsort(-counts, kind="stable")
-    return [int(i) for i in order[:k] if counts[i] > 0]
 
 
 def _diff(a: float | None, b: float | None) -> float | None:

@@ -219,7 +219,8 @@ def run_bench(
     """
     from pncd.bench import latency as lat
     from pncd.bench import report as rep
-    from pncd.bench.accuracy import compare, predict_labels, score, worst_slices
+    from pncd.bench.accuracy import compare, score
+    from pncd.evaluation import predict, worst_slices
     from pncd.data import DataSpec, load_split
     from pncd.io import atomic_dir, versions, write_json, write_text
     from pncd.targets.cpu import compute_precision
@@ -303,7 +304,7 @@ def run_bench(
                     o = runner.infer({input_name: x})
                     return o[output_name] if output_name and output_name in o else next(iter(o.values()))
 
-                preds = predict_labels(infer, ss.images, accuracy_batch, desc=desc, progress=progress)
+                preds = predict(infer, ss.images, accuracy_batch, single_fallback=True, desc=desc if progress else None)
                 run_settings = dict(getattr(runner, "settings", None) or {})
                 run_settings.setdefault("runner", type(runner).__name__)
                 run_settings["compute_precision"] = compute_precision(runner, precision)

@@ -1,4 +1,8 @@
-"""``pncd eval``: per-case Dice/VOE/RVD of a run on a split, with overlays like the paper's Fig. 5."""
+"""``pncd eval``: per-case Dice/VOE/RVD of a run on a split, with overlays like the paper's Fig. 5.
+
+The torch side of :mod:`pncd.evaluation` (predict, then score per case) lives here too:
+:func:`evaluate_model` is what training and distillation validate with.
+"""
 
 from __future__ import annotations
 
@@ -9,53 +13,36 @@ import click
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from pncd import evaluation
 from pncd.config import resolved_params
 from pncd.errors import PncdError
+from pncd.metrics import SegMetrics
 
 
-@torch.inference_mode()
-def predict(model: nn.Module, images: np.ndarray, device: torch.device | str = "cpu", batch: int = 16, progress: bool = True) -> np.ndarray:
-    """Argmax labels (N,H,W) uint8 of a model on preprocessed images (N,C,H,W)."""
+def predict(model: nn.Module, images: np.ndarray, device: torch.device | str = "cpu", batch: int = 16,
+            progress: bool = True) -> np.ndarray:
+    """Argmax labels (N,H,W) uint8 of a torch model on preprocessed images (N,C,H,W)
+    (:func:`pncd.evaluation.predict` with the model as its ``infer_fn``)."""
     model.eval()
     device = torch.device(device)
-    out = np.empty((len(images), *images.shape[2:]), dtype=np.uint8)
-    for i in tqdm(range(0, len(images), batch), desc="predict", leave=False, disable=not progress, unit="batch"):
-        x = torch.from_numpy(images[i : i + batch]).to(device)
-        out[i : i + batch] = model(x).argmax(1).to(torch.uint8).cpu().numpy()
-    return out
+
+    @torch.inference_mode()
+    def infer(x: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+
+    return evaluation.predict(infer, images, batch, desc="predict" if progress else None)
 
 
-def score(preds: np.ndarray, sliceset: Any):
-    """SegMetrics over a SliceSet's cases (per-case = 3-D per patient volume)."""
-    from pncd.metrics import SegMetrics
-
-    m = SegMetrics(num_classes=sliceset.spec.num_classes)
-    case_ids = np.asarray(sliceset.case_ids)
-    for case in sliceset.cases():
-        idx = np.flatnonzero(case_ids == case)
-        m.update(case, preds[idx], sliceset.masks[idx])
-    return m
+def score(preds: np.ndarray, sliceset: Any) -> SegMetrics:
+    """Per-case metrics (3-D per patient volume) of label maps over a SliceSet."""
+    return evaluation.score(preds, sliceset.masks, sliceset.case_ids, sliceset.spec.num_classes)
 
 
-def evaluate_model(model: nn.Module, sliceset: Any, device: torch.device | str = "cpu", batch: int = 16, progress: bool = True):
+def evaluate_model(model: nn.Module, sliceset: Any, device: torch.device | str = "cpu", batch: int = 16,
+                   progress: bool = True) -> SegMetrics:
+    """Predict and score a torch model on a SliceSet (what training and distillation validate with)."""
     return score(predict(model, sliceset.images, device, batch, progress), sliceset)
-
-
-def worst_slices(preds: np.ndarray, sliceset: Any, n: int) -> list[int]:
-    """Indices of the n lesion-bearing slices with the lowest slice Dice (the informative overlays)."""
-    from pncd.metrics import dice
-
-    scored = []
-    for i in range(len(preds)):
-        gt, pr = sliceset.masks[i] > 0, preds[i] > 0
-        if gt.any() or pr.any():
-            scored.append((dice(pr, gt), i))
-    scored.sort()
-    picks = [i for _, i in scored[: n // 2]]
-    best = [i for _, i in scored[::-1] if i not in picks]
-    return picks + best[: n - len(picks)]
 
 
 def run_eval(ctx: click.Context, config: str | None, run: str, data: str | None, split: str, which: str, out: str | None, overlays: int, device: str, force: bool) -> None:
@@ -84,7 +71,7 @@ def run_eval(ctx: click.Context, config: str | None, run: str, data: str | None,
             "run": str(run), "checkpoint": which, "split": split, "data": spec.to_dict(),
             "summary": metrics.summary(), "per_case": metrics.per_case(), "options": resolved_params(ctx),
         })
-        for rank, i in enumerate(worst_slices(preds, ss, overlays)):
+        for rank, i in enumerate(evaluation.extreme_slices(preds, ss.masks, overlays)):
             save_png(tmp / f"overlay_{rank:02d}_{ss.case_ids[i]}_z{ss.slice_index[i]}.png", overlay(ss.images[i], ss.masks[i], preds[i]), scale=2,
                      titles=OVERLAY_TITLES, caption=f"{ss.case_ids[i]}, slice {ss.slice_index[i]}")
     s = metrics.summary()

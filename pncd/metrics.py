@@ -198,9 +198,6 @@ class SegMetrics:
             m._cases[case] = [arr]
         return m
 
-    def reset(self) -> None:
-        self._cases.clear()
-
     def __len__(self) -> int:
         return len(self._cases)
 

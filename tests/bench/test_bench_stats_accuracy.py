@@ -1,11 +1,12 @@
-"""Latency statistics, the paired bootstrap, label maps, scoring and the artifact/reference comparison."""
+"""Latency statistics, the paired bootstrap, scoring and the artifact/reference comparison
+(label maps and slice choice: tests/test_evaluation.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pncd.bench.accuracy import compare, disagreement, predict_labels, score, to_labels, worst_slices
+from pncd.bench.accuracy import compare, score
 from pncd.bench.latency import summarize, timed_loop
 from pncd.bench.stats import latency_stats, paired_bootstrap
 
@@ -33,31 +34,6 @@ def test_paired_bootstrap_interval_and_seed():
     assert same["lo"] == same["hi"] == 0.0
     with pytest.raises(ValueError):
         paired_bootstrap([1.0], [1.0, 2.0])
-
-
-def test_to_labels_argmax_and_single_logit():
-    logits = np.zeros((2, 3, 4, 4), np.float32)
-    logits[0, 2, 1, 1] = 5
-    logits[1, 1] = 1
-    lab = to_labels(logits)
-    assert lab.dtype == np.uint8 and lab[0, 1, 1] == 2 and lab[0, 0, 0] == 0 and (lab[1] == 1).all()
-    single = np.array([[[[-1.0, 2.0]]]])
-    assert to_labels(single).tolist() == [[[0, 1]]]
-
-
-def test_predict_labels_falls_back_to_batch_one():
-    calls = []
-
-    def fixed_batch_model(x):  # accepts only batch 1, like a static-shape graph
-        calls.append(len(x))
-        if len(x) != 1:
-            raise RuntimeError("expected batch 1")
-        return np.stack([-x[:, 0], x[:, 0]], axis=1)
-
-    images = np.random.default_rng(1).standard_normal((5, 1, 4, 4)).astype(np.float32)
-    lab = predict_labels(fixed_batch_model, images, batch=4, progress=False)
-    np.testing.assert_array_equal(lab, (images[:, 0] > 0).astype(np.uint8))
-    assert calls[0] == 4 and set(calls[1:]) == {1}
 
 
 def _two_cases():
@@ -91,8 +67,6 @@ def test_compare_reports_drop_and_disagreement():
     assert cmp["worst_case"] == "b" and cmp["worst_case_dice_drop"] == pytest.approx(1 - 36 / 54)
     assert cmp["n_slices_differ"] == 1 and cmp["pixel_agreement"] == pytest.approx(1 - 18 / art.size)
     assert cmp["dice_diff_ci_lo"] <= cmp["dice_diff_boot_mean"] <= cmp["dice_diff_ci_hi"]
-    assert worst_slices(art, ref, 3) == [2]
-    assert disagreement(art, ref).tolist() == [0, 0, 18, 0]
 
 
 def test_timed_loop_counts_and_duration():
