@@ -60,6 +60,13 @@ def model_info(name: str) -> dict:
     return MODELS.meta(name)
 
 
+def init_convs(model: nn.Module) -> None:
+    """He (fan-out) initialisation of every conv and transposed conv, as torchvision's ResNet."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -30,18 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pncd.errors import PncdError
-from pncd.models import Tap, register_model
-
-
-def double_conv(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+from pncd.models import Tap, init_convs, register_model
+from pncd.models.unet import double_conv, encoder_stages, unet_forward
 
 
 class AttentionGate(nn.Module):
@@ -83,20 +73,14 @@ class AttentionUNet(nn.Module):
         if base < 2:
             raise PncdError(f"attention_unet base width must be >= 2, got {base}; pass e.g. base=16")
         w = [base * 2**i for i in range(5)]
-        self.enc1 = double_conv(in_channels, w[0])
-        self.enc2 = nn.Sequential(nn.MaxPool2d(2), double_conv(w[0], w[1]))
-        self.enc3 = nn.Sequential(nn.MaxPool2d(2), double_conv(w[1], w[2]))
-        self.enc4 = nn.Sequential(nn.MaxPool2d(2), double_conv(w[2], w[3]))
-        self.center = nn.Sequential(nn.MaxPool2d(2), double_conv(w[3], w[4]))
+        self.enc1, self.enc2, self.enc3, self.enc4, self.center = encoder_stages(in_channels, w)
         self.up4 = GatedUp(w[4], w[3])
         self.up3 = GatedUp(w[3], w[2])
         self.up2 = GatedUp(w[2], w[1])
         self.up1 = GatedUp(w[1], w[0])
         self.head = nn.Conv2d(w[0], num_classes, 1)
         self.taps = {"low": Tap("enc2", w[1], 2), "high": Tap("enc4", w[3], 8)}
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_convs(self)
         for m in self.modules():
             if isinstance(m, AttentionGate):
                 # fan-in scale for the one-channel gate logit: the gates start unsaturated (near
@@ -104,15 +88,8 @@ class AttentionUNet(nn.Module):
                 nn.init.kaiming_normal_(m.psi.weight, mode="fan_in", nonlinearity="sigmoid")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s1 = self.enc1(x)
-        s2 = self.enc2(s1)
-        s4 = self.enc3(s2)
-        s8 = self.enc4(s4)
-        y = self.center(s8)
-        y = self.up4(y, s8)
-        y = self.up3(y, s4)
-        y = self.up2(y, s2)
-        return self.head(self.up1(y, s1))
+        encoder = (self.enc1, self.enc2, self.enc3, self.enc4, self.center)
+        return unet_forward(x, encoder, (self.up4, self.up3, self.up2, self.up1), self.head)
 
 
 @register_model("attention_unet", role="teacher")

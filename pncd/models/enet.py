@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pncd.errors import PncdError
-from pncd.models import Tap, register_model
+from pncd.models import Tap, init_convs, register_model
 
 
 def _conv_bn(cin: int, cout: int, kernel, stride: int = 1, padding=0, dilation: int = 1, act: bool = True) -> nn.Sequential:
@@ -179,9 +179,7 @@ class ENet(nn.Module):
         self.stage5 = Bottleneck(16, 4)
         self.fullconv = nn.ConvTranspose2d(16, num_classes, 2, stride=2, bias=False)
         self.taps = {"low": Tap("initial", 16, 2), "high": Tap("stage3", 128, 8)}
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_convs(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.initial(x)

@@ -162,21 +162,24 @@ def _resnet18_backbone(in_channels: int) -> nn.Sequential:
     return nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
 
 
+def _student(backbone: nn.Sequential, pretrained: str | None, prefix: str, first_conv: str,
+             taps: dict[str, Tap], channels: int, num_classes: int) -> nn.Module:
+    """A dilated torchvision backbone (ImageNet weights loaded from ``pretrained`` if given)
+    with the segmentation head on its last feature (``channels`` wide)."""
+    if pretrained:
+        _load_pretrained(backbone, pretrained, prefix=prefix, first_conv=first_conv)
+    return DilatedSeg(backbone, channels, num_classes, taps)
+
+
 @register_model("mobilenetv2", role="student", paper_params_m=2.2)
 def mobilenetv2(in_channels: int = 1, num_classes: int = 2, pretrained: str | None = None) -> nn.Module:
     """MobileNetV2 student, output stride 8 (2.2 M parameters in the PNCD paper)."""
-    backbone = _mobilenetv2_backbone(in_channels)
-    if pretrained:
-        _load_pretrained(backbone, pretrained, prefix="features.", first_conv="0.0.weight")
     taps = {"low": Tap("backbone.0", 32, 2), "high": Tap("backbone.18", 1280, 8)}
-    return DilatedSeg(backbone, 1280, num_classes, taps)
+    return _student(_mobilenetv2_backbone(in_channels), pretrained, "features.", "0.0.weight", taps, 1280, num_classes)
 
 
 @register_model("resnet18", role="student", paper_params_m=11.2)
 def resnet18(in_channels: int = 1, num_classes: int = 2, pretrained: str | None = None) -> nn.Module:
     """ResNet-18 student, output stride 8 (11.2 M parameters in the PNCD paper)."""
-    backbone = _resnet18_backbone(in_channels)
-    if pretrained:
-        _load_pretrained(backbone, pretrained, prefix="", first_conv="conv1.weight")
     taps = {"low": Tap("backbone.relu", 64, 2), "high": Tap("backbone.layer4", 512, 8)}
-    return DilatedSeg(backbone, 512, num_classes, taps)
+    return _student(_resnet18_backbone(in_channels), pretrained, "", "conv1.weight", taps, 512, num_classes)

@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from pncd.errors import PncdError
-from pncd.models import Tap, register_model
+from pncd.models import Tap, init_convs, register_model
 
 
 def double_conv(cin: int, cout: int) -> nn.Sequential:
+    """Two (3x3 conv -> BN -> ReLU), same padding."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False),
         nn.BatchNorm2d(cout),
@@ -33,6 +34,26 @@ def double_conv(cin: int, cout: int) -> nn.Sequential:
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     )
+
+
+def encoder_stages(in_channels: int, widths: list[int]) -> list[nn.Sequential]:
+    """The five U-Net encoder levels: two convs, then four times (2x2 max-pool, two convs)."""
+    return [double_conv(in_channels, widths[0])] + [
+        nn.Sequential(nn.MaxPool2d(2), double_conv(cin, cout)) for cin, cout in zip(widths, widths[1:])]
+
+
+def unet_forward(x: torch.Tensor, encoder: tuple[nn.Module, ...], decoder: tuple[nn.Module, ...],
+                 head: nn.Module) -> torch.Tensor:
+    """Encoder levels fine to coarse, then each decoder block takes the coarser output and the
+    skip of its level (coarse to fine), then the classifier."""
+    skips = []
+    for level in encoder:
+        x = level(x)
+        skips.append(x)
+    y = skips.pop()
+    for block in decoder:
+        y = block(y, skips.pop())
+    return head(y)
 
 
 class Up(nn.Module):
@@ -53,31 +74,18 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 2, base: int = 32) -> None:
         super().__init__()
         w = [base * 2**i for i in range(5)]
-        self.inc = double_conv(in_channels, w[0])
-        self.down1 = nn.Sequential(nn.MaxPool2d(2), double_conv(w[0], w[1]))
-        self.down2 = nn.Sequential(nn.MaxPool2d(2), double_conv(w[1], w[2]))
-        self.down3 = nn.Sequential(nn.MaxPool2d(2), double_conv(w[2], w[3]))
-        self.down4 = nn.Sequential(nn.MaxPool2d(2), double_conv(w[3], w[4]))
+        self.inc, self.down1, self.down2, self.down3, self.down4 = encoder_stages(in_channels, w)
         self.up1 = Up(w[4], w[3])
         self.up2 = Up(w[3], w[2])
         self.up3 = Up(w[2], w[1])
         self.up4 = Up(w[1], w[0])
         self.head = nn.Conv2d(w[0], num_classes, 1)
         self.taps = {"low": Tap("down1", w[1], 2), "high": Tap("down3", w[3], 8)}
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_convs(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s1 = self.inc(x)
-        s2 = self.down1(s1)
-        s4 = self.down2(s2)
-        s8 = self.down3(s4)
-        y = self.down4(s8)
-        y = self.up1(y, s8)
-        y = self.up2(y, s4)
-        y = self.up3(y, s2)
-        return self.head(self.up4(y, s1))
+        encoder = (self.inc, self.down1, self.down2, self.down3, self.down4)
+        return unet_forward(x, encoder, (self.up1, self.up2, self.up3, self.up4), self.head)
 
 
 @register_model("unet", role="teacher", paper_params_m=None)
