@@ -7,14 +7,37 @@ import sys
 import click
 
 from pncd.config import config_option, resolved_params
+from pncd.targets.registry import TARGETS
 
-TARGET_NAMES = ("onnxruntime", "openvino", "tensorrt", "jetson")
+
+class TargetChoice(click.Choice):
+    """``click.Choice(list(TARGETS))``, read when used: a target registered at run time (a plug-in)
+    is offered too. An unknown name is refused with the valid target/precision pairs."""
+
+    def __init__(self) -> None:
+        super().__init__(list(TARGETS))
+
+    @property  # type: ignore[override]
+    def choices(self):  # noqa: D102 - click reads it for help, completion and checking
+        return list(TARGETS)
+
+    @choices.setter
+    def choices(self, _value) -> None:
+        pass
+
+    def convert(self, value, param, ctx):
+        if value in TARGETS:
+            return value
+        from pncd.targets.registry import valid_pairs
+
+        pairs = ", ".join(f"{t}/{p}" for t, p in valid_pairs())
+        self.fail(f"unknown target {value!r}; valid target/precision pairs: {pairs}", param, ctx)
 
 
 @click.command("export", context_settings={"max_content_width": 100})
 @config_option
 @click.argument("run", type=click.Path(file_okay=True, dir_okay=True))
-@click.option("--target", required=True, help="onnxruntime, openvino, tensorrt or jetson.")
+@click.option("--target", required=True, type=TargetChoice(), help="The export target (pncd.targets.TARGETS).")
 @click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8.")
 @click.option("--out", required=True, type=click.Path(), help="Directory to write (must not exist, see --force).")
 @click.option("--data", type=click.Path(file_okay=False), default=None,

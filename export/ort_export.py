@@ -189,3 +189,29 @@ def _check(path: str | Path) -> None:
         onnx.checker.check_model(str(path))
     except Exception as e:
         raise RunFailed(f"{path}: the converted ONNX fails onnx.checker ({str(e).splitlines()[0][:200]})") from None
+
+
+def write_precision_onnx(fp32_onnx: Path, out_dir: Path, precision: str, input_name: str, calib: Any,
+                         method: str, keep_float: tuple[str, ...] = ("first",),
+                         symmetric: bool = False) -> tuple[str, dict[str, Any]]:
+    """Write the precision's ONNX into ``out_dir`` (the onnxruntime and TensorRT targets' artifact).
+
+    FP32 is copied as exported, FP16 converted (:func:`to_fp16`), INT8 quantized on ``calib``
+    (an ImageSet; :func:`quantize_int8`, ``symmetric`` for TensorRT). Returns (file name,
+    conversion options).
+    """
+    import shutil
+
+    from pncd.targets.trt_build import ONNX_FOR_PRECISION
+
+    name = ONNX_FOR_PRECISION[precision]
+    dst = Path(out_dir) / name
+    if precision == "fp32":
+        shutil.copyfile(fp32_onnx, dst)
+        return name, {"onnx": "as exported"}
+    if precision == "fp16":
+        return name, to_fp16(fp32_onnx, dst)
+    if calib is None:
+        raise PncdError("INT8 needs calibration images")
+    return name, quantize_int8(fp32_onnx, dst, calib.images, input_name, method, symmetric=symmetric,
+                               keep_float=keep_float)

@@ -24,7 +24,7 @@ from pncd.errors import PncdError
 from pncd.export import calibration as cal
 from pncd.export import parity
 from pncd.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
-from pncd.targets.base import require
+from pncd.targets.base import Artifact, BuildOptions, require
 from pncd.targets.cpu import compute_precision
 from pncd.targets.cpu import isa_summary as cpu_summary
 from pncd.targets.registry import check_pair
@@ -113,27 +113,31 @@ def validate(opts: ExportOptions) -> None:
 
 def require_runtime(target: str, precision: str) -> None:
     """Import the target's conversion tools up front: a missing one says what to install."""
-    if target == "openvino":
-        require("openvino", "openvino", "the openvino target")
-        if precision == "int8":
-            require("nncf", "nncf", "OpenVINO INT8 quantization")
+    check_pair(target, precision).require(precision)
     require("onnxruntime", "onnxruntime", f"the {target} target (parity and quantization run on it)")
 
 
-def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] | None = None,
-               options: dict[str, Any] | None = None, command: str | None = None) -> dict[str, Any]:
-    """Export ``run`` as ``opts`` says; returns the manifest written to ``opts.out``."""
-    from pncd.checkpoint import checkpoint_path, load_model, read_run_config
-    from pncd.export import manifest as mf
-    from pncd.io import atomic_dir, write_json
+@dataclass
+class _Source:
+    """The run being exported: its model, config and the data spec it is checked on."""
 
-    log = log or _stderr
-    validate(opts)
-    require_runtime(opts.target, opts.precision)
-    read_run_config(run)  # a clear error for a directory that is not a run
-    run_dir = Path(run).parent if Path(run).is_file() else Path(run)
+    run_dir: Path
+    checkpoint: Path
+    model: Any
+    cfg: dict[str, Any]
+    data: dict[str, Any]
+    channels: int
+    num_classes: int
+    size: tuple[int, int]
+
+
+def _load_source(run: str | Path, opts: ExportOptions) -> _Source:
+    """Load the run (config, checkpoint) and settle the data root and the input size, or fail in one line."""
+    from pncd.checkpoint import checkpoint_path, load_model, read_run_config
     from pncd.io import check_output
 
+    read_run_config(run)  # a clear error for a directory that is not a run
+    run_dir = Path(run).parent if Path(run).is_file() else Path(run)
     check_output(opts.out, opts.force, protect=(run_dir,))  # --force must not replace the run it reads
     ckpt = checkpoint_path(run)
     model, cfg = load_model(run)
@@ -152,84 +156,122 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
         what = "--input-size" if opts.input_size else "the run's image size"
         raise PncdError(f"{what} {size[0]}x{size[1]} does not suit {cfg['model'].get('name')}: it needs sides "
                         f"divisible by {multiple}; pass --input-size HxW (e.g. {multiple * 4}x{multiple * 4})")
+    return _Source(run_dir, ckpt, model, cfg, data, channels, num_classes, size)
 
+
+def _load_images(opts: ExportOptions, src: _Source, log: Callable[[str], None]):
+    """(held-out images for parity, calibration images or None, validation images for accuracy control)."""
     # INT8's check is a Dice ratio over cases: with a few slices per case one flipped small lesion
     # swings it by percents (a converged ENet read 87.6% on 32 val images, 100.3% on all 338), so
     # INT8 checks the whole split, up to INT8_PARITY_MAX images spread evenly over it (memory).
     n_parity = opts.parity_images or (INT8_PARITY_MAX if opts.precision == "int8" else 32)
     log(f"loading up to {n_parity} held-out images for the parity check")
-    held = cal.held_out_images(data, n_parity, size)
+    held = cal.held_out_images(src.data, n_parity, src.size)
     calib = None
     if opts.precision == "int8":
         log(f"loading up to {opts.calib_size} training images for INT8 calibration")
-        calib = cal.calibration_images(data, opts.calib_size, size, opts.calib_data)
+        calib = cal.calibration_images(src.data, opts.calib_size, src.size, opts.calib_data)
     validation = held
     if opts.accuracy_control:
         log(f"loading {opts.ac_images or 'all'} held-out images for accuracy control")
-        validation = cal.held_out_images(data, opts.ac_images or 10**9, size)
-    ref = parity.torch_logits(model, held.images)
+        validation = cal.held_out_images(src.data, opts.ac_images or 10**9, src.size)
+    return held, calib, validation
 
-    with atomic_dir(opts.out, force=opts.force, protect=(run_dir,)) as tmp, tempfile.TemporaryDirectory(prefix="pncd-export-") as scratch:
+
+def _check_parity(built: Artifact, opts: ExportOptions, ref, held: cal.ImageSet, num_classes: int,
+                  log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Run each parity runner over the held-out images, compare with torch, apply the checks."""
+    batch = opts.parity_batch if opts.dynamic_batch else 1
+    results = {}
+    for label, runner in built.parity_runners:
+        out = parity.runner_logits(runner, INPUT_NAME, OUTPUT_NAME, held.images, batch, desc=f"parity {label}")
+        used = compute_precision(runner, opts.precision)
+        runner.deactivate()
+        res = parity.compare(ref, out, held.masks, held.case_ids, num_classes)
+        res.update(runtime=label, split=held.split, data_root=held.root, split_size=held.total,
+                   inference_precision=used)
+        res["check"] = parity.check(opts.precision, res, opts.strict, what=f"the {opts.target} {opts.precision} export")
+        results[label] = res
+    for w in (w for r in results.values() for w in r["check"]["warnings"]):
+        log(f"warning: {w}")
+    return results
+
+
+def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] | None = None,
+               options: dict[str, Any] | None = None, command: str | None = None) -> dict[str, Any]:
+    """Export ``run`` as ``opts`` says; returns the manifest written to ``opts.out``."""
+    from pncd.export import manifest as mf
+    from pncd.io import atomic_dir, write_json
+
+    log = log or _stderr
+    validate(opts)
+    require_runtime(opts.target, opts.precision)
+    src = _load_source(run, opts)
+    held, calib, validation = _load_images(opts, src, log)
+    ref = parity.torch_logits(src.model, held.images)
+    size = src.size
+
+    with atomic_dir(opts.out, force=opts.force, protect=(src.run_dir,)) as tmp, \
+            tempfile.TemporaryDirectory(prefix="pncd-export-") as scratch:
         fp32_onnx = Path(scratch) / "model.onnx"
-        log(f"exporting {cfg['model'].get('name')} to ONNX ({size[0]}x{size[1]}, "
+        log(f"exporting {src.cfg['model'].get('name')} to ONNX ({size[0]}x{size[1]}, "
             f"{'dynamic' if opts.dynamic_batch else 'static'} batch)")
-        exporter = export_onnx(model, fp32_onnx, channels, size[0], size[1], opts.dynamic_batch)
+        exporter = export_onnx(src.model, fp32_onnx, src.channels, size[0], size[1], opts.dynamic_batch)
         log(f"building the {opts.target} {opts.precision} artifact")
-        built = build_target(opts, fp32_onnx, tmp, calib, validation, num_classes,
-                             input_chw=(channels, size[0], size[1]), log=log)
-        batch = opts.parity_batch if opts.dynamic_batch else 1
-        results = {}
-        for label, runner in built.pop("parity_runners"):
-            out = parity.runner_logits(runner, INPUT_NAME, OUTPUT_NAME, held.images, batch, desc=f"parity {label}")
-            used = compute_precision(runner, opts.precision)
-            runner.deactivate()
-            res = parity.compare(ref, out, held.masks, held.case_ids, num_classes)
-            res.update(runtime=label, split=held.split, data_root=held.root, split_size=held.total,
-                       inference_precision=used)
-            res["check"] = parity.check(opts.precision, res, opts.strict, what=f"the {opts.target} {opts.precision} export")
-            results[label] = res
-        first = next(iter(results.values()))
-        for w in (w for r in results.values() for w in r["check"]["warnings"]):
-            log(f"warning: {w}")
-        batch_dim: Any = "batch" if opts.dynamic_batch else 1
-        source = mf.source_record(run, ckpt, cfg)
-        man = mf.build_manifest(
-            tmp,
-            target=opts.target,
-            precision=opts.precision,
-            runtime=check_pair(opts.target, opts.precision).runtime,
-            artifact=built["artifact"],
-            onnx=built.get("onnx"),
-            input_name=INPUT_NAME,
-            output_name=OUTPUT_NAME,
-            input={"name": INPUT_NAME, "shape": [batch_dim, channels, size[0], size[1]], "dtype": "float32",
-                   "layout": "NCHW"},
-            output={"name": OUTPUT_NAME, "shape": [batch_dim, num_classes, size[0], size[1]], "dtype": "float32"},
-            source_run=source["run"],
-            source=source,
-            model=mf.model_record(model, cfg),
-            data=data,
-            calibration=built.get("calibration"),
-            exporter=exporter,
-            build=built.get("build"),
-            inference_precision={"requested": opts.inference_precision,
-                                 "hint": (built.get("build") or {}).get("parity_config", {}).get("INFERENCE_PRECISION_HINT"),
-                                 "used": first["inference_precision"],
-                                 "cpu": cpu_summary()},
-            tensorrt=built.get("tensorrt"),
-            parity=first,
-            parity_all=results if len(results) > 1 else None,
-            checks={"rule": first["check"]["rule"], "passed": all(r["check"]["passed"] for r in results.values()),
-                    "warnings": [w for r in results.values() for w in r["check"]["warnings"]], "strict": opts.strict},
-            options=options or {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
-            command=command,
-        )
+        built = build_target(opts, fp32_onnx, tmp, calib, validation, src.num_classes,
+                             input_chw=(src.channels, size[0], size[1]), log=log)
+        results = _check_parity(built, opts, ref, held, src.num_classes, log)
+        man = _manifest(tmp, run, src, opts, built, calib, exporter, results, options, command)
         write_json(tmp / mf.MANIFEST, man)
+    first = man["parity"]
     log(f"wrote {opts.out}: {man['artifact']} ({opts.target} {opts.precision}, computed in "
         f"{first['inference_precision']}; argmax agreement {first['argmax_agreement']:.4%}, "
         f"max |logit diff| {first['max_abs_logit_diff']:.3g}, Dice vs torch {_fmt(first['dice_vs_torch'])}, "
         f"Dice ratio {_fmt(first['dice_ratio'])})")
     return man
+
+
+def _manifest(tmp: Path, run: str | Path, src: _Source, opts: ExportOptions, built: Artifact,
+              calib: cal.ImageSet | None, exporter: dict[str, Any], results: dict[str, dict[str, Any]],
+              options: dict[str, Any] | None, command: str | None) -> dict[str, Any]:
+    from pncd.export import manifest as mf
+
+    first = next(iter(results.values()))
+    batch_dim: Any = "batch" if opts.dynamic_batch else 1
+    h, w = src.size
+    source = mf.source_record(run, src.checkpoint, src.cfg)
+    calibration = (cal.calibration_record(calib, opts.calib_method, built.calibration_method)
+                   if calib is not None else None)
+    return mf.build_manifest(
+        tmp,
+        target=opts.target,
+        precision=opts.precision,
+        runtime=check_pair(opts.target, opts.precision).runtime,
+        artifact=built.artifact,
+        onnx=built.onnx,
+        input_name=INPUT_NAME,
+        output_name=OUTPUT_NAME,
+        input={"name": INPUT_NAME, "shape": [batch_dim, src.channels, h, w], "dtype": "float32", "layout": "NCHW"},
+        output={"name": OUTPUT_NAME, "shape": [batch_dim, src.num_classes, h, w], "dtype": "float32"},
+        source_run=source["run"],
+        source=source,
+        model=mf.model_record(src.model, src.cfg),
+        data=src.data,
+        calibration=calibration,
+        exporter=exporter,
+        build=built.build,
+        inference_precision={"requested": opts.inference_precision,
+                             "hint": (built.build or {}).get("parity_config", {}).get("INFERENCE_PRECISION_HINT"),
+                             "used": first["inference_precision"],
+                             "cpu": cpu_summary()},
+        tensorrt=built.tensorrt,
+        parity=first,
+        parity_all=results if len(results) > 1 else None,
+        checks={"rule": first["check"]["rule"], "passed": all(r["check"]["passed"] for r in results.values()),
+                "warnings": [w for r in results.values() for w in r["check"]["warnings"]], "strict": opts.strict},
+        options=options or {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
+        command=command,
+    )
 
 
 def _stderr(msg: str) -> None:
@@ -242,87 +284,11 @@ def _fmt(x: float | None) -> str:
 
 def build_target(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None,
                  validation: cal.ImageSet, num_classes: int, input_chw: tuple[int, int, int] | None = None,
-                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Write the target's files into ``out_dir``; return what the manifest and parity need.
-    ``validation``: the held-out images OpenVINO's accuracy control computes Dice on."""
-    t, p = opts.target, opts.precision
-    if t == "onnxruntime":
-        return _build_onnxruntime(opts, fp32_onnx, out_dir, calib)
-    if t == "openvino":
-        return _build_openvino(opts, fp32_onnx, out_dir, calib, validation, num_classes)
-    if t in ("tensorrt", "jetson"):
-        return _build_tensorrt(opts, fp32_onnx, out_dir, calib, input_chw, log)
-    raise PncdError(f"no builder for target {t!r} / {p!r}")  # unreachable after check_pair
-
-
-def _calib_record(opts: ExportOptions, calib: cal.ImageSet | None, backend_method: str) -> dict[str, Any] | None:
-    return cal.calibration_record(calib, opts.calib_method, backend_method) if calib is not None else None
-
-
-def _build_onnxruntime(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None) -> dict[str, Any]:
-    import shutil
-
-    from pncd.export.ort_export import quantize_int8, to_fp16
-    from pncd.targets.onnxrt import OnnxRuntimeRunner
-    from pncd.targets.trt import ONNX_FOR_PRECISION
-
-    name = ONNX_FOR_PRECISION[opts.precision]
-    dst = out_dir / name
-    if opts.precision == "fp32":
-        shutil.copyfile(fp32_onnx, dst)
-        build: dict[str, Any] = {"onnx": "as exported"}
-    elif opts.precision == "fp16":
-        build = to_fp16(fp32_onnx, dst)
-    else:
-        build = quantize_int8(fp32_onnx, dst, calib.images, INPUT_NAME, opts.calib_method, symmetric=False,
-                              keep_float=opts.keep_float)
-    return {
-        "artifact": name, "onnx": name, "build": build,
-        "calibration": _calib_record(opts, calib, build.get("calibrate_method", "")),
-        "parity_runners": [("onnxruntime", OnnxRuntimeRunner(dst))],
-    }
-
-
-def _build_openvino(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None,
-                    validation: cal.ImageSet, num_classes: int) -> dict[str, Any]:
-    from pncd.export.openvino_export import convert
-    from pncd.targets.openvino_rt import OpenVinoRunner
-
-    xml = out_dir / "model.xml"
-    build = convert(fp32_onnx, xml, opts.precision, INPUT_NAME, calib=calib, method=opts.calib_method,
-                    accuracy_control=opts.accuracy_control, validation=validation, max_drop=opts.max_dice_drop,
-                    num_classes=num_classes, keep_float=opts.keep_float, preset=opts.ov_preset or "mixed")
-    from pncd.targets.cpu import resolve_inference_precision
-
-    hint = resolve_inference_precision(opts.inference_precision, opts.precision, "CPU")
-    build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}
-    return {
-        "artifact": "model.xml", "onnx": None, "build": build,
-        "calibration": _calib_record(opts, calib, f"nncf {build.get('nncf_range_estimator', '')}".strip()),
-        "parity_runners": [("openvino", OpenVinoRunner(xml, device="CPU", precision_hint=hint))],
-    }
-
-
-def _build_tensorrt(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None,
-                    dynamic_shape: tuple[int, int, int] | None = None,
-                    log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    from pncd.export import tensorrt_export as te
-    from pncd.targets.onnxrt import OnnxRuntimeRunner
-
-    name, build = te.write_onnx(fp32_onnx, out_dir, opts.precision, INPUT_NAME, calib, opts.calib_method,
-                                opts.keep_float)
-    info = te.maybe_build_engine(opts.target, out_dir / name, out_dir, opts.precision,
-                                 dynamic_shape=dynamic_shape if opts.dynamic_batch else None)
-    if info.get("engine_note"):  # e.g. the trtexec command to run where TensorRT is installed
-        (log or _stderr)(info["engine_note"])
-    runners: list[tuple[str, Any]] = []
-    if info.get("engine"):
-        from pncd.targets.trt import TensorRTRunner
-
-        runners.append(("tensorrt", TensorRTRunner(out_dir / info["engine"])))
-    runners.append(("onnxruntime (the TensorRT ONNX)", OnnxRuntimeRunner(out_dir / name)))
-    return {
-        "artifact": name, "onnx": name, "build": build, "tensorrt": info,
-        "calibration": _calib_record(opts, calib, build.get("calibrate_method", "")),
-        "parity_runners": runners,
-    }
+                 log: Callable[[str], None] | None = None) -> Artifact:
+    """Write the target's files into ``out_dir`` (``TARGETS[opts.target].build``); return what the
+    manifest and parity need. ``validation``: the held-out images OpenVINO's accuracy control
+    computes Dice on."""
+    target = check_pair(opts.target, opts.precision)
+    options = BuildOptions(flags=opts, validation=validation, num_classes=num_classes, input_chw=input_chw,
+                           input_name=INPUT_NAME, log=log or _stderr)
+    return target.build(fp32_onnx, out_dir, opts.precision, calib, options)

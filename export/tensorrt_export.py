@@ -13,13 +13,10 @@ the JetPack releases in REFERENCE.md, so the device side can be checked against 
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
 from typing import Any
 
-from pncd.export.calibration import ImageSet
-from pncd.export.ort_export import quantize_int8, to_fp16
-from pncd.targets.trt import ONNX_FOR_PRECISION, build_engine, trt_build_plan, trtexec_command
+from pncd.targets.trt import build_engine, trt_build_plan, trtexec_command
 
 KNOWN_RELEASES = {"10.3": "JetPack 6.x", "10.16": "JetPack 7.2"}
 ENGINE = "model.engine"
@@ -27,20 +24,6 @@ ENGINE = "model.engine"
 
 def tensorrt_available() -> bool:
     return importlib.util.find_spec("tensorrt") is not None
-
-
-def write_onnx(fp32_onnx: Path, out_dir: Path, precision: str, input_name: str,
-               calib: ImageSet | None, method: str, keep_float: tuple[str, ...] = ("first",)) -> tuple[str, dict[str, Any]]:
-    """Write the precision's ONNX into ``out_dir``; returns (file name, conversion options)."""
-    name = ONNX_FOR_PRECISION[precision]
-    dst = out_dir / name
-    if precision == "fp32":
-        shutil.copyfile(fp32_onnx, dst)
-        return name, {"onnx": "as exported"}
-    if precision == "fp16":
-        return name, to_fp16(fp32_onnx, dst)
-    assert calib is not None, "INT8 needs calibration images"
-    return name, quantize_int8(fp32_onnx, dst, calib.images, input_name, method, symmetric=True, keep_float=keep_float)
 
 
 def plans(precision: str) -> dict[str, Any]:
@@ -53,9 +36,9 @@ def plans(precision: str) -> dict[str, Any]:
     return out
 
 
-def maybe_build_engine(target: str, onnx_path: Path, out_dir: Path, precision: str,
+def maybe_build_engine(build: bool, onnx_path: Path, out_dir: Path, precision: str,
                        dynamic_shape: tuple[int, int, int] | None = None) -> dict[str, Any]:
-    """Build ``model.engine`` for target tensorrt where TensorRT is importable; say why not otherwise.
+    """Build ``model.engine`` (``build``: target tensorrt) where TensorRT is importable; say why not otherwise.
 
     ``info["trtexec"]``: for each known TensorRT release, the command that builds the engine on
     the NVIDIA machine; ``dynamic_shape`` (C, H, W) when the export has a dynamic batch axis.
@@ -63,7 +46,7 @@ def maybe_build_engine(target: str, onnx_path: Path, out_dir: Path, precision: s
     info: dict[str, Any] = {"plans": plans(precision), "engine": None, "built_with": None}
     info["trtexec"] = {release: trtexec_command(plan, onnx_path.name, dynamic_shape=dynamic_shape)
                        for release, plan in info["plans"].items()}
-    if target == "jetson":
+    if not build:  # target jetson
         info["engine_note"] = "built on the device by pncd bench (engines are tied to their TensorRT and GPU)"
         return info
     if not tensorrt_available():

@@ -1,14 +1,28 @@
-"""The runner base class every backend follows."""
+"""What every backend is made of: a :class:`Target` (build an artifact, make its runner) and a :class:`Runner`.
+
+A backend is one module defining a ``Target`` subclass and its ``Runner``; one line in
+:mod:`pncd.targets.registry` (or ``register_target(...)`` at run time) puts it in
+``pncd.targets.TARGETS``, which ``pncd export``, :func:`pncd.targets.registry.load_runner` and
+the bench iterate over.
+"""
 
 from __future__ import annotations
 
 import importlib
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from pncd.errors import PncdError, RunFailed
+from pncd.errors import RunFailed
+
+if TYPE_CHECKING:
+    from pncd.export.calibration import ImageSet
+    from pncd.export.pipeline import ExportOptions
+
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def require(module: str, package: str | None = None, purpose: str = "") -> Any:
@@ -66,3 +80,67 @@ class Runner:
 
     def _deactivate(self) -> None:
         pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BuildOptions:
+    """What a target's build may use besides the FP32 ONNX and the calibration images."""
+
+    flags: "ExportOptions"  # the pncd export flags (calib_method, keep_float, dynamic_batch, ...)
+    validation: "ImageSet | None" = None  # held-out images (OpenVINO's accuracy control)
+    num_classes: int = 2
+    input_chw: tuple[int, int, int] | None = None  # (C, H, W) of the exported input
+    input_name: str = "image"
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class Artifact:
+    """What a build wrote into its directory, and what the manifest and the parity check need."""
+
+    artifact: str  # the file the runner loads (manifest "artifact")
+    onnx: str | None  # the ONNX file in the directory, if any (manifest "onnx")
+    build: dict[str, Any]  # conversion options (manifest "build")
+    calibration_method: str = ""  # the backend's name for how INT8 was calibrated
+    tensorrt: dict[str, Any] | None = None  # build plans and engine (targets tensorrt / jetson)
+    parity_runners: list[tuple[str, Runner]] = field(default_factory=list)  # (label, inactive runner)
+
+
+@dataclass
+class RunOptions:
+    """How to run an artifact: the artifact's own facts and the caller's settings."""
+
+    threads: int | None = None
+    precision: str = "fp32"  # the artifact's precision
+    inference_precision: str | None = None  # OpenVINO: auto|f32|f16|bf16 (None: auto)
+    manifest: dict[str, Any] | None = None  # the export's manifest, when loaded from its directory
+    directory: Path | None = None  # the export directory, when loaded from one
+
+
+@dataclass(frozen=True)
+class Target:
+    """One export target. Subclasses implement :meth:`build` and :meth:`runner`."""
+
+    name: str
+    runtime: str  # what runs the main artifact (manifest "runtime")
+    package: str  # pip package of that runtime
+    description: str
+    precisions: tuple[str, ...] = PRECISIONS
+    suffixes: tuple[str, ...] = ()  # bare files (no manifest) this target's runner loads, by suffix
+
+    def require(self, precision: str) -> None:
+        """Import the conversion tools up front, so a missing one names its package before any work."""
+
+    def build(self, onnx: Path, out_dir: Path, precision: str, calib: "ImageSet | None",
+              options: BuildOptions) -> Artifact:
+        """Write the artifact for ``precision`` into ``out_dir`` from the FP32 ``onnx``."""
+        raise NotImplementedError
+
+    def runner(self, path: Path, device: str | None, options: RunOptions) -> Runner:
+        """An inactive runner for the artifact file ``path`` on ``device``."""
+        raise NotImplementedError

@@ -1,4 +1,4 @@
-"""ONNX Runtime runner: one ``InferenceSession`` over an ONNX file (FP32, FP16 or INT8 QDQ).
+"""The onnxruntime target: ONNX files (FP32, FP16, INT8 QDQ) and their runner, one ``InferenceSession``.
 
 ``onnxruntime`` is imported when the runner is activated, so pncd imports without it.
 """
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pncd.errors import PncdError
-from pncd.targets.base import Runner, require
+from pncd.targets.base import Artifact, BuildOptions, Runner, RunOptions, Target, require
 
 
 class OnnxRuntimeRunner(Runner):
@@ -93,3 +93,33 @@ class OnnxRuntimeRunner(Runner):
         used = self.session.get_providers() if self.session is not None else self.providers
         return {"runner": type(self).__name__, "runtime": "onnxruntime", "version": version, "file": self.path.name,
                 "providers": used, "threads": self.threads, "graph_optimization": "ORT_ENABLE_ALL"}
+
+
+def ort_providers(device: str | None) -> list[str]:
+    """ONNX Runtime execution providers for ``device`` ("cpu" or "cuda")."""
+    d = (device or "cpu").lower()
+    if d == "cpu":
+        return ["CPUExecutionProvider"]
+    if d == "cuda":
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise PncdError(f"device {device!r} is not one ONNX Runtime takes here; use 'cpu' or 'cuda'")
+
+
+class OnnxRuntimeTarget(Target):
+    """FP32 as exported, FP16 (onnxconverter-common), INT8 QDQ with asymmetric activations."""
+
+    def build(self, onnx: Path, out_dir: Path, precision: str, calib, options: BuildOptions) -> Artifact:
+        from pncd.export.ort_export import write_precision_onnx
+
+        name, build = write_precision_onnx(onnx, out_dir, precision, options.input_name, calib,
+                                           options.flags.calib_method, options.flags.keep_float, symmetric=False)
+        return Artifact(name, name, build, calibration_method=build.get("calibrate_method", ""),
+                        parity_runners=[(self.name, OnnxRuntimeRunner(out_dir / name))])
+
+    def runner(self, path: Path, device: str | None, options: RunOptions) -> Runner:
+        return OnnxRuntimeRunner(path, providers=ort_providers(device), threads=options.threads)
+
+
+TARGET = OnnxRuntimeTarget(
+    "onnxruntime", runtime="onnxruntime", package="onnxruntime", suffixes=(".onnx",),
+    description="ONNX Runtime: FP32, FP16 (onnxconverter-common), INT8 QDQ (static calibration)")

@@ -1,4 +1,4 @@
-"""OpenVINO runner: a compiled IR (``model.xml`` + ``model.bin``) on an OpenVINO device.
+"""The openvino target (IR, NNCF INT8) and its runner: a compiled IR (``model.xml`` + ``model.bin``) on an OpenVINO device.
 
 ``openvino`` is imported when the runner is activated. On CPUs with BF16 support the CPU plugin
 computes in bf16 unless told otherwise, so FP32 artifacts are run with
@@ -9,14 +9,13 @@ reports what the plugin actually uses.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pncd.errors import PncdError
-from pncd.targets.base import Runner, require
+from pncd.targets.base import Artifact, BuildOptions, Runner, RunOptions, Target, require
 
 
 class OpenVinoRunner(Runner):
@@ -24,7 +23,6 @@ class OpenVinoRunner(Runner):
 
     ``precision_hint``: "f32" for FP32 artifacts, None to leave the plugin's default;
     ``threads``: ``INFERENCE_NUM_THREADS`` (default: the plugin's choice).
-    :meth:`throughput` measures images per second with ``ov.AsyncInferQueue``.
     """
 
     name = "openvino"
@@ -113,36 +111,53 @@ class OpenVinoRunner(Runner):
         return {"runner": type(self).__name__, "runtime": "openvino", "version": version, "file": self.path.name,
                 "device": self.device, "config": self.config(), "inference_precision": self.inference_precision()}
 
-    def throughput(self, feed: dict[str, np.ndarray], iterations: int = 100, jobs: int = 0,
-                   warmup: int | None = None) -> dict[str, Any]:
-        """Images per second with ``ov.AsyncInferQueue`` (the model compiled in THROUGHPUT mode).
-
-        ``jobs`` = parallel infer requests (0: the device's optimal number). Every request gets
-        the same ``feed``; the batch size is that of ``feed``.
-        """
-        ov = require("openvino", "openvino", "the openvino target")
-        compiled = self._compile("THROUGHPUT")
-        queue = ov.AsyncInferQueue(compiled, int(jobs))
-        n_jobs = len(queue)
-        for _ in range(n_jobs if warmup is None else warmup):
-            queue.start_async(feed)
-        queue.wait_all()
-        t0 = time.perf_counter()
-        for _ in range(iterations):
-            queue.start_async(feed)
-        queue.wait_all()
-        seconds = time.perf_counter() - t0
-        batch = int(next(iter(feed.values())).shape[0])
-        try:
-            streams = int(compiled.get_property("NUM_STREAMS"))
-        except (RuntimeError, TypeError, ValueError):
-            streams = None
-        return {"images_per_s": iterations * batch / seconds, "iterations": iterations, "batch": batch,
-                "jobs": n_jobs, "streams": streams, "seconds": seconds, "device": self.device}
-
 
 def _name(port: Any, index: int) -> str:
     try:
         return port.get_any_name()
     except RuntimeError:  # an unnamed port
         return f"output{index}"
+
+
+def ov_device(device: str | None) -> str:
+    """OpenVINO's device name for ``device`` ("cpu" -> "CPU"; "cuda" is refused)."""
+    d = (device or "cpu").strip()
+    if d.lower() == "cuda":
+        raise PncdError("OpenVINO does not run on CUDA devices; use device 'cpu' (or an OpenVINO name: GPU, NPU, AUTO)")
+    return d.upper()
+
+
+class OpenVinoTarget(Target):
+    """OpenVINO IR: FP32, FP16 weights, INT8 by NNCF post-training quantization."""
+
+    def require(self, precision: str) -> None:
+        require("openvino", "openvino", "the openvino target")
+        if precision == "int8":
+            require("nncf", "nncf", "OpenVINO INT8 quantization")
+
+    def build(self, onnx: Path, out_dir: Path, precision: str, calib, options: BuildOptions) -> Artifact:
+        from pncd.export.openvino_export import convert
+        from pncd.targets.cpu import resolve_inference_precision
+
+        f = options.flags
+        xml = out_dir / "model.xml"
+        build = convert(onnx, xml, precision, options.input_name, calib=calib, method=f.calib_method,
+                        accuracy_control=f.accuracy_control, validation=options.validation,
+                        max_drop=f.max_dice_drop, num_classes=options.num_classes, keep_float=f.keep_float,
+                        preset=f.ov_preset or "mixed")
+        hint = resolve_inference_precision(f.inference_precision, precision, "CPU")
+        build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}
+        return Artifact("model.xml", None, build,
+                        calibration_method=f"nncf {build.get('nncf_range_estimator', '')}".strip(),
+                        parity_runners=[(self.name, OpenVinoRunner(xml, device="CPU", precision_hint=hint))])
+
+    def runner(self, path: Path, device: str | None, options: RunOptions) -> Runner:
+        from pncd.targets.cpu import resolve_inference_precision
+
+        hint = resolve_inference_precision(options.inference_precision, options.precision, ov_device(device))
+        return OpenVinoRunner(path, device=ov_device(device), precision_hint=hint, threads=options.threads)
+
+
+TARGET = OpenVinoTarget(
+    "openvino", runtime="openvino", package="openvino", suffixes=(".xml",),
+    description="OpenVINO IR: FP32, FP16 weights, INT8 (NNCF post-training quantization)")

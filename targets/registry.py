@@ -1,10 +1,12 @@
 """Export targets, their precisions, and ``load_runner``: the API the bench stage uses.
 
 Targets and precisions
-    ``TARGETS`` is a :class:`pncd.registry.Registry` of :class:`TargetSpec`; every target
-    takes ``fp32``, ``fp16`` and ``int8``. :func:`valid_pairs` lists the (target, precision)
-    pairs and :func:`check_pair` turns a bad pair into a one-line :class:`PncdError` that lists
-    the valid ones.
+    ``TARGETS`` is a :class:`pncd.registry.Registry` of :class:`pncd.targets.base.Target`
+    (also importable as ``pncd.targets.TARGETS``); every built-in target takes ``fp32``, ``fp16``
+    and ``int8``. A new backend is one module defining a ``Target`` and one
+    :func:`register_target` line below (or a ``register_target`` call at run time: a plug-in).
+    :func:`valid_pairs` lists the (target, precision) pairs and :func:`check_pair` turns a bad
+    pair into a one-line :class:`PncdError` that lists the valid ones.
 
     ============  ===========================================  ==========================
     target        what ``pncd export`` writes                  runs on (runner)
@@ -46,47 +48,32 @@ Manifest keys the bench reads (written by :mod:`pncd.export.manifest`): ``target
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pncd.errors import PncdError
 from pncd.registry import Registry
+from pncd.targets import onnxrt, openvino_rt, trt
+from pncd.targets.base import PRECISIONS, Runner, RunOptions, Target
 
-PRECISIONS = ("fp32", "fp16", "int8")
 MANIFEST = "manifest.json"
 
+__all__ = ["MANIFEST", "PRECISIONS", "TARGETS", "check_pair", "find_manifest", "load_runner", "read_manifest",
+           "register_target", "valid_pairs"]
 
-@dataclass(frozen=True)
-class TargetSpec:
-    """One export target: which precisions it takes and which package its runtime needs."""
-
-    name: str
-    precisions: tuple[str, ...]
-    runtime: str  # the runner that runs the main artifact
-    package: str  # pip package of that runtime
-    description: str
-    builds_engine: bool = False
-    extra_packages: tuple[str, ...] = field(default=())
+TARGETS: Registry[Target] = Registry("target")
 
 
-TARGETS: Registry[TargetSpec] = Registry("target")
+def register_target(target: Target) -> Target:
+    """Add ``target`` to :data:`TARGETS` under its name (a name registered twice is a ValueError)."""
+    TARGETS.register(target.name, precisions=target.precisions)(target)
+    return target
 
 
-def _add(spec: TargetSpec) -> None:
-    TARGETS.register(spec.name, precisions=spec.precisions)(spec)
-
-
-_add(TargetSpec("onnxruntime", PRECISIONS, "onnxruntime", "onnxruntime",
-                "ONNX Runtime: FP32, FP16 (onnxconverter-common), INT8 QDQ (static calibration)"))
-_add(TargetSpec("openvino", PRECISIONS, "openvino", "openvino",
-                "OpenVINO IR: FP32, FP16 weights, INT8 (NNCF post-training quantization)",
-                extra_packages=("nncf",)))
-_add(TargetSpec("tensorrt", PRECISIONS, "tensorrt", "tensorrt",
-                "TensorRT: FP32 / FP16 / symmetric INT8 QDQ ONNX, engine built where tensorrt is importable",
-                builds_engine=True))
-_add(TargetSpec("jetson", PRECISIONS, "tensorrt", "tensorrt",
-                "NVIDIA Jetson: the TensorRT ONNX only; pncd bench builds the engine on the device"))
+register_target(onnxrt.TARGET)
+register_target(openvino_rt.TARGET)
+register_target(trt.TENSORRT)
+register_target(trt.JETSON)
 
 
 def valid_pairs() -> list[tuple[str, str]]:
@@ -94,8 +81,8 @@ def valid_pairs() -> list[tuple[str, str]]:
     return [(t, p) for t in TARGETS for p in TARGETS.get(t).precisions]
 
 
-def check_pair(target: str, precision: str) -> TargetSpec:
-    """The target's spec, or a PncdError listing the valid target/precision pairs."""
+def check_pair(target: str, precision: str) -> Target:
+    """The target, or a PncdError listing the valid target/precision pairs."""
     pairs = ", ".join(f"{t}/{p}" for t, p in valid_pairs())
     if target not in TARGETS:
         raise PncdError(f"unknown target {target!r}; valid target/precision pairs: {pairs}")
@@ -134,103 +121,59 @@ def read_manifest(artifact: str | os.PathLike) -> dict[str, Any]:
     return man
 
 
-def ov_device(device: str | None) -> str:
-    """OpenVINO's device name for ``device`` ("cpu" -> "CPU"; "cuda" is refused)."""
-    d = (device or "cpu").strip()
-    if d.lower() == "cuda":
-        raise PncdError("OpenVINO does not run on CUDA devices; use device 'cpu' (or an OpenVINO name: GPU, NPU, AUTO)")
-    return d.upper()
-
-
-def ort_providers(device: str | None) -> list[str]:
-    """ONNX Runtime execution providers for ``device`` ("cpu" or "cuda")."""
-    d = (device or "cpu").lower()
-    if d == "cpu":
-        return ["CPUExecutionProvider"]
-    if d == "cuda":
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise PncdError(f"device {device!r} is not one ONNX Runtime takes here; use 'cpu' or 'cuda'")
-
-
 def load_runner(
     artifact: str | os.PathLike,
     device: str | None = "cpu",
     runtime: str | None = None,
     threads: int | None = None,
     inference_precision: str | None = None,
-):
+) -> Runner:
     """An inactive runner for an exported artifact (see the module docstring).
 
     ``inference_precision`` (OpenVINO): auto|f32|f16|bf16; None = what the artifact was
     exported and checked with (its manifest), else auto.
 
-    ``runtime`` overrides the manifest's runtime: "onnxruntime" runs a TensorRT/Jetson
-    artifact's ONNX on ONNX Runtime (or an OpenVINO artifact's ONNX, when present).
+    ``runtime`` overrides the manifest's runtime with another target's runner: "onnxruntime"
+    runs a TensorRT/Jetson artifact's ONNX on ONNX Runtime (or an OpenVINO artifact's ONNX, when
+    present).
     """
     path = Path(artifact)
     manifest_path = find_manifest(path)
     if manifest_path is None:
         if path.is_file():
-            return _runner_for_file(path, device, runtime, threads, precision=None,
-                                    inference_precision=inference_precision)
+            return _runner_for_file(path, device, runtime, RunOptions(threads, inference_precision=inference_precision))
         raise PncdError(f"{path}: not an exported artifact (no {MANIFEST}); pass a directory written by pncd export")
     man = read_manifest(manifest_path)
     d = manifest_path.parent
-    target, precision = man["target"], man["precision"]
-    runtime = runtime or man.get("runtime") or check_pair(target, precision).runtime
+    target = check_pair(man["target"], man["precision"])
+    runtime = runtime or man.get("runtime") or target.runtime
     main = d / man["artifact"]
     if not main.is_file():
         raise PncdError(f"{main}: listed in {manifest_path} but missing; re-export the artifact")
-    if runtime == "tensorrt":
-        return _tensorrt_runner(d, man, device)
-    if runtime == "onnxruntime" and main.suffix != ".onnx":
-        onnx = man.get("onnx")
-        if not onnx or not (d / onnx).is_file():
-            raise PncdError(f"{d}: this {target} artifact has no ONNX file for ONNX Runtime; re-export it")
-        main = d / onnx
+    if runtime != target.runtime:  # another target's runner, e.g. ONNX Runtime on a TensorRT artifact's ONNX
+        if runtime not in TARGETS:
+            raise PncdError(f"runtime {runtime!r} is unknown; use one of {', '.join(TARGETS)}")
+        target = TARGETS.get(runtime)
+        if runtime == "onnxruntime" and main.suffix != ".onnx":
+            onnx = man.get("onnx")
+            if not onnx or not (d / onnx).is_file():
+                raise PncdError(f"{d}: this {man['target']} artifact has no ONNX file for ONNX Runtime; re-export it")
+            main = d / onnx
     recorded = (man.get("inference_precision") or {}).get("requested")
-    return _runner_for_file(main, device, runtime, threads, precision=precision,
-                            inference_precision=inference_precision or recorded)
+    opts = RunOptions(threads, precision=man["precision"], inference_precision=inference_precision or recorded,
+                      manifest=man, directory=d)
+    return target.runner(main, device, opts)
 
 
-def _runner_for_file(path: Path, device: str | None, runtime: str | None, threads: int | None,
-                     precision: str | None, inference_precision: str | None = None):
+def _runner_for_file(path: Path, device: str | None, runtime: str | None, opts: RunOptions) -> Runner:
+    """A bare file without a manifest: the target named by ``runtime``, else the one claiming its suffix."""
     suffix = path.suffix.lower()
-    runtime = runtime or {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}.get(suffix)
-    if runtime == "onnxruntime":
-        from pncd.targets.onnxrt import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(path, providers=ort_providers(device), threads=threads)
-    if runtime == "openvino":
-        from pncd.targets.openvino_rt import OpenVinoRunner
-
-        from pncd.targets.cpu import resolve_inference_precision
-
-        hint = resolve_inference_precision(inference_precision, precision or "fp32", ov_device(device))
-        return OpenVinoRunner(path, device=ov_device(device), precision_hint=hint, threads=threads)
-    if runtime == "tensorrt":
-        from pncd.targets.trt import TensorRTRunner
-
-        return TensorRTRunner(path)
-    raise PncdError(f"{path}: no runner for {suffix or 'this file'} files; pass a .onnx, .xml or .engine file "
-                    "or a directory written by pncd export")
-
-
-def _tensorrt_runner(d: Path, man: dict[str, Any], device: str | None):
-    """TensorRT needs a GPU: the directory's engine if this TensorRT built it, else one built now."""
-    from pncd.targets import trt as trt_target
-    from pncd.targets.base import require
-
-    if (device or "cpu").lower() != "cuda":
-        raise PncdError(
-            f"{d} is a {man['target']} artifact: TensorRT runs on an NVIDIA GPU (device 'cuda', or "
-            "pncd bench --device jetson); to run its ONNX on ONNX Runtime pass runtime='onnxruntime'"
-        )
-    trt = require("tensorrt", "tensorrt", f"the {man['target']} target")
-    info = man.get("tensorrt") or {}
-    engine = info.get("engine")
-    if engine and (d / engine).is_file() and info.get("built_with") == trt.__version__:
-        return trt_target.TensorRTRunner(d / engine)
-    onnx = d / man["artifact"]
-    data = trt_target.build_engine(onnx, None, man["precision"])
-    return trt_target.TensorRTRunner(engine_bytes=data, name=str(onnx))
+    if runtime is not None:
+        target = TARGETS.get(runtime)
+    else:
+        target = next((TARGETS.get(n) for n in TARGETS if suffix in TARGETS.get(n).suffixes), None)
+    if target is None:
+        known = ", ".join(s for n in TARGETS for s in TARGETS.get(n).suffixes)
+        raise PncdError(f"{path}: no runner for {suffix or 'this file'} files; pass a file of a known kind ({known}) "
+                        "or a directory written by pncd export")
+    return target.runner(path, device, opts)

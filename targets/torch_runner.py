@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -28,15 +27,6 @@ class TorchRunner(Runner):
         self.device = device
         self.threads = threads
         self._old_threads: int | None = None
-
-    @classmethod
-    def from_run(cls, run: str | os.PathLike, device: str = "cpu", threads: int | None = None,
-                 which: str = "best") -> "TorchRunner":
-        """The runner of a run directory's checkpoint (``pncd.checkpoint.load_model``)."""
-        from pncd.checkpoint import load_model
-
-        model, _cfg = load_model(run, which=which, device="cpu")
-        return cls(model, device=device, threads=threads)
 
     def _activate(self) -> None:
         import torch

@@ -1,97 +1,33 @@
-"""TensorRT: which network type and builder flags each version needs, engine building, a runner.
+"""TensorRT: engine building (Polygraphy's loaders), a runner, and the tensorrt and jetson targets.
 
-TensorRT changed how precision is asked for (REFERENCE.md section 5):
-
-- 10.0 - 10.11 (JetPack 6 ships 10.3): *weakly typed* networks. FP16 and INT8 are builder
-  flags (``BuilderFlag.FP16`` / ``BuilderFlag.INT8``); INT8 scales come from the QDQ nodes of
-  the ONNX (explicit quantization, no calibrator), FP16 is allowed alongside INT8 for the
-  layers left unquantized.
-- 10.12 and later, and 11.x (where the flags and weakly typed networks are gone): *strongly
-  typed* networks (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``); the precision is the
-  ONNX's own: FP16 weights and casts, QDQ nodes for INT8. No precision flags.
-
-Either way the export writes one ONNX per precision (``model.onnx``, ``model_fp16.onnx``,
-``model_int8.onnx`` with symmetric INT8 QDQ), which both kinds of network accept, and
-:func:`trt_build_plan` says how to build it for the TensorRT at hand. ``tensorrt`` (and, for
-the runner, ``polygraphy``) are imported only when used: engines are built and run where
-TensorRT exists (an NVIDIA GPU, a Jetson), never on the export machine's CPU.
+How each TensorRT version is asked for a precision, and the builder itself, live in
+:mod:`pncd.targets.trt_build` (no pncd imports: the Jetson runner ships it to the device). The
+export writes one ONNX per precision (``model.onnx``, ``model_fp16.onnx``, ``model_int8.onnx``
+with symmetric INT8 QDQ); target ``tensorrt`` also builds ``model.engine`` where ``tensorrt`` is
+importable, target ``jetson`` never does (the bench builds it on the device). ``tensorrt`` and
+``polygraphy`` are imported only when used: engines are built and run where TensorRT exists (an
+NVIDIA GPU, a Jetson), never on the export machine's CPU.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pncd.errors import PncdError, RunFailed
-from pncd.targets.base import Runner, require
-
-ONNX_FOR_PRECISION = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_int8.onnx"}
-STRONGLY_TYPED_SINCE = (10, 12)
-DEFAULT_MAX_BATCH = 32
-
-
-def parse_trt_version(version: str) -> tuple[int, int, int]:
-    """``"10.3.0.30"`` -> ``(10, 3, 0)``; a string that is not a version is a PncdError."""
-    m = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?", str(version))
-    if not m:
-        raise PncdError(f"TensorRT version {version!r} is not a version number like 10.3.0")
-    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
-
-
-def trt_build_plan(version: str, precision: str) -> dict[str, Any]:
-    """How to build an engine of ``precision`` with TensorRT ``version`` (a pure function).
-
-    Returns ``{"tensorrt", "precision", "strongly_typed", "network", "builder_flags", "onnx",
-    "int8_source"}``: the network kind, the ``BuilderFlag`` names to set and the ONNX file of
-    the export to parse.
-    """
-    if precision not in ONNX_FOR_PRECISION:
-        raise PncdError(f"precision {precision!r} is unknown; use one of {', '.join(ONNX_FOR_PRECISION)}")
-    major, minor, patch = parse_trt_version(version)
-    if major < 10:
-        raise PncdError(
-            f"TensorRT {version} is too old: pncd builds engines with TensorRT 10.x or 11.x "
-            "(JetPack 6 ships 10.3); upgrade TensorRT / JetPack"
-        )
-    strong = (major, minor) >= STRONGLY_TYPED_SINCE
-    flags: list[str] = []
-    if not strong:
-        if precision == "fp16":
-            flags = ["FP16"]
-        elif precision == "int8":
-            flags = ["INT8", "FP16"]
-    return {
-        "tensorrt": f"{major}.{minor}.{patch}",
-        "precision": precision,
-        "strongly_typed": strong,
-        "network": "strongly typed" if strong else "weakly typed",
-        "builder_flags": flags,
-        "onnx": ONNX_FOR_PRECISION[precision],
-        "int8_source": "QDQ nodes in the ONNX (symmetric INT8)" if precision == "int8" else None,
-    }
-
-
-def trtexec_command(plan: dict[str, Any], onnx: str, engine: str = "model.engine",
-                    dynamic_shape: tuple[int, int, int] | None = None, max_batch: int = 8) -> str:
-    """The trtexec command line that builds ``plan``'s engine from ``onnx`` (a pure function).
-
-    ``dynamic_shape`` (channels, height, width): the export has a dynamic batch axis, so the
-    optimisation profile is given (batch 1 to ``max_batch``, optimised for 1).
-    """
-    parts = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}"]
-    if plan["strongly_typed"]:
-        parts.append("--stronglyTyped")
-    else:
-        parts += [f"--{flag.lower()}" for flag in plan["builder_flags"]]
-    if dynamic_shape is not None:
-        c, h, w = dynamic_shape
-        parts += [f"--minShapes=image:1x{c}x{h}x{w}", f"--optShapes=image:1x{c}x{h}x{w}",
-                  f"--maxShapes=image:{max_batch}x{c}x{h}x{w}"]
-    return " ".join(parts)
+from pncd.targets.base import Artifact, BuildOptions, Runner, RunOptions, Target, require
+from pncd.targets.trt_build import (  # noqa: F401 - re-exported: pncd.targets.trt is their public home
+    DEFAULT_MAX_BATCH,
+    ONNX_FOR_PRECISION,
+    STRONGLY_TYPED_SINCE,
+    build_engine_bytes,
+    parse_trt_version,
+    trt_build_plan,
+    trtexec_command,
+)
 
 
 def build_engine(
@@ -103,39 +39,19 @@ def build_engine(
 ) -> bytes:
     """Build a serialized engine from the export's ONNX with the installed TensorRT.
 
-    Follows :func:`trt_build_plan` for the installed version; a dynamic batch gets one
-    optimisation profile (1 / 1 / ``max_batch``). Writes ``engine_path`` atomically when given;
-    returns the engine's bytes.
+    :func:`pncd.targets.trt_build.build_engine_bytes` (Polygraphy's loaders) with the plan of
+    the installed version; writes ``engine_path`` atomically when given; returns the bytes.
     """
     trt = require("tensorrt", "tensorrt", "building TensorRT engines")
-    plan = trt_build_plan(trt.__version__, precision)
-    onnx_path = Path(onnx_path)
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    if plan["strongly_typed"]:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RunFailed(f"{onnx_path}: TensorRT {trt.__version__} could not parse it ({errors[:300]})")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    for name in plan["builder_flags"]:
-        config.set_flag(getattr(trt.BuilderFlag, name))
-    inp = network.get_input(0)
-    shape = tuple(inp.shape)
-    if shape and shape[0] == -1:
-        profile = builder.create_optimization_profile()
-        rest = shape[1:]
-        profile.set_shape(inp.name, (1, *rest), (1, *rest), (int(max_batch), *rest))
-        config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise RunFailed(f"{onnx_path}: TensorRT {trt.__version__} failed to build a {precision} engine "
-                        "(see the TensorRT log above)")
-    data = bytes(serialized)
+    poly = require("polygraphy.backend.trt", "polygraphy", "building TensorRT engines")
+    try:
+        data, _ = build_engine_bytes(str(onnx_path), precision, trt, poly, max_batch, workspace_mb)
+    except PncdError:
+        raise
+    except Exception as e:  # PolygraphyException: its log above says why
+        detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise RunFailed(f"{onnx_path}: TensorRT {trt.__version__} could not build a {precision} engine "
+                        f"({detail})") from None
     if engine_path is not None:
         from pncd.io import atomic_path
 
@@ -208,3 +124,62 @@ class TensorRTRunner(Runner):
         except ImportError:
             version = None
         return {"runner": type(self).__name__, "runtime": "tensorrt", "version": version, "engine": self.label}
+
+
+class TensorRTTarget(Target):
+    """The ONNX TensorRT consumes (symmetric INT8 QDQ), and ``model.engine`` where TensorRT is here."""
+
+    builds_engine = True
+
+    def build(self, onnx: Path, out_dir: Path, precision: str, calib, options: BuildOptions) -> Artifact:
+        from pncd.export import tensorrt_export as te
+        from pncd.export.ort_export import write_precision_onnx
+        from pncd.targets.onnxrt import OnnxRuntimeRunner
+
+        f = options.flags
+        name, build = write_precision_onnx(onnx, out_dir, precision, options.input_name, calib, f.calib_method,
+                                           f.keep_float, symmetric=True)
+        info = te.maybe_build_engine(self.builds_engine, out_dir / name, out_dir, precision,
+                                     dynamic_shape=options.input_chw if f.dynamic_batch else None)
+        if info.get("engine_note"):  # e.g. the trtexec command to run where TensorRT is installed
+            options.log(info["engine_note"])
+        runners: list[tuple[str, Runner]] = []
+        if info.get("engine"):
+            runners.append(("tensorrt", TensorRTRunner(out_dir / info["engine"])))
+        runners.append(("onnxruntime (the TensorRT ONNX)", OnnxRuntimeRunner(out_dir / name)))
+        return Artifact(name, name, build, calibration_method=build.get("calibrate_method", ""), tensorrt=info,
+                        parity_runners=runners)
+
+    def runner(self, path: Path, device: str | None, options: RunOptions) -> Runner:
+        """A bare engine file as it is; an export directory's engine if this TensorRT built it, else
+        one built now from the artifact's ONNX. Needs an NVIDIA GPU (device "cuda")."""
+        if options.manifest is None and path.suffix.lower() in self.suffixes:
+            return TensorRTRunner(path)
+        man = options.manifest or {}
+        d = options.directory or path.parent
+        if (device or "cpu").lower() != "cuda":
+            raise PncdError(
+                f"{d} is a {man.get('target', self.name)} artifact: TensorRT runs on an NVIDIA GPU (device 'cuda', "
+                "or pncd bench --device jetson); to run its ONNX on ONNX Runtime pass runtime='onnxruntime'"
+            )
+        trt = require("tensorrt", "tensorrt", f"the {man.get('target', self.name)} target")
+        info = man.get("tensorrt") or {}
+        engine = info.get("engine")
+        if engine and (d / engine).is_file() and info.get("built_with") == trt.__version__:
+            return TensorRTRunner(d / engine)
+        data = build_engine(path, None, options.precision)
+        return TensorRTRunner(engine_bytes=data, name=str(path))
+
+
+class JetsonTarget(TensorRTTarget):
+    """The TensorRT ONNX only: ``pncd bench --device jetson`` builds the engine on the device."""
+
+    builds_engine = False
+
+
+TENSORRT = TensorRTTarget(
+    "tensorrt", runtime="tensorrt", package="tensorrt", suffixes=(".engine", ".plan"),
+    description="TensorRT: FP32 / FP16 / symmetric INT8 QDQ ONNX, engine built where tensorrt is importable")
+JETSON = JetsonTarget(
+    "jetson", runtime="tensorrt", package="tensorrt",
+    description="NVIDIA Jetson: the TensorRT ONNX only; pncd bench builds the engine on the device")

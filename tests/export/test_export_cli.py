@@ -156,9 +156,7 @@ def test_openvino_fp32_runs_with_f32_hint(make_run, tmp_path, held_out):
         assert r.settings["config"]["INFERENCE_PRECISION_HINT"] == "f32"
         assert r.inference_precision() == "f32"
         got = r.infer({"image": held_out.images[:1]})["logits"]
-        tp = r.throughput({"image": held_out.images[:1]}, iterations=8)
     np.testing.assert_allclose(got, torch_logits_of(run, held_out.images[:1]), atol=1e-4)
-    assert tp["images_per_s"] > 0 and tp["jobs"] >= 1 and tp["iterations"] == 8
 
 
 def test_tensorrt_int8_is_symmetric_qdq_and_runs_on_onnxruntime(make_run, tmp_path, held_out):

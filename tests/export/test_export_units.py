@@ -181,7 +181,7 @@ def test_bare_files_and_runner_metadata(tmp_path):
     with pytest.raises(PncdError, match="not an exported artifact"):
         load_runner(tmp_path / "missing-dir")
     with pytest.raises(PncdError, match="OpenVINO does not run on CUDA"):
-        from pncd.targets.registry import ov_device
+        from pncd.targets.openvino_rt import ov_device
 
         ov_device("cuda")
 

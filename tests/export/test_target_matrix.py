@@ -91,10 +91,10 @@ class TargetTester:
         opts = ExportOptions(target=self.target, precision=precision, out=str(out), calib_size=8,
                              inference_precision=inference_precision)
         built = build_target(opts, ex.onnx, out, calib if precision == "int8" else None, held, 2)
-        assert (out / built["artifact"]).is_file()
+        assert (out / built.artifact).is_file()
         ref = ex.ref_fp16_weights if precision == "fp16" else ex.ref
         results = []
-        for label, runner in built["parity_runners"]:
+        for label, runner in built.parity_runners:
             try:
                 logits = parity.runner_logits(runner, INPUT_NAME, OUTPUT_NAME, held.images)
                 compute = compute_precision(runner, precision)
@@ -148,7 +148,10 @@ class Int8Tests:
     @pytest.mark.parametrize("name", PARAMS)
     def test_int8(self, exported, images_at, tmp_path, name, record_property):
         results, built = self.run(exported, images_at, tmp_path, name, "int8")
-        calib = built["calibration"]
+        from pncd.export.calibration import calibration_record
+
+        assert built.calibration_method  # the backend's name for its calibration, recorded in the manifest
+        calib = calibration_record(images_at(exported(name).size)[1], "minmax", built.calibration_method)
         assert calib["count"] == 8 and calib["split"] == "train"
         ref = exported(name).ref
         for res in results:
@@ -197,5 +200,5 @@ class TestTensorRtOnnx(TargetTester, Int8Tests):
                 out = tmp_path / f"{target}-{precision}"
                 out.mkdir()
                 built = build_target(ExportOptions(target, precision, str(out)), ex.onnx, out, None, held, 2)
-                files.append((out / built["artifact"]).read_bytes())
+                files.append((out / built.artifact).read_bytes())
             assert files[0] and files[0] == files[1], precision
