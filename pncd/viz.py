@@ -50,7 +50,7 @@ def save_png(path: str | Path, rgb: np.ndarray, scale: int = 1, titles: list[str
 
     im = Image.fromarray(rgb)
     if scale > 1:
-        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
     lines = int(bool(titles)) + int(bool(caption))
     if lines:
         line_h = 14

@@ -67,7 +67,7 @@ class SegDataset(Dataset):
         return img_t.as_subclass(torch.Tensor) + low, mask_t.as_subclass(torch.Tensor).long()
 
 
-def lesion_sampler_weights(sliceset: SliceSet, lesion_fraction: float) -> torch.DoubleTensor:
+def lesion_sampler_weights(sliceset: SliceSet, lesion_fraction: float) -> torch.Tensor:
     """Per-slice weights for ``WeightedRandomSampler`` so that, on average, ``lesion_fraction``
     of the drawn slices bear a lesion (any foreground pixel).
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -22,7 +23,7 @@ from pncd.data.spec import SPLITS, DataSpec, SliceSet
 from pncd.data.splits import resolve_splits
 
 SYNTHETIC_NAME = "synthetic-v1"
-SYNTHETIC_DEFAULT = {"n_cases": 24, "n_slices": 8, "size": 128, "seed": 0}
+SYNTHETIC_DEFAULT: dict[str, Any] = {"n_cases": 24, "n_slices": 8, "size": 128, "seed": 0}
 
 
 def cache_dir() -> Path:
@@ -102,7 +103,10 @@ def load_case(case: Case, spec: DataSpec) -> tuple[np.ndarray, np.ndarray, list[
         return hit
     from pncd.data.preprocess import preprocess  # torch: imported only when loading
 
-    imgs, masks, index, sources = [], [], [], []
+    imgs: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    index: list[int] = []
+    sources: list[str] = []
     for item in case.items:
         x, m = read_pair(item.images, item.mask, spec.channels, spec.num_classes)
         x, m = preprocess(x, m, spec.size, spec.normalization)

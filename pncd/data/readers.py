@@ -15,6 +15,7 @@ Masks are turned into integer class labels by :func:`to_labels` (rules in its do
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,8 @@ def _read_nifti(path: Path) -> np.ndarray:
     import nibabel as nib
 
     try:
-        vol = np.asanyarray(nib.load(str(path)).dataobj)
+        image: Any = nib.load(str(path))  # an image class with .dataobj (NIfTI, Analyze, ...)
+        vol = np.asanyarray(image.dataobj)
     except Exception as e:  # nibabel raises many types for truncated/corrupt files
         raise PncdError(f"{path}: cannot be read as NIfTI ({_first_line(e)}); replace or remove the file") from None
     while vol.ndim > 3 and vol.shape[-1] == 1 and not (vol.ndim == 4 and vol.shape[3] == 3):

@@ -99,7 +99,7 @@ class SliceSet:
         """Boolean (N,): slices with any foreground (class > 0) pixel."""
         if len(self) == 0:
             return np.zeros(0, dtype=bool)
-        return (self.masks.reshape(len(self), -1) > 0).any(axis=1)
+        return np.asarray((self.masks.reshape(len(self), -1) > 0).any(axis=1), dtype=bool)
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> "SliceSet":
         """A new SliceSet with the slices at ``indices`` (ints, or a boolean mask of length N)."""

@@ -44,7 +44,7 @@ def create(name: str, in_channels: int = 1, num_classes: int = 2, **kwargs) -> n
     """Build a registered network; records how it was built on ``model.pncd_spec``."""
     _import_all()
     model = MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, **kwargs)
-    model.pncd_spec = {"name": name, "in_channels": in_channels, "num_classes": num_classes, **kwargs}
+    setattr(model, "pncd_spec", {"name": name, "in_channels": in_channels, "num_classes": num_classes, **kwargs})
     if not isinstance(getattr(model, "taps", None), dict):
         raise TypeError(f"model {name!r} does not declare its taps")
     return model

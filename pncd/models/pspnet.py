@@ -32,6 +32,8 @@ the 1x1 bin needs training batches of at least 2.
 from __future__ import annotations
 
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,6 +51,7 @@ def bin_matrix(n: torch.Tensor | int, bins: int, like: torch.Tensor) -> torch.Te
     ``F.adaptive_avg_pool2d`` does. Built from integer tensor ops so a traced export keeps
     ``n`` symbolic.
     """
+    n = cast(int, n)  # an int in eager mode, a 0-d tensor under the tracing exporter
     i = torch.arange(bins, device=like.device)
     start = torch.div(i * n, bins, rounding_mode="floor")
     end = torch.div((i + 1) * n + (bins - 1), bins, rounding_mode="floor")

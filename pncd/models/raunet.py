@@ -40,6 +40,8 @@ Taps (EMKD's): low = the stem's ReLU (``encoder.relu``, 64 channels, stride 2); 
 from __future__ import annotations
 
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -114,7 +116,7 @@ class RAUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size(x, self.size_multiple, "raunet")
-        e = self.encoder
+        e: Any = self.encoder  # a Sequential of named torchvision stages
         x = e.maxpool(e.relu(e.bn1(e.conv1(x))))
         e1 = e.layer1(x)
         e2 = e.layer2(e1)

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import math
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,6 +61,8 @@ def shift_region_mask(height: int | torch.Tensor, width: int | torch.Tensor, win
     2 (the wrapped-around ``shift`` rows), the same for columns, and tokens attend only to
     tokens with the same label pair. Tensor ops only, so a traced graph keeps the size symbolic.
     """
+    # an int in eager mode, a 0-d tensor under the tracing exporter: torch's ops take both
+    height, width = cast(int, height), cast(int, width)
     rows = torch.arange(height, device=like.device)
     cols = torch.arange(width, device=like.device)
     row_label = (rows >= height - window).long() + (rows >= height - shift).long()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -58,10 +59,10 @@ def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     new = nn.Conv2d(
         in_channels,
         conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
+        cast(tuple[int, int], conv.kernel_size),
+        stride=cast(tuple[int, int], conv.stride),
+        padding=cast("str | tuple[int, int]", conv.padding),
+        dilation=cast(tuple[int, int], conv.dilation),
         bias=conv.bias is not None,
     )
     nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")  # torchvision's init
@@ -101,7 +102,7 @@ RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3"
 def resnet_encoder(net: nn.Module, in_channels: int, pretrained: str | Path | None) -> nn.Sequential:
     """A torchvision ResNet's stages as a named Sequential (module paths ``conv1`` ... ``layer4``,
     usable as taps), its first conv adapted to ``in_channels``, optionally local ImageNet weights."""
-    net.conv1 = _adapt_first_conv(net.conv1, in_channels)
+    net.conv1 = _adapt_first_conv(cast(nn.Conv2d, net.conv1), in_channels)
     encoder = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in RESNET_STAGES))
     if pretrained:
         _load_pretrained(encoder, pretrained, prefix="", first_conv="conv1.weight")
