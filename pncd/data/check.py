@@ -35,6 +35,90 @@ def _splits_for_report(layout: Layout, seed: int, val_fraction: float, test_frac
         return {k: [c for c in v if c in layout.cases] for k, v in layout.splits.items()}, "splits.json"
 
 
+class _Tally:
+    """What the readable files hold, counted as the check reads them."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.pixels = np.zeros(num_classes, dtype=np.int64)
+        self.sizes: Counter[str] = Counter()
+        self.channels: Counter[str] = Counter()
+        self.formats: Counter[str] = Counter()
+        self.per_case: dict[str, dict[str, int]] = {}
+
+    def read_case(self, cid: str, case: Any, problems: list[Problem]) -> None:
+        """Read every image/mask pair of one case; a case is readable when all its pairs are."""
+        n_slices = n_fg = 0
+        readable = True
+        for item in case.items:
+            pair = _read_pair(item, self.num_classes, problems)
+            if pair is None:
+                readable = False
+                continue
+            img, lab = pair
+            self.sizes[f"{img.shape[1]}x{img.shape[2]}"] += img.shape[0]
+            self.channels[str(img.shape[3])] += 1
+            self.formats[_fmt(item.images[0])] += 1
+            self.pixels += np.bincount(lab.ravel().astype(np.int64), minlength=self.num_classes)[: self.num_classes]
+            n_slices += lab.shape[0]
+            n_fg += int((lab.reshape(lab.shape[0], -1) > 0).any(axis=1).sum())
+        if readable:
+            self.per_case[cid] = {"slices": n_slices, "foreground_slices": n_fg}
+
+
+def _read_pair(item: Any, num_classes: int, problems: list[Problem]) -> tuple[np.ndarray, np.ndarray] | None:
+    """An item's image and mask, or None with every problem found recorded."""
+    img = None
+    try:
+        img = read_image(item.images)
+    except PncdError as e:
+        problems.append(_problem("error", item.images[0], e))
+    try:
+        lab = read_mask(item.mask, num_classes)
+    except PncdError as e:
+        problems.append(_problem("error", item.mask, e))
+        return None
+    if img is None:
+        return None
+    if img.shape[:3] != lab.shape:
+        problems.append(Problem("error", str(item.mask),
+                                f"size {_hw(lab.shape)} differs from its image {item.images[0]} ({_hw(img.shape[:3])})"))
+        return None
+    return img, lab
+
+
+def _split_rows(splits: dict[str, list[str]], per_case: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    rows = {}
+    for name in SPLIT_NAMES:
+        ids = [c for c in splits[name] if c in per_case]
+        rows[name] = {
+            "cases": len(splits[name]),
+            "slices": sum(per_case[c]["slices"] for c in ids),
+            "foreground_slices": sum(per_case[c]["foreground_slices"] for c in ids),
+        }
+    return rows
+
+
+def _foreground_warnings(layout: Layout, n_slices: int, n_fg: int, train: dict[str, int]) -> None:
+    if n_slices and n_fg == 0:
+        layout.problems.append(Problem("warning", str(layout.root), f"no mask has a foreground pixel ({n_slices} slices, all "
+                                       "background): a network trained on it learns to predict nothing; check the masks"))
+    elif n_slices and train["slices"] and train["foreground_slices"] == 0:
+        layout.problems.append(Problem("warning", str(layout.root), "the train split has no foreground pixel in "
+                                       "any mask; training would learn to predict nothing"))
+
+
+def _num_classes(layout: Layout, num_classes: int | None) -> tuple[int, str]:
+    """The class count to check against and where it came from (option, dataset.json, default)."""
+    if num_classes is None:
+        return (layout.num_classes, "dataset.json") if layout.num_classes else (2, "default")
+    if layout.num_classes is not None and layout.num_classes != num_classes:
+        layout.problems.append(
+            Problem("error", str(layout.root / "dataset.json"), f"declares {layout.num_classes} classes, not {num_classes}")
+        )
+    return num_classes, "option"
+
+
 def check_dataset(
     root: str | Path,
     num_classes: int | None = None,
@@ -48,81 +132,25 @@ def check_dataset(
     when any problem is an error. Raises PncdError only when ``root`` holds no data set layout.
     """
     layout = discover(root)
-    k_source = "option"
-    if num_classes is None:
-        num_classes, k_source = (layout.num_classes, "dataset.json") if layout.num_classes else (2, "default")
-    elif layout.num_classes is not None and layout.num_classes != num_classes:
-        layout.problems.append(
-            Problem("error", str(layout.root / "dataset.json"), f"declares {layout.num_classes} classes, not {num_classes}")
-        )
+    k, k_source = _num_classes(layout, num_classes)
     splits, split_source = _splits_for_report(layout, split_seed, val_fraction, test_fraction)
-
-    pixels = np.zeros(num_classes, dtype=np.int64)
-    sizes: Counter[str] = Counter()
-    channels: Counter[str] = Counter()
-    formats: Counter[str] = Counter()
-    per_case: dict[str, dict[str, int]] = {}
+    tally = _Tally(k)
     for cid, case in tqdm(layout.cases.items(), desc="checking", unit="case", leave=False, disable=None):
-        n_slices = n_fg = 0
-        readable = True
-        for item in case.items:
-            try:
-                img = read_image(item.images)
-            except PncdError as e:
-                layout.problems.append(_problem("error", item.images[0], e))
-                readable = False
-                img = None
-            try:
-                lab = read_mask(item.mask, num_classes)
-            except PncdError as e:
-                layout.problems.append(_problem("error", item.mask, e))
-                readable = False
-                continue
-            if img is None:
-                continue
-            if img.shape[:3] != lab.shape:
-                layout.problems.append(
-                    Problem("error", str(item.mask), f"size {_hw(lab.shape)} differs from its image {item.images[0]} ({_hw(img.shape[:3])})")
-                )
-                readable = False
-                continue
-            sizes[f"{img.shape[1]}x{img.shape[2]}"] += img.shape[0]
-            channels[str(img.shape[3])] += 1
-            formats[_fmt(item.images[0])] += 1
-            pixels += np.bincount(lab.ravel().astype(np.int64), minlength=num_classes)[:num_classes]
-            n_slices += lab.shape[0]
-            n_fg += int((lab.reshape(lab.shape[0], -1) > 0).any(axis=1).sum())
-        if readable:
-            per_case[cid] = {"slices": n_slices, "foreground_slices": n_fg}
-
+        tally.read_case(cid, case, layout.problems)
     for c in unassigned(layout, splits) if split_source == "splits.json" else []:
         layout.problems.append(Problem("warning", str(layout.root / "splits.json"), f"case {c!r} is on disk but in no split"))
 
-    total = int(pixels.sum())
+    per_case, total = tally.per_case, int(tally.pixels.sum())
     n_slices = sum(c["slices"] for c in per_case.values())
     n_fg = sum(c["foreground_slices"] for c in per_case.values())
-    split_rows = {}
-    for name in SPLIT_NAMES:
-        ids = [c for c in splits[name] if c in per_case]
-        split_rows[name] = {
-            "cases": len(splits[name]),
-            "slices": sum(per_case[c]["slices"] for c in ids),
-            "foreground_slices": sum(per_case[c]["foreground_slices"] for c in ids),
-        }
-    if n_slices and n_fg == 0:
-        layout.problems.append(Problem("warning", str(layout.root), f"no mask has a foreground pixel ({n_slices} slices, all "
-                                       "background): a network trained on it learns to predict nothing; check the masks"))
-    elif n_slices:
-        row = split_rows["train"]
-        if row["slices"] and row["foreground_slices"] == 0:
-            layout.problems.append(Problem("warning", str(layout.root), "the train split has no foreground pixel in "
-                                           "any mask; training would learn to predict nothing"))
+    split_rows = _split_rows(splits, per_case)
+    _foreground_warnings(layout, n_slices, n_fg, split_rows["train"])
     errors = [p for p in layout.problems if p.severity == "error"]
     return {
         "root": str(layout.root),
         "layout": layout.kind,
-        "formats": dict(formats),
-        "num_classes": num_classes,
+        "formats": dict(tally.formats),
+        "num_classes": k,
         "num_classes_from": k_source,
         "cases": len(layout.cases),
         "readable_cases": len(per_case),
@@ -130,9 +158,9 @@ def check_dataset(
         "foreground_slices": n_fg,
         "empty_slices": n_slices - n_fg,
         "cases_without_foreground": [c for c, v in per_case.items() if v["foreground_slices"] == 0],
-        "image_sizes": dict(sizes.most_common()),
-        "channels": dict(channels),
-        "class_pixel_fraction": {str(k): (float(pixels[k]) / total if total else 0.0) for k in range(num_classes)},
+        "image_sizes": dict(tally.sizes.most_common()),
+        "channels": dict(tally.channels),
+        "class_pixel_fraction": {str(i): (float(tally.pixels[i]) / total if total else 0.0) for i in range(k)},
         "split_source": split_source,
         "splits": split_rows,
         "problems": [vars(p) for p in layout.problems],
