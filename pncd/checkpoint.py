@@ -167,6 +167,40 @@ def load_state(path: str | Path) -> dict[str, Any]:
         raise PncdError(f"{path}: training state could not be loaded safely ({e}); start without --resume") from None
 
 
+def save_training_state(path: str | Path, epoch: int, global_step: int, best: float, optimizer: Any, scheduler: Any,
+                        scaler: Any, extra: dict[str, nn.Module]) -> None:
+    """``last_state.pt``: what --resume needs besides the weights (every RNG included)."""
+    from pncd.runtime import rng_state
+
+    state = {
+        "epoch": torch.tensor(epoch),
+        "global_step": torch.tensor(global_step),
+        "best": torch.tensor(best, dtype=torch.float64),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": {k: v for k, v in scheduler.state_dict().items()},
+        "scaler": scaler.state_dict(),
+        "rng": rng_state(),
+        "extra": {k: m.state_dict() for k, m in extra.items()},
+    }
+    save_state(path, state)
+
+
+def load_training_state(path: str | Path, optimizer: Any, scheduler: Any, scaler: Any,
+                        extra: dict[str, nn.Module]) -> tuple[int, int, float]:
+    """Restore what :func:`save_training_state` wrote (the RNGs last); returns the epoch to start
+    at, the steps done and the best val Dice so far."""
+    from pncd.runtime import set_rng_state
+
+    state = load_state(path)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    for k, m in extra.items():
+        m.load_state_dict(state["extra"][k])
+    set_rng_state(state["rng"])
+    return int(state["epoch"]) + 1, int(state["global_step"]), float(state["best"])
+
+
 def write_run_config(
     run_dir: str | Path,
     model: nn.Module,

@@ -41,21 +41,45 @@ def test_train_writes_run_and_eval(synthetic_root, tmp_path):
     assert len(list((out / "eval-test").glob("overlay_*.png"))) == 2
 
 
+# A run started through the typed API whose process kills itself (SIGKILL: no clean-up, no
+# finally) after its 4th optimizer step, i.e. in epoch 2 before its 2nd batch.
+KILLED_AT_STEP_4 = """
+import os, signal, sys
+from pncd.options import DataOptions, TrainOptions, TrainRun
+from pncd.train import train
+
+def kill_after(step):
+    def callback(trainer):
+        if trainer.global_step == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return callback
+
+train(TrainRun(model="enet", out=sys.argv[2], threads=1, data=DataOptions(data=sys.argv[1], size=32),
+               train=TrainOptions(epochs=3, batch=4, steps_per_epoch=3, workers=0, seed=7), on_step=[kill_after(4)]))
+"""
+
+
 def test_resume_after_kill_matches_uninterrupted(synthetic_root, tmp_path):
-    """A run killed mid-epoch (hard exit, no clean-up) and resumed ends with the same weights."""
-    args = ["train", "--model", "enet", "--data", synthetic_root, "--epochs", "3", *TINY, "--seed", "7"]
+    """A run killed mid-epoch (SIGKILL, no clean-up) and resumed ends with the same weights as
+    an uninterrupted one; the killed run was started from Python and resumed from the command
+    line with no other flag (the options come back from what the typed API recorded)."""
+    args = ["train", "--model", "enet", "--data", synthetic_root, "--epochs", "3", *TINY, "--seed", "7", "--threads", "1"]
     full = run_cli(*args, "--out", tmp_path / "full")
     assert full.returncode == 0, full.stderr
 
-    killed = run_cli(*args, "--out", tmp_path / "resumed", env={"PNCD_TEST_CRASH_AT_STEP": "4"})  # epoch 2, 2nd batch
-    assert killed.returncode == 137
-    state_epoch = torch.load(tmp_path / "resumed" / "last_state.pt", weights_only=True)["epoch"]
+    run = tmp_path / "resumed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_STEP_4, str(synthetic_root), str(run)], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    state_epoch = torch.load(run / "last_state.pt", weights_only=True)["epoch"]
     assert int(state_epoch) == 0  # only the first epoch had finished
-    after_first_epoch = _weights(tmp_path / "resumed" / "last.safetensors")
-    resumed = run_cli(*args, "--out", tmp_path / "resumed", "--resume")
+    assert [json.loads(x)["epoch"] for x in (run / "log.jsonl").read_text().splitlines() if '"epoch"' in x] == [0]
+    after_first_epoch = _weights(run / "last.safetensors")
+    resumed = run_cli("train", "--model", "enet", "--out", run, "--resume", "--threads", "1", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
 
-    a, b = _weights(tmp_path / "full" / "last.safetensors"), _weights(tmp_path / "resumed" / "last.safetensors")
+    a, b = _weights(tmp_path / "full" / "last.safetensors"), _weights(run / "last.safetensors")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -63,6 +87,29 @@ def test_resume_after_kill_matches_uninterrupted(synthetic_root, tmp_path):
     assert any(not torch.equal(b[k], after_first_epoch[k]) for k in b)
     first = [json.loads(x) for x in (tmp_path / "full" / "log.jsonl").read_text().splitlines() if '"epoch"' in x]
     assert first[-1]["epoch"] == 2
+
+
+def test_typed_train_returns_the_run_and_records_the_cli_options(synthetic_root, tmp_path):
+    """``train(TrainRun)`` writes what ``pncd train`` writes: config.json options under the flag
+    names, which ``pncd train --resume`` restores; the result names the run and its best Dice."""
+    from pncd.options import DataOptions, TrainOptions, TrainRun
+    from pncd.train import train
+
+    out = tmp_path / "api"
+    result = train(TrainRun(model="enet", out=out, data=DataOptions(data=str(synthetic_root), size=32),
+                            train=TrainOptions(epochs=1, batch=4, steps_per_epoch=2, seed=3, tensorboard=False)))
+    epochs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"type": "epoch"' in x]
+    assert result.out == out and result.epochs == 1 and result.last_epoch == epochs[-1]
+    assert result.best_val_dice == max(r["val_dice"] for r in epochs)
+    cli = tmp_path / "cli"
+    assert run_cli("train", "--model", "enet", "--data", synthetic_root, "--size", "32", "--epochs", "1", "--batch", "4",
+                   "--steps-per-epoch", "2", "--seed", "3", "--out", cli).returncode == 0
+    api_opts, cli_opts = (json.loads((r / "config.json").read_text())["options"] for r in (out, cli))
+    skip = {"out", "config", "tensorboard"}
+    assert {k: v for k, v in api_opts.items() if k not in skip} == {k: v for k, v in cli_opts.items() if k not in skip}
+    p = run_cli("train", "--model", "enet", "--out", out, "--resume", "--epochs", "2", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((out / "config.json").read_text())["options"]["seed"] == 3
 
 
 def test_existing_out_refused_and_nothing_changed(synthetic_root, tmp_path):

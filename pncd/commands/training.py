@@ -11,14 +11,20 @@ from typing import Any
 
 import click
 
-from pncd.config import config_option, threads_option
+from pncd.config import config_option, resolved_params, threads_option
 from pncd.errors import PncdError
+from pncd.options import DATA_DEFAULTS, DataOptions, TrainOptions, TrainRun
 
 CONFIG = "config.json"  # pncd.checkpoint.CONFIG (that module imports torch)
 
 
-def common_training_options(fn=None, *, clip_grad_norm: float = 0.0):
-    """Options shared by ``pncd train`` and ``pncd distill`` (each defined once).
+_T = TrainOptions()  # the defaults of every loop option (one definition: pncd.options)
+_D = DATA_DEFAULTS
+
+
+def common_training_options(fn=None, *, clip_grad_norm: float = _T.clip_grad_norm):
+    """Options shared by ``pncd train`` and ``pncd distill``, their defaults taken from
+    :class:`pncd.options.TrainOptions` and :data:`pncd.options.DATA_DEFAULTS`.
 
     Use bare, or called with the command's own default of --clip-grad-norm (``pncd distill``
     clips at 5; ``pncd train`` keeps the paper's recipe, no clipping)."""
@@ -28,24 +34,25 @@ def common_training_options(fn=None, *, clip_grad_norm: float = 0.0):
         click.option("--data", type=click.Path(file_okay=False), default=None, help="Data set directory (default: the built-in synthetic phantoms)."),
         click.option("--out", type=click.Path(file_okay=False), required=True, is_eager=True, callback=_restore_recorded,
                      help="Run directory to write."),
-        click.option("--epochs", type=int, default=50, show_default=True),
-        click.option("--batch", type=int, default=8, show_default=True),
-        click.option("--size", type=int, default=128, show_default=True, help="Square input side, divisible by 16."),
-        click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True),
-        click.option("--num-classes", type=int, default=2, show_default=True, help="Classes including background."),
-        click.option("--normalization", type=click.Choice(["zscore", "minmax"]), default="zscore", show_default=True),
-        click.option("--lr", type=float, default=1e-3, show_default=True),
-        click.option("--min-lr", type=float, default=1e-5, show_default=True),
-        click.option("--weight-decay", type=float, default=0.0, show_default=True),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the case-level split when there is no splits.json."),
-        click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
-        click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (CUDA only)."),
-        click.option("--rotation", type=float, default=15.0, show_default=True, help="Max random rotation in degrees."),
-        click.option("--lesion-fraction", type=float, default=None, help="Oversample: this fraction of draws are lesion-bearing slices."),
-        click.option("--steps-per-epoch", type=int, default=None, help="Fixed number of batches per epoch (default: one pass)."),
-        click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True, help="Write every loss term to log.jsonl every N steps."),
+        click.option("--epochs", type=int, default=_T.epochs, show_default=True),
+        click.option("--batch", type=int, default=_T.batch, show_default=True),
+        click.option("--size", type=int, default=_D["size"], show_default=True, help="Square input side, divisible by 16."),
+        click.option("--channels", type=click.Choice(["1", "3"]), default=str(_D["channels"]), show_default=True),
+        click.option("--num-classes", type=int, default=_D["num_classes"], show_default=True, help="Classes including background."),
+        click.option("--normalization", type=click.Choice(["zscore", "minmax"]), default=_D["normalization"], show_default=True),
+        click.option("--lr", type=float, default=_T.lr, show_default=True),
+        click.option("--min-lr", type=float, default=_T.min_lr, show_default=True),
+        click.option("--weight-decay", type=float, default=_T.weight_decay, show_default=True),
+        click.option("--seed", type=int, default=_T.seed, show_default=True),
+        click.option("--split-seed", type=int, default=_D["split_seed"], show_default=True,
+                     help="Seed of the case-level split when there is no splits.json."),
+        click.option("--workers", type=int, default=_T.workers, show_default=True, help="DataLoader worker processes."),
+        click.option("--device", default=_T.device, show_default=True, help="auto, cpu or cuda."),
+        click.option("--amp/--no-amp", default=_T.amp, show_default=True, help="Mixed precision (CUDA only)."),
+        click.option("--rotation", type=float, default=_T.rotation, show_default=True, help="Max random rotation in degrees."),
+        click.option("--lesion-fraction", type=float, default=_T.lesion_fraction, help="Oversample: this fraction of draws are lesion-bearing slices."),
+        click.option("--steps-per-epoch", type=int, default=_T.steps_per_epoch, help="Fixed number of batches per epoch (default: one pass)."),
+        click.option("--log-every", type=click.IntRange(min=1), default=_T.log_every, show_default=True, help="Write every loss term to log.jsonl every N steps."),
         click.option("--clip-grad-norm", type=click.FloatRange(min=0), default=clip_grad_norm, show_default=True,
                      help="Clip the global gradient norm of every trained parameter to this; 0 disables."),
         click.option("--resume", is_flag=True, is_eager=True, callback=_restore_recorded,
@@ -57,6 +64,23 @@ def common_training_options(fn=None, *, clip_grad_norm: float = 0.0):
     for o in reversed(opts):
         fn = o(fn)
     return config_option(threads_option(fn))
+
+
+def train_options(p: dict[str, Any]) -> TrainOptions:
+    """The loop options of a command's parsed flags."""
+    return TrainOptions(epochs=p["epochs"], batch=p["batch"], lr=p["lr"], min_lr=p["min_lr"], weight_decay=p["weight_decay"],
+                        seed=p["seed"], workers=p["workers"], device=p["device"], amp=p["amp"], rotation=p["rotation"],
+                        lesion_fraction=p["lesion_fraction"], steps_per_epoch=p["steps_per_epoch"],
+                        log_every=p.get("log_every") or _T.log_every, clip_grad_norm=p.get("clip_grad_norm") or 0.0)
+
+
+def data_options(p: dict[str, Any], inherit: frozenset[str] = frozenset()) -> DataOptions:
+    """The data options of a command's parsed flags; those named in ``inherit`` are left None
+    (``pncd distill``: not given, so taken from the teacher run)."""
+    vals = {k: (None if k in inherit else p[k]) for k in ("data", "size", "channels", "num_classes", "normalization", "split_seed")}
+    if vals["channels"] is not None:
+        vals["channels"] = int(vals["channels"])
+    return DataOptions(**vals)
 
 
 # --resume: options that may differ from what the run recorded (they do not change its result,
@@ -142,6 +166,12 @@ def train_command(ctx: click.Context, model_name: str, pretrained: str | None, *
       pncd train --model enet --out runs/enet --resume                   # continue a run
       torchrun --nproc-per-node 2 -m pncd.cli train --model enet --out runs/enet-ddp
     """
-    from pncd.train import run_train
+    from pncd.train import train
 
-    run_train(ctx, model_name, pretrained, p)
+    params = resolved_params(ctx)
+    if p["resume"]:
+        check_resume(p["out"])
+    run = TrainRun(model=model_name, pretrained=pretrained, out=p["out"], resume=p["resume"], force=p["force"],
+                   data=data_options(p), train=train_options(p))
+    result = train(run, record=params)
+    click.echo(f"run written to {result.out}")

@@ -1,8 +1,10 @@
 """``pncd ablate``: the paper's Table 3 grid for one student, collected into one table.
 
 Rows: the student alone (no module), each module alone, every pair, and all four. Every row
-is a ``pncd distill`` run under ``OUT/runs/<row>`` with the same recipe and seed, then scored
-on ``--split``. Finished rows (those with ``eval.json``) are skipped, so the command resumes.
+is a distillation (:func:`pncd.distill.run.distill`) under ``OUT/runs/<row>`` with the same
+recipe and seed, then scored on ``--split``. Finished rows (those with ``eval.json``) are
+skipped, so the command resumes. ``--distill-args`` are ``pncd distill`` flags, parsed by that
+command into the run's options (the row's teacher, student, modules, epochs and seed win).
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ from typing import Any
 import click
 
 from pncd.config import config_option
-from pncd.errors import PncdError, RunFailed
+from pncd.errors import RunFailed
 
 # torch-free at import, so that `pncd ablate --help` answers at once: the engine loads when a row runs
 
 
 def grid(kind: str = "table3") -> list[tuple[str, ...]]:
     """Module subsets of the ablation: ``table3`` = none, singles, pairs, all four."""
-    from pncd.distill.engine import MODULES
+    from pncd.distill.options import MODULES
 
     rows: list[tuple[str, ...]] = [()]
     rows += [(m,) for m in MODULES]
@@ -76,9 +78,6 @@ def ablate_command(config: str | None, teacher: str, student: str, out: str, gri
       pncd ablate --teacher runs/dcsaunet --student enet --epochs 10 --out runs/ablate-enet \\
           --distill-args "--size 128 --batch 8 --lesion-fraction 0.5"
     """
-    import shlex
-
-    from pncd.distill.engine import distill_command
     from pncd.io import read_json, write_json, write_text
 
     root = Path(out)
@@ -91,17 +90,36 @@ def ablate_command(config: str | None, teacher: str, student: str, out: str, gri
             click.echo(f"[skip] {name}: already scored")
             results.append(read_json(done))
             continue
-        args = ["--teacher", teacher, "--student", student, "--out", str(run), "--epochs", str(epochs), "--seed", str(seed),
-                "--modules", ",".join(mods) or "none", *shlex.split(distill_args)]
-        if run.exists():
-            args.append("--resume" if (run / "last_state.pt").is_file() else "--force")
         click.echo(f"[run] {name}")
-        rv = distill_command.main(args=args, standalone_mode=False)
-        if isinstance(rv, int) and rv != 0:
-            raise RunFailed(f"distillation of row {name} failed (exit {rv})")
+        row_run(teacher, student, run, mods, epochs, seed, distill_args)
         res = {"row": name, "modules": list(mods), **score_run(run, split)}
         write_json(done, res)
         results.append(res)
     write_json(root / "ablation.json", {"student": student, "teacher": teacher, "split": split, "rows": results})
     write_text(root / "ablation.md", markdown_table(results, f"PNCD ablation: {student} ({split} split, per-case)"))
     click.echo(markdown_table(results, f"PNCD ablation: {student}"))
+
+
+def row_options(teacher: str, student: str, run: Path, mods: tuple[str, ...], epochs: int, seed: int, distill_args: str) -> Any:
+    """The :class:`~pncd.distill.options.DistillRun` of one row: ``distill_args`` parsed as
+    ``pncd distill`` parses them, then the row's own settings (continued with --resume when
+    the row has a finished epoch, replaced with --force when it has only a partial one)."""
+    import shlex
+
+    from pncd.commands.distill import distill_command, distill_run
+
+    args = [*shlex.split(distill_args), "--teacher", teacher, "--student", student, "--out", str(run), "--epochs", str(epochs),
+            "--seed", str(seed), "--modules", ",".join(mods) or "none"]
+    if run.exists():
+        args.append("--resume" if (run / "last_state.pt").is_file() else "--force")
+    with distill_command.make_context("distill", args) as ctx:
+        return distill_run(ctx, ctx.params)
+
+
+def row_run(teacher: str, student: str, run: Path, mods: tuple[str, ...], epochs: int, seed: int, distill_args: str) -> None:
+    from pncd.distill.run import distill
+
+    try:
+        distill(row_options(teacher, student, run, mods, epochs, seed, distill_args))
+    except RunFailed as e:
+        raise RunFailed(f"distillation of row {row_name(mods)} failed: {e}") from None

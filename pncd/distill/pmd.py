@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from pncd.distill.base import DistillBatch, DistillLoss, LossContext, register_loss
 from pncd.losses import binary_as_two_class
 
 
-class PMDLoss(nn.Module):
+@register_loss("pmd", uses_features=False)
+class PMDLoss(DistillLoss):
     """Pixel-wise KL divergence between teacher and student class probabilities at temperature T."""
+
+    @classmethod
+    def from_context(cls, ctx: LossContext) -> PMDLoss:
+        return cls(temperature=ctx.options.temperature)
+
+    def batch_loss(self, batch: DistillBatch) -> torch.Tensor:
+        return self(batch.student_logits, batch.teacher_logits)
 
     def __init__(self, temperature: float = 4.0) -> None:
         super().__init__()

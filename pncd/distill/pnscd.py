@@ -81,6 +81,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pncd.distill.base import DistillBatch, DistillLoss, LossContext, register_loss
 from pncd.distill.region import class_masks, region_vectors_from_masks
 
 
@@ -93,7 +94,8 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class PNSCDLoss(nn.Module):
+@register_loss("pnscd")
+class PNSCDLoss(DistillLoss):
     """Class-guided contrastive distillation on high-tap region embeddings (form: module docstring).
 
     ``form="infonce"`` (default) is bounded in N and needs no ``n_data``; ``form="crd"`` is the
@@ -151,6 +153,17 @@ class PNSCDLoss(nn.Module):
         # CRD's normalisation constant log Z (normalize="crd"), fixed from the first batch.
         self.register_buffer("log_z", torch.full((), float("nan")))
 
+    @classmethod
+    def from_context(cls, ctx: LossContext) -> PNSCDLoss:
+        """On the last (``high``) tap pair; M = the class-region samples of the training set."""
+        o = ctx.options
+        return cls(s_channels=ctx.s_channels[-1], t_channels=ctx.t_channels[-1], num_classes=ctx.num_classes, dim=o.embed_dim,
+                   tau=o.tau, n_negatives=o.n_negatives, n_data=ctx.n_region_samples, gather_fn=ctx.gather_fn,
+                   normalize=o.pnscd_norm, form=o.pnscd_form, memory_per_class=o.pnscd_memory)
+
+    def batch_loss(self, batch: DistillBatch) -> torch.Tensor:
+        return self(batch.student_feats[-1], batch.teacher_feats[-1], batch.masks)
+
     # -- memory -----------------------------------------------------------------------------------------
     def memory_view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Memory as candidates, newest first, classes interleaved by age.
@@ -185,11 +198,6 @@ class PNSCDLoss(nn.Module):
         self.memory = flat.index_copy(0, lab * (q + 1) + slot, emb).view_as(self.memory)
         self.mem_ptr = (self.mem_ptr + n_k) % q
         self.mem_count = (self.mem_count + n_k).clamp_max(q)
-
-    def reset_memory(self) -> None:
-        self.memory = torch.zeros_like(self.memory)
-        self.mem_ptr = torch.zeros_like(self.mem_ptr)
-        self.mem_count = torch.zeros_like(self.mem_count)
 
     def _masks(self, valid: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Positive and negative masks (anchors, batch + memory slots) for anchors of class ``cls``.

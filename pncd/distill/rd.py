@@ -24,8 +24,8 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from pncd.distill.base import DistillBatch, DistillLoss, LossContext, register_loss
 from pncd.distill.region import class_masks, region_vectors_from_masks
 
 
@@ -35,8 +35,16 @@ def region_affinity(vecs: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return torch.bmm(unit, unit.transpose(1, 2))
 
 
-class RDLoss(nn.Module):
+@register_loss("rd")
+class RDLoss(DistillLoss):
     """Mean over images and present class pairs of ``|V_s - V_t|^p``, summed over tap pairs."""
+
+    @classmethod
+    def from_context(cls, ctx: LossContext) -> RDLoss:
+        return cls(num_classes=ctx.num_classes, p=ctx.options.rd_p)
+
+    def batch_loss(self, batch: DistillBatch) -> torch.Tensor:
+        return self(batch.student_feats, batch.teacher_feats, batch.masks)
 
     def __init__(self, num_classes: int, p: float = 2.0) -> None:
         super().__init__()

@@ -25,7 +25,8 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from pncd.distill.base import DistillBatch, DistillLoss, LossContext, register_loss
 
 _VARIANTS = ("paper", "emkd")
 
@@ -41,8 +42,16 @@ def match_size(student: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(student, size=(th, tw), mode="bilinear", align_corners=False)
 
 
-class RMDLoss(nn.Module):
+@register_loss("rmd")
+class RMDLoss(DistillLoss):
     """Sum over tap pairs of the distance between L2-normalised importance maps."""
+
+    @classmethod
+    def from_context(cls, ctx: LossContext) -> RMDLoss:
+        return cls(variant=ctx.options.rmd_variant)
+
+    def batch_loss(self, batch: DistillBatch) -> torch.Tensor:
+        return self(batch.student_feats, batch.teacher_feats)
 
     def __init__(self, variant: str = "paper", eps: float = 1e-12) -> None:
         super().__init__()

@@ -1,0 +1,123 @@
+"""Typed options of ``pncd train`` (and the parts ``pncd distill`` shares), torch-free.
+
+Each option is defined once, here: the click options of :mod:`pncd.commands.training` take
+their defaults from these dataclasses (``tests/test_options.py`` checks that they agree), and
+:func:`pncd.train.train` takes a :class:`TrainRun`. ``config.json`` records the options under
+the names of the command's flags (:meth:`TrainRun.params`), so that ``--resume`` on the command
+line continues a run started from Python and the other way round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+
+@dataclass
+class TrainOptions:
+    """The training loop's settings (saved in config.json as ``options``)."""
+
+    epochs: int = 50
+    batch: int = 8
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.0
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+    amp: bool = True
+    rotation: float = 15.0
+    lesion_fraction: float | None = None
+    steps_per_epoch: int | None = None
+    log_every: int = 10
+    tensorboard: bool = True
+    # Clip the global gradient norm of every trained parameter to this (0: off). 0 keeps
+    # ``pncd train``'s recipe (the paper's) unchanged; ``pncd distill`` defaults to 5.
+    clip_grad_norm: float = 0.0
+
+
+@dataclass
+class DataOptions:
+    """Which data a run reads and how. ``None``: the default below, or for ``pncd distill``
+    the value the teacher run was trained with (so that the student sees the same data)."""
+
+    data: str | None = None  # directory; None: the built-in synthetic phantoms
+    size: int | None = None
+    channels: int | None = None
+    num_classes: int | None = None
+    normalization: str | None = None
+    split_seed: int | None = None
+
+    def resolved(self, teacher_data: dict[str, Any] | None = None) -> DataOptions:
+        """Every None filled: from ``teacher_data`` (a run's config.json ``data``), then the defaults."""
+        teacher = dict(teacher_data or {})
+        if "root" in teacher:
+            teacher["data"] = teacher.pop("root")
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is None and f.name in teacher:
+                v = teacher[f.name]
+            out[f.name] = DATA_DEFAULTS[f.name] if v is None and f.name != "data" else v
+        return DataOptions(**out)
+
+    def spec(self) -> Any:
+        """The :class:`pncd.data.DataSpec` (an absolute root; every None resolved first)."""
+        from pncd.data import DataSpec
+        from pncd.errors import PncdError
+
+        d = self.resolved()
+        if d.size % 16:
+            raise PncdError(f"--size {d.size} is not divisible by 16")
+        # an absolute root, so later stages find the data from any working directory
+        root = str(Path(d.data).resolve()) if d.data else None
+        return DataSpec(root=root, size=d.size, channels=int(d.channels), num_classes=d.num_classes,
+                        normalization=d.normalization, split_seed=d.split_seed)
+
+
+DATA_DEFAULTS: dict[str, Any] = {"size": 128, "channels": 1, "num_classes": 2, "normalization": "zscore", "split_seed": 0}
+
+# Called after every optimizer step with the Trainer (e.g. to stop, or to observe a run).
+StepCallback = Callable[[Any], None]
+
+
+@dataclass(kw_only=True)
+class RunOptions:
+    """What every training command shares: where it writes and how it treats an existing run."""
+
+    out: str | Path
+    data: DataOptions = field(default_factory=DataOptions)
+    train: TrainOptions = field(default_factory=TrainOptions)
+    resume: bool = False  # continue the run in ``out`` from its last finished epoch
+    force: bool = False  # replace an existing run (swapped in when the new one finishes)
+    threads: int | None = None  # torch intra-op threads (None: leave as they are)
+    on_step: list[StepCallback] = field(default_factory=list)
+
+    def common_params(self) -> dict[str, Any]:
+        """The shared options under the command's flag names (as ``config.json`` records them)."""
+        d = asdict(self.data)
+        t = {k: v for k, v in asdict(self.train).items() if k != "tensorboard"}
+        return {**t, **d, "channels": None if d["channels"] is None else str(d["channels"]),
+                "out": str(self.out), "resume": self.resume, "force": self.force}
+
+
+@dataclass(kw_only=True)
+class TrainRun(RunOptions):
+    """``pncd train``: one network trained alone."""
+
+    model: str
+    pretrained: str | None = None  # local ImageNet weights for torchvision students
+
+    def params(self) -> dict[str, Any]:
+        return {**self.common_params(), "model_name": self.model, "pretrained": self.pretrained}
+
+
+@dataclass
+class RunResult:
+    """What a finished ``train`` or ``distill`` returns."""
+
+    out: Path
+    best_val_dice: float | None  # best per-case val Dice over the epochs (None: no val split)
+    epochs: int  # epochs finished, this call and earlier ones (--resume)
+    last_epoch: dict[str, Any]  # the last epoch row of log.jsonl written by this call ({} if none)
