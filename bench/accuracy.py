@@ -15,12 +15,6 @@ from pncd import evaluation
 from pncd.bench.stats import paired_bootstrap
 
 
-def score(preds: np.ndarray, masks: np.ndarray, case_ids: list[str], num_classes: int) -> tuple[dict, list[dict]]:
-    """(summary, per-case rows) of label maps against the ground truth (:func:`pncd.evaluation.score`)."""
-    m = evaluation.score(preds, masks, case_ids, num_classes)
-    return m.summary(), m.per_case()
-
-
 def compare(
     cases: list[dict], ref_cases: list[dict], summary: dict, ref_summary: dict,
     preds: np.ndarray, ref_preds: np.ndarray, n_boot: int = 2000, seed: int = 0,

@@ -4,8 +4,6 @@ What is measured, so a report can say it plainly:
 
 - **end-to-end**: wall time of ``runner.infer(feed)`` with host numpy arrays in and out (the
   runner converts, copies to the device and back, and synchronises before returning);
-- **compute-only**: only where the runner separates it (a ``last_compute_time`` attribute, in
-  seconds, e.g. CUDA-event time of the TensorRT runner); otherwise ``None``;
 - **first inference**: the first ``infer`` after ``activate`` (lazy initialisation included);
   **activation**: building the session / compiling the model;
 - **memory**: ``ru_maxrss`` growth (this process's peak resident set, so 0 when an earlier stage
@@ -17,20 +15,14 @@ from __future__ import annotations
 
 import resource
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from pncd.bench.stats import latency_stats
 
-
-@dataclass
-class LatencyOptions:
-    warmup: int = 10
-    iters: int = 100
-    duration: float = 0.0  # seconds; when > 0 it replaces iters
-    batch: int = 8  # batch for the throughput measurement (1 = skip)
+if TYPE_CHECKING:
+    from pncd.bench.options import BenchOptions
 
 
 def _rss_mib() -> float | None:
@@ -49,7 +41,7 @@ def _maxrss_mib() -> float:
 
 def timed_loop(
     infer: Callable[[np.ndarray], Any], x: np.ndarray, warmup: int, iters: int, duration: float,
-    compute_time: Callable[[], float | None] = lambda: None, desc: str | None = None,
+    desc: str | None = None,
 ) -> dict[str, Any]:
     """Warm up, then time each call; returns the raw per-iteration times in ms.
 
@@ -58,7 +50,6 @@ def timed_loop(
     for _ in range(warmup):
         infer(x)
     e2e: list[float] = []
-    compute: list[float] = []
     bar = None
     if desc:
         from tqdm.auto import tqdm
@@ -69,9 +60,6 @@ def timed_loop(
         t0 = time.perf_counter()
         infer(x)
         e2e.append((time.perf_counter() - t0) * 1e3)
-        c = compute_time()
-        if c is not None:
-            compute.append(c * 1e3)
         if bar is not None:
             bar.update(1)
         elapsed = time.perf_counter() - t_start
@@ -79,23 +67,32 @@ def timed_loop(
             break
     if bar is not None:
         bar.close()
-    return {"end_to_end_ms": e2e, "compute_ms": compute or None, "duration_s": time.perf_counter() - t_start,
-            "batch": int(x.shape[0])}
+    return {"end_to_end_ms": e2e, "duration_s": time.perf_counter() - t_start, "batch": int(x.shape[0])}
 
 
 def summarize(raw: dict[str, Any]) -> dict[str, Any]:
-    """Statistics and throughput (images per second) of one :func:`timed_loop` result."""
+    """Statistics and throughput (images per second) of one :func:`timed_loop` result (or the
+    Jetson runner's)."""
     e2e = latency_stats(raw.get("end_to_end_ms"))
-    comp = latency_stats(raw.get("compute_ms")) if raw.get("compute_ms") else None
     batch = int(raw.get("batch", 1))
     thr = batch * 1e3 / e2e["mean"] if e2e["mean"] else None
-    return {"batch": batch, "end_to_end": e2e, "compute": comp, "throughput_ips": thr,
+    return {"batch": batch, "end_to_end": e2e, "throughput_ips": thr,
             "duration_s": raw.get("duration_s")}
+
+
+def infer_fn(runner: Any, input_name: str, output_name: str | None) -> Callable[[np.ndarray], np.ndarray]:
+    """``x -> the runner's output named output_name`` (its only output when that is absent)."""
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        out = runner.infer({input_name: x})
+        return out[output_name] if output_name and output_name in out else next(iter(out.values()))
+
+    return infer
 
 
 def measure(
     make_runner: Callable[[], Any], input_name: str, output_name: str | None, images: np.ndarray,
-    opts: LatencyOptions, static_batch: int | None = None, desc: str | None = None,
+    opts: BenchOptions, static_batch: int | None = None, desc: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Activate a runner and time it; returns the still-active runner (for the accuracy pass).
 
@@ -110,19 +107,13 @@ def measure(
     runner.activate()
     activation_s = time.perf_counter() - t0
 
-    def infer(x: np.ndarray) -> Any:
-        out = runner.infer({input_name: x})
-        return out[output_name] if output_name and output_name in out else next(iter(out.values()))
-
-    def compute_time() -> float | None:
-        return getattr(runner, "last_compute_time", None)
-
+    infer = infer_fn(runner, input_name, output_name)
     try:
         x1 = np.ascontiguousarray(images[:1], dtype=np.float32)
         t0 = time.perf_counter()
         infer(x1)
         first_ms = (time.perf_counter() - t0) * 1e3
-        b1 = timed_loop(infer, x1, opts.warmup, opts.iters, opts.duration, compute_time,
+        b1 = timed_loop(infer, x1, opts.warmup, opts.iters, opts.duration,
                         desc=f"{desc}: timing batch 1" if desc else None)
         batch: dict[str, Any]
         if opts.batch > 1 and static_batch is not None and static_batch != opts.batch:
@@ -132,7 +123,7 @@ def measure(
             reps = -(-opts.batch // len(images))
             xb = np.ascontiguousarray(np.concatenate([images] * reps)[: opts.batch], dtype=np.float32)
             try:
-                batch = timed_loop(infer, xb, min(opts.warmup, 3), max(5, opts.iters // 4), 0.0, compute_time,
+                batch = timed_loop(infer, xb, min(opts.warmup, 3), max(5, opts.iters // 4), 0.0,
                                    desc=f"{desc}: timing batch {opts.batch}" if desc else None)
             except Exception as e:  # e.g. a graph exported with a fixed batch of 1
                 batch = {"batch": opts.batch, "error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}

@@ -8,7 +8,7 @@ details sit beside it keyed by entry id. Keys of an entry (``None`` where not me
     id, key, kind ("artifact" | "reference"), name, ref_id, source_run, artifact_dir, model,
     target, runtime, precision, device, where, backend, backend_reason,
     latency_ms_{min,median,mean,p90,p95,p99,max,std}, latency_n, latency_what,
-    compute_ms_{median,mean,p90,p99}, throughput_ips, batch_size, batch_latency_ms_median,
+    throughput_ips, batch_size, batch_latency_ms_median,
     batch_throughput_ips, batch_error, first_inference_ms, activation_s, engine_build_s,
     engine_from_cache, mem_rss_peak_growth_mib, mem_rss_delta_mib,
     power_mean_mw, power_source, energy_per_inference_mj, nvpmodel_mode, jetson_clocks,
@@ -21,12 +21,46 @@ details sit beside it keyed by entry id. Keys of an entry (``None`` where not me
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 SCHEMA = "pncd.bench/1"
+
+
+@dataclass
+class Report:
+    """What one bench run measured: the content of ``report.json`` (:meth:`to_json`), and the
+    directory it was written to (``path``)."""
+
+    schema: str
+    created: str
+    pncd_version: str
+    artifacts_verified: str
+    command: str
+    options: dict[str, Any]  # the command's options (``pncd bench``: as given, config file included)
+    machine: dict[str, Any]
+    device_machine: dict[str, Any] | None  # the Jetson's environment (None: everything ran here)
+    versions: dict[str, Any]
+    data: dict[str, Any]
+    entries: list[dict[str, Any]]  # one flat dict per artifact and per torch reference
+    per_case: dict[str, list[dict[str, Any]]]  # entry id -> per-case scores
+    settings: dict[str, Any]  # entry id -> runtime settings
+    files: dict[str, Any]  # the plot and the overlays, relative to ``path``
+    path: Path | None = field(default=None, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """report.json's object (every field but ``path``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "path"}
+
+    def entry(self, ident: str) -> dict[str, Any]:
+        """The entry with id ``ident``."""
+        for e in self.entries:
+            if e["id"] == ident:
+                return e
+        raise KeyError(f"no entry {ident!r} in the report")
 
 
 def latency_fields(lat: dict[str, Any] | None) -> dict[str, Any]:
@@ -37,9 +71,6 @@ def latency_fields(lat: dict[str, Any] | None) -> dict[str, Any]:
     for k in ("min", "median", "mean", "p90", "p95", "p99", "max", "std"):
         out[f"latency_ms_{k}"] = e2e.get(k)
     out["latency_n"] = e2e.get("n")
-    comp = b1.get("compute") or {}
-    for k in ("median", "mean", "p90", "p99"):
-        out[f"compute_ms_{k}"] = comp.get(k)
     out["throughput_ips"] = b1.get("throughput_ips")
     bt = (lat or {}).get("batch") or {}
     out["batch_size"] = bt.get("batch")
@@ -97,7 +128,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     d = report.get("data", {})
     parts = [
         f"# pncd bench report\n\nSchema `{report['schema']}`, written {report['created']} by pncd "
-        f"{report.get('pncd_version')}.\n\nCommand: `{report.get('command') or 'run_bench()'}`",
+        f"{report.get('pncd_version')}.\n\nCommand: `{report.get('command') or 'pncd.bench.pipeline.run()'}`",
         "## Machine\n\n" + _table(["what", "value"], [[k, _f(v)] for k, v in m.items() if not isinstance(v, (dict, list))]),
         "## Data\n\n" + _table(["what", "value"], [[k, _f(v)] for k, v in d.items() if not isinstance(v, (dict, list))]),
         "## Latency (batch 1, end-to-end: host arrays in and out)\n\n" + _table(
@@ -144,8 +175,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               _f(e["nvpmodel_mode"]), _f(e["jetson_clocks"])] for e in power]))
     parts.append(
         "## Notes\n\n"
-        "- Latency: warm-up first, then timed iterations; end-to-end includes host-device copies. Compute-only "
-        "appears where the runtime separates it (TensorRT: CUDA events around the execution).\n"
+        "- Latency: warm-up first, then timed iterations; end-to-end includes host-device copies.\n"
         "- Memory: whole-process figures — growth of the peak resident set (ru_maxrss; 0 when an earlier stage "
         "peaked higher) over activation and the timed runs; on the device, the runner process's own.\n"
         "- Empty cases: both empty gives Dice 1, VOE 0, RVD 0; empty ground truth with a prediction gives "

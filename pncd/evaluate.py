@@ -7,7 +7,7 @@ The torch side of :mod:`pncd.evaluation` (predict, then score per case) lives he
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 import numpy as np
@@ -45,14 +45,28 @@ def evaluate_model(model: nn.Module, sliceset: Any, device: torch.device | str =
     return score(predict(model, sliceset.images, device, batch, progress), sliceset)
 
 
-def run_eval(ctx: click.Context, config: str | None, run: str, data: str | None, split: str, which: str, out: str | None, overlays: int, device: str, force: bool) -> None:
+def run_eval(ctx: click.Context, config: str | None, run: str, data: str | None, split: str, which: str,
+             out: str | None, overlays: int, device: str, force: bool) -> None:
     """``pncd eval`` (the command is :func:`pncd.commands.evaluate.eval_command`)."""
+    evaluate_run(run, split, data=data, which=which, out=out, overlays=overlays, device=device, force=force,
+                 options=resolved_params(ctx))
+
+
+def evaluate_run(run: str | Path, split: str = "test", *, data: str | None = None, which: str = "best",
+                 out: str | Path | None = None, overlays: int = 6, device: str = "auto", force: bool = False,
+                 options: dict[str, Any] | None = None, echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
+    """Score a run's ``which`` checkpoint on ``split``; write ``metrics.json`` and overlay PNGs to
+    ``out`` (default ``RUN/eval-SPLIT``) and return what metrics.json holds. ``options``: what
+    metrics.json records as the options (default: these arguments)."""
     from pncd.checkpoint import load_model
     from pncd.data import DataSpec, load_split
     from pncd.io import atomic_dir, check_output, write_json
     from pncd.runtime import resolve_device
     from pncd.viz import OVERLAY_TITLES, overlay, save_png
 
+    if options is None:
+        options = {"run": str(run), "data": data, "split": split, "which": which,
+                   "out": None if out is None else str(out), "overlays": overlays, "device": device, "force": force}
     run_dir = Path(run).parent if Path(run).is_file() else Path(run)
     out_dir = Path(out) if out else run_dir / f"eval-{split}"
     check_output(out_dir, force, protect=(run_dir,))  # before any work: --force never replaces the run
@@ -66,17 +80,18 @@ def run_eval(ctx: click.Context, config: str | None, run: str, data: str | None,
         raise PncdError(f"split {split!r} of {spec.root or 'the synthetic data'} is empty")
     preds = predict(model, ss.images, dev)
     metrics = score(preds, ss)
+    result = {"run": str(run), "checkpoint": which, "split": split, "data": spec.to_dict(),
+              "summary": metrics.summary(), "per_case": metrics.per_case(), "options": options}
     with atomic_dir(out_dir, force=force, protect=(run_dir,)) as tmp:
-        write_json(tmp / "metrics.json", {
-            "run": str(run), "checkpoint": which, "split": split, "data": spec.to_dict(),
-            "summary": metrics.summary(), "per_case": metrics.per_case(), "options": resolved_params(ctx),
-        })
+        write_json(tmp / "metrics.json", result)
         for rank, i in enumerate(evaluation.extreme_slices(preds, ss.masks, overlays)):
-            save_png(tmp / f"overlay_{rank:02d}_{ss.case_ids[i]}_z{ss.slice_index[i]}.png", overlay(ss.images[i], ss.masks[i], preds[i]), scale=2,
-                     titles=OVERLAY_TITLES, caption=f"{ss.case_ids[i]}, slice {ss.slice_index[i]}")
-    s = metrics.summary()
-    click.echo(f"{split}: per-case Dice {fmt(s['dice'])} ± {fmt(s['dice_std'])}  VOE {fmt(s['voe'])}  RVD {fmt(s['rvd'])}  "
-               f"({s['n_cases']} cases) -> {out_dir / 'metrics.json'}")
+            save_png(tmp / f"overlay_{rank:02d}_{ss.case_ids[i]}_z{ss.slice_index[i]}.png",
+                     overlay(ss.images[i], ss.masks[i], preds[i]), scale=2, titles=OVERLAY_TITLES,
+                     caption=f"{ss.case_ids[i]}, slice {ss.slice_index[i]}")
+    s = result["summary"]
+    echo(f"{split}: per-case Dice {fmt(s['dice'])} ± {fmt(s['dice_std'])}  VOE {fmt(s['voe'])}  RVD {fmt(s['rvd'])}  "
+         f"({s['n_cases']} cases) -> {out_dir / 'metrics.json'}")
+    return result
 
 
 def fmt(x: float | None, digits: int = 4) -> str:

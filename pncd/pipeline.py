@@ -58,7 +58,8 @@ def _cli(command: click.Command, args: list[str]) -> None:
 
 def run_pipeline(recipe: DemoRecipe, out: str | Path, baseline: str | None = None, echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
     """Run (or continue) every stage; returns paths and the gate verdict."""
-    from pncd.bench.cli import run_bench
+    from pncd.bench.options import BenchOptions
+    from pncd.bench.pipeline import run as run_bench
     from pncd.bench.gate import run_gate
     from pncd.distill.engine import distill_command
     from pncd.evaluate import eval_command
@@ -110,8 +111,8 @@ def run_pipeline(recipe: DemoRecipe, out: str | Path, baseline: str | None = Non
         raise RunFailed(f"every export failed; see the messages above ({out / 'exports'})")
 
     report = out / "report"
-    stage("4/6 bench", report / "report.json", lambda: run_bench(
-        artifacts, split="test", out=report, force=True, iters=r.bench_iters, n_boot=r.n_boot, seed=r.seed, progress=True))
+    bench_opts = BenchOptions(split="test", out=report, force=True, iters=r.bench_iters, n_boot=r.n_boot, seed=r.seed)
+    stage("4/6 bench", report / "report.json", lambda: run_bench(artifacts, bench_opts))
 
     echo("[5/6 gate]")
     ok, rows = run_gate(report / "report.json", baseline)

@@ -163,7 +163,7 @@ def _epoch_rows(run: Path) -> list[dict[str, Any]]:
 
 def where() -> dict[str, Any]:
     """The machine a row was trained (or a deployment timed) on, in brief."""
-    from pncd.bench.cli import host_machine
+    from pncd.bench.machine import host_machine
 
     m = host_machine()
     return {k: m.get(k) for k in ("gpu", "cpu_model", "cpus_usable", "hostname")}
@@ -203,7 +203,8 @@ def run_training_job(job: Job, work: Path, data: str, recipe: Recipe) -> dict[st
 
 
 def run_deploy_job(job: Job, work: Path, recipe: Recipe) -> dict[str, Any]:
-    from pncd.bench.cli import run_bench
+    from pncd.bench.options import BenchOptions
+    from pncd.bench.pipeline import run as run_bench
     from pncd.errors import PncdError
     from pncd.export.pipeline import ExportOptions, export_run
     from pncd.io import read_json
@@ -225,11 +226,11 @@ def run_deploy_job(job: Job, work: Path, recipe: Recipe) -> dict[str, Any]:
                 continue
         artifacts.append(dest)
     report_dir = work / "deploy" / best["job"] / "report"
-    report = run_bench(artifacts, split="test", out=report_dir, force=True, iters=recipe.bench_iters, threads=recipe.threads,
-                       progress=True, command=f"reference_grid deploy {job.model}")
-    by_id = {e["id"]: e for e in report["entries"]}
+    report = run_bench(artifacts, BenchOptions(split="test", out=report_dir, force=True, iters=recipe.bench_iters,
+                                               threads=recipe.threads), command=f"reference_grid deploy {job.model}")
+    by_id = {e["id"]: e for e in report.entries}
     rows = []
-    for e in report["entries"]:
+    for e in report.entries:
         ref = by_id.get(e.get("ref_id")) or e
         speedup = ref["latency_ms_median"] / e["latency_ms_median"] if e.get("latency_ms_median") and ref.get("latency_ms_median") else None
         rows.append({"artifact": e["name"], "runtime": e.get("runtime"), "precision": e.get("precision"),
@@ -348,7 +349,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
 
 
 def write_tables(results: Path, work: Path, recipe: Recipe, command: str, all_jobs: list[Job]) -> dict[str, Any]:
-    from pncd.bench.cli import host_machine
+    from pncd.bench.machine import host_machine
     from pncd.io import read_json, versions, write_json, write_text
 
     rows = [read_json(work / "rows" / f"{j.name}.json") for j in all_jobs if (work / "rows" / f"{j.name}.json").is_file()]

@@ -14,28 +14,34 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pncd.bench.cli import run_bench
 from pncd.bench.gate import run_gate
+from pncd.bench.options import BenchOptions
+from pncd.bench.pipeline import run
 from pncd.errors import PncdError
 
 pytestmark = pytest.mark.slow
 
-FAST = dict(split="test", warmup=1, iters=8, batch=4, accuracy_batch=4, n_boot=300, progress=False, log=lambda m: None)
+FAST = dict(split="test", warmup=1, iters=8, batch=4, accuracy_batch=4, n_boot=300, progress=False)
+
+
+def run_bench(artifacts, **options):
+    return run(artifacts, BenchOptions(**options), log=lambda m: None)
 
 
 @pytest.fixture(scope="module")
 def good_report(exported, tmp_path_factory):
     out = tmp_path_factory.mktemp("reports") / "good"
-    return run_bench([exported.good], data_root=exported.data, out=out, **FAST)
+    return run_bench([exported.good], data=exported.data, out=out, **FAST)
 
 
 def test_report_contents(good_report, exported):
-    out = Path(good_report["path"])
+    out = Path(good_report.path)
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["schema"] == "pncd.bench/1"
     ref, art = on_disk["entries"]
     assert ref["kind"] == "reference" and art["kind"] == "artifact" and art["ref_id"] == ref["id"]
-    assert art["key"] == "enet-disks-enet-onnxruntime-fp32" and ref["key"] == "enet-disks-torch-fp32"
+    # the run name "enet-disks" names the model already: it is said once
+    assert art["key"] == "enet-disks-onnxruntime-fp32" and ref["key"] == "enet-disks-torch-fp32"
     for e in (ref, art):
         assert all(isinstance(v, (str, int, float, bool, type(None))) for v in e.values()), "entries are flat"
         assert 0 < e["latency_ms_min"] <= e["latency_ms_median"] <= e["latency_ms_p99"] <= e["latency_ms_max"]
@@ -58,30 +64,30 @@ def test_report_contents(good_report, exported):
 
 def test_existing_report_is_refused_without_force(good_report, exported):
     with pytest.raises(PncdError, match="already exists"):
-        run_bench([exported.good], data_root=exported.data, out=good_report["path"], **FAST)
+        run_bench([exported.good], data=exported.data, out=good_report.path, **FAST)
 
 
 def test_gate_passes_unperturbed_and_fails_perturbed(good_report, exported, tmp_path):
     baseline = tmp_path / "baseline.json"
     cli = [sys.executable, "-m", "pncd.cli", "gate"]
-    p = subprocess.run([*cli, good_report["path"], "--baseline", baseline, "--update-baseline"],
+    p = subprocess.run([*cli, good_report.path, "--baseline", baseline, "--update-baseline"],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     # the same model, benchmarked again: passes every rule
-    again = run_bench([exported.good], data_root=exported.data, out=tmp_path / "again", **FAST)
-    ok, rows = run_gate(Path(again["path"]), baseline, max_latency_ratio=100.0)
+    again = run_bench([exported.good], data=exported.data, out=tmp_path / "again", **FAST)
+    ok, rows = run_gate(Path(again.path), baseline, max_latency_ratio=100.0)
     assert ok and {r["status"] for r in rows} == {"pass"}
     # the perturbed weights lose Dice: fails against its torch reference and against the baseline
-    bad = run_bench([exported.bad], data_root=exported.data, out=tmp_path / "bad", overlays=3, **FAST)
-    art = bad["entries"][1]
-    assert art["dice"] < 0.99 * bad["entries"][0]["dice"]
-    p = subprocess.run([*cli, bad["path"], "--baseline", baseline], capture_output=True, text=True)
+    bad = run_bench([exported.bad], data=exported.data, out=tmp_path / "bad", overlays=3, **FAST)
+    art = bad.entries[1]
+    assert art["dice"] < 0.99 * bad.entries[0]["dice"]
+    p = subprocess.run([*cli, bad.path, "--baseline", baseline], capture_output=True, text=True)
     assert p.returncode == 1, p.stdout + p.stderr
     failed = {line.split()[1] for line in p.stdout.splitlines() if "FAIL" in line and line.startswith("enet")}
     assert {"ref_ratio", "dice_drop"} <= failed
     # where they disagree most, as overlays
-    overlays = bad["files"]["overlays"]
-    assert 0 < len(overlays) <= 3 and all((Path(bad["path"]) / o).is_file() for o in overlays)
+    overlays = bad.files["overlays"]
+    assert 0 < len(overlays) <= 3 and all((Path(bad.path) / o).is_file() for o in overlays)
     assert art["n_slices_differ"] > 0 and art["pixel_agreement"] < 1
 
 
@@ -100,8 +106,8 @@ def test_bench_cli_with_gate(exported, tmp_path):
     from pncd.cli import main
 
     base = tmp_path / "b.json"
-    first = run_bench([exported.good], data_root=exported.data, out=tmp_path / "r0", **FAST)
-    ok = subprocess.run([sys.executable, "-m", "pncd.cli", "gate", first["path"], "--baseline", base,
+    first = run_bench([exported.good], data=exported.data, out=tmp_path / "r0", **FAST)
+    ok = subprocess.run([sys.executable, "-m", "pncd.cli", "gate", first.path, "--baseline", base,
                          "--update-baseline"], capture_output=True, text=True)
     assert ok.returncode == 0
     args = ["bench", str(exported.bad), "--data", str(exported.data), "--out", str(tmp_path / "r1"), "--iters", "5",
@@ -131,16 +137,16 @@ def test_bench_bad_artifact_is_one_line_error(tmp_path, exported):
 def test_bench_jetson_over_ssh(sshd, exported, tmp_path):
     """--device jetson against the test sshd: the runner's ONNX Runtime fallback (no TensorRT here)."""
     fake = Path(__file__).resolve().parents[1] / "fixtures" / "jetson" / "fake_tegrastats.py"
-    rep = run_bench([exported.good], data_root=exported.data, device="jetson", host=sshd.host,
+    rep = run_bench([exported.good], data=exported.data, device="jetson", host=sshd.host,
                     out=tmp_path / "jetson", ssh_options=sshd.options, remote_python=sshd.python,
                     tegrastats=str(fake), **FAST)
-    ref, art = rep["entries"]
+    ref, art = rep.entries
     assert ref["device"] == "cpu" and ref["where"] == "host"
     assert art["where"] == sshd.host and art["backend"] == "onnxruntime"
     assert "tensorrt not importable" in art["backend_reason"]
     assert art["dice"] == pytest.approx(ref["dice"], abs=1e-12) and art["pixel_agreement"] == 1.0
     assert art["power_source"] == "VDD_IN" and art["energy_per_inference_mj"] > 0
-    dev = rep["settings"][art["id"]]["device"]
+    dev = rep.settings[art["id"]]["device"]
     assert dev["remote_cleanup"] == "removed" and not Path(dev["remote_workdir"]).exists()
-    assert rep["device_machine"]["numpy"] == np.__version__
-    assert "Device power" in (Path(rep["path"]) / "report.md").read_text()
+    assert rep.device_machine["numpy"] == np.__version__
+    assert "Device power" in (Path(rep.path) / "report.md").read_text()

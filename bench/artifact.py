@@ -1,0 +1,81 @@
+"""An exported artifact as the bench sees it: :class:`Artifact`, read from its ``manifest.json``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pncd.errors import PncdError
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """The parts of an artifact directory (written by ``pncd export``) the bench needs."""
+
+    dir: Path
+    manifest: dict[str, Any]
+    target: str
+    precision: str
+    runtime: str
+    model: str | None
+    source_run: Path  # the training run it was exported from (absolute)
+    input_name: str
+    output_name: str
+    data: dict[str, Any]  # the data spec it was exported with
+    onnx: Path | None  # its ONNX file, when it has one
+    static_batch: int | None  # the fixed batch size of its input (None: dynamic)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> Artifact:
+        """Read and check ``path``'s manifest; a clear one-line error for anything missing."""
+        from pncd.targets.registry import find_manifest, read_manifest
+
+        man_path = find_manifest(path)
+        if man_path is None:
+            raise PncdError(f"{path}: not an exported artifact (no manifest.json); pass a directory written by "
+                            "pncd export")
+        man = read_manifest(man_path)
+        d = man_path.parent
+        for key in ("source_run", "data"):
+            if man.get(key) in (None, ""):
+                raise PncdError(f"{man_path} lacks '{key}'; re-export the artifact with this pncd version")
+        if not isinstance(man["data"], dict):
+            raise PncdError(f"{man_path}: 'data' is not a data spec object; re-export the artifact")
+        source = Path(man["source_run"])
+        if not source.is_absolute():
+            source = (d / source).resolve() if (d / source).exists() else source.resolve()
+        model = man.get("model")
+        if isinstance(model, dict):
+            model = model.get("name")
+        return cls(dir=d, manifest=man, target=str(man["target"]), precision=str(man["precision"]),
+                   runtime=str(man.get("runtime") or man["target"]), model=str(model) if model else None,
+                   source_run=source, input_name=str(man["input_name"]), output_name=str(man["output_name"]),
+                   data=dict(man["data"]), onnx=_onnx_file(man, d), static_batch=_static_batch(man))
+
+    @property
+    def run_name(self) -> str:
+        return self.source_run.name
+
+    def verify(self) -> None:
+        """The files against the SHA-256 of the manifest: a swapped or damaged file is refused."""
+        from pncd.export.manifest import verify
+
+        problems = verify(self.dir, extras=False)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise PncdError(f"{self.dir}: {problems[0]}{more}; re-export the artifact, or pass --no-verify to "
+                            "bench it anyway")
+
+
+def _onnx_file(man: dict[str, Any], d: Path) -> Path | None:
+    for name in (man.get("artifact"), man.get("onnx")):
+        if isinstance(name, str) and name.endswith(".onnx") and (d / name).is_file():
+            return d / name
+    return None
+
+
+def _static_batch(man: dict[str, Any]) -> int | None:
+    shape = (man.get("input") or {}).get("shape") or []
+    return int(shape[0]) if shape and isinstance(shape[0], int) else None

@@ -1,0 +1,124 @@
+"""What ``pncd bench`` can be asked: :class:`BenchOptions`, each option defined once.
+
+A field's ``metadata["cli"]`` (:func:`cli`) says how it appears on the command line; the click
+options of ``pncd bench`` are generated from it (:func:`pncd.bench.cli.bench_options`), so a
+default or a help text is written here and nowhere else. Fields without it are for Python
+callers only (``progress``). The Jetson side (:class:`pncd.targets.jetson.JetsonOptions`)
+takes its shared fields from here (:func:`pncd.bench.sites.jetson_options`;
+``tests/bench/test_bench_options.py`` checks that their defaults agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pncd.errors import PncdError
+
+DEVICES = ("cpu", "cuda", "jetson")
+SPLITS = ("train", "val", "test", "all")
+
+
+@dataclass(frozen=True)
+class Cli:
+    """How one :class:`BenchOptions` field appears on the command line.
+
+    ``flag``: the option's name (default ``--field-name``); ``param``: click's parameter name,
+    which is also the key in a ``--config`` file and in the report's ``options`` (default: the
+    field's name); ``invert``: a ``--no-...`` flag that sets a True field to False; ``low``: the
+    smallest value an int or float takes; ``choices``; ``path``: ``"dir"`` or ``"any"``;
+    ``multiple``: repeatable, collected in a tuple.
+    """
+
+    help: str | None = None
+    flag: str | None = None
+    param: str | None = None
+    invert: bool = False
+    low: float | None = None
+    choices: tuple[str, ...] | None = None
+    path: str | None = None
+    multiple: bool = False
+    required: bool = False
+
+
+def cli(help: str | None = None, **kw: Any) -> dict[str, Cli]:  # noqa: A002 (click's word)
+    return {"cli": Cli(help=help, **kw)}
+
+
+@dataclass(kw_only=True)
+class BenchOptions:
+    """Options of one bench run (the flags of ``pncd bench``, plus ``progress``)."""
+
+    data: str | Path | None = field(default=None, metadata=cli(
+        "Data set root; overrides the root in each artifact's data spec (default: the run's).", path="dir"))
+    split: str = field(default="test", metadata=cli(choices=SPLITS))
+    device: str = field(default="cpu", metadata=cli(
+        "Where artifacts run. jetson: on a Jetson (with --host over SSH, else locally).", choices=DEVICES))
+    host: str | None = field(default=None, metadata=cli("user@address (or ~/.ssh/config alias) of the Jetson."))
+    out: str | Path = field(default="bench-report", metadata=cli("Report directory (new).", path="any",
+                                                                 required=True))
+    force: bool = field(default=False, metadata=cli("Replace an existing report directory."))
+    warmup: int = field(default=10, metadata=cli(low=0))
+    iters: int = field(default=100, metadata=cli("Timed iterations at batch 1.", low=1))
+    duration: float = field(default=0.0, metadata=cli("Seconds to time instead of --iters (0: use --iters).", low=0))
+    batch: int = field(default=8, metadata=cli("Batch size for the throughput measurement (1: skip).", low=1))
+    accuracy_batch: int = field(default=8, metadata=cli(low=1))
+    n_boot: int = field(default=2000, metadata=cli("Bootstrap resamples for the Dice difference interval.", low=100))
+    seed: int = field(default=0, metadata=cli("Bootstrap seed."))
+    overlays: int = field(default=4, metadata=cli(
+        "Overlay PNGs per artifact: the slices where it disagrees most with its reference.", low=0))
+    reference: bool = field(default=True, metadata=cli("Skip the torch reference (no comparison).",
+                                                       flag="--no-reference", param="no_reference", invert=True))
+    verify: bool = field(default=True, metadata=cli(
+        "Do not check each artifact's files against the SHA-256 in its manifest (recorded in the report).",
+        flag="--no-verify", param="no_verify", invert=True))
+    threads: int | None = field(default=None, metadata=cli(
+        "Intra-op threads for local runtimes and torch (default: the usable physical cores, divided among the "
+        "processes of a torchrun; printed).", low=1))
+    inference_precision: str | None = field(default=None, metadata=cli(
+        "OpenVINO compute precision (default: the one the artifact was exported and checked with; auto = f32 for "
+        "fp32/int8, f16 for fp16 where the CPU computes in FP16).", choices=("auto", "f32", "f16", "bf16")))
+    ssh_options: tuple[str, ...] = field(default=(), metadata=cli(
+        "Extra ssh/scp option, repeatable: '-i KEY', '-p PORT', '-o UserKnownHostsFile=F', '-J JUMP'.",
+        flag="--ssh-option", multiple=True))
+    remote_python: str | None = field(default=None, metadata=cli(
+        "Python on the Jetson (default python3; locally: this interpreter)."))
+    remote_backend: str = field(default="auto", metadata=cli(
+        "auto: TensorRT when importable on the device, else ONNX Runtime.", choices=("auto", "tensorrt", "onnxruntime")))
+    engine_cache: str = field(default="~/.cache/pncd-engines", metadata=cli(
+        "TensorRT engine cache directory on the device."))
+    tegrastats: str = field(default="auto", metadata=cli(
+        "Power sampling on the Jetson: auto (if on PATH), off, or a path."))
+    progress: bool = True  # progress bars on stderr (Python callers only)
+
+    def __post_init__(self) -> None:
+        self.ssh_options = tuple(self.ssh_options)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> BenchOptions:
+        """Options from click's parameters (names as :attr:`Cli.param` says; others ignored)."""
+        kw = {}
+        for f in fields(cls):
+            spec = f.metadata.get("cli")
+            if spec is None:
+                continue
+            name = spec.param or f.name
+            if name in params:
+                kw[f.name] = (not params[name]) if spec.invert else params[name]
+        return cls(**kw)
+
+
+def validate(opts: BenchOptions, artifacts: list[Any]) -> None:
+    """Option errors that need no files: one PncdError line each."""
+    if opts.device not in DEVICES:
+        raise PncdError(f"unknown --device {opts.device!r}; use one of {', '.join(DEVICES)}")
+    if opts.host and opts.device != "jetson":
+        raise PncdError("--host only applies to --device jetson")
+    if not artifacts:
+        raise PncdError("no artifact given; pass one or more directories written by pncd export")
+    if opts.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PncdError("--device cuda was asked for but no CUDA device is visible; use --device cpu")

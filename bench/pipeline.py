@@ -1,0 +1,223 @@
+"""``run``: exported artifacts -> one bench report directory, each against its torch reference.
+
+For each artifact (a directory written by ``pncd export``, :class:`pncd.bench.artifact.Artifact`)
+and, once per source run and preprocessing, the torch model it was exported from:
+
+- latency: warm-up, timed loop at batch 1 (statistics, throughput), throughput at a larger
+  batch, first inference, activation, memory, measured where ``--device`` says
+  (:mod:`pncd.bench.sites`: this machine, or a Jetson whose torch references run here);
+- accuracy: the whole split with the run's preprocessing, Dice/VOE/RVD per case
+  (:mod:`pncd.evaluation`), compared with the reference (differences, worst case drop, paired
+  bootstrap interval: :mod:`pncd.bench.accuracy`);
+- a report directory, written atomically: report.json, report.md, latency_dice.png and overlays/
+  (:mod:`pncd.bench.report`).
+
+Order of work: everything that can fail on bad input (options, artifacts, checksums, the output
+directory, the device's host and SSH options) fails before any data is loaded or written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from pncd.bench import report as rep
+from pncd.bench.artifact import Artifact
+from pncd.bench.options import BenchOptions, validate
+from pncd.bench.report import Report
+from pncd.bench.sites import Measured, Site, make_site
+from pncd.errors import PncdError
+
+Log = Callable[[str], None]
+
+
+def run(artifacts: Sequence[str | os.PathLike | Artifact], options: BenchOptions, *, log: Log | None = None,
+        command: str | None = None, params: dict[str, Any] | None = None) -> Report:
+    """Benchmark ``artifacts`` and their torch references; write the report to ``options.out``.
+
+    ``command`` and ``params`` are recorded in the report (default: this process's command line,
+    and no options). Raises :class:`PncdError` on bad input before anything is written.
+    """
+    from pncd.bench.machine import command_line
+    from pncd.io import atomic_dir, write_json, write_text
+
+    log = log or _stderr
+    threads, site, arts = prepare(artifacts, options, log)
+    with atomic_dir(options.out, force=options.force, protect=tuple(a.dir for a in arts)) as tmp:
+        bench = Bench(options, site, log)
+        for a in arts:
+            bench.add(a)
+        files = bench.write_figures(tmp)
+        report = bench.report(files, threads, command or command_line(), params or {})
+        write_json(tmp / "report.json", report.to_json())
+        write_text(tmp / "report.md", rep.render_markdown(report.to_json()))
+    report.path = Path(options.out)
+    return report
+
+
+def prepare(artifacts: Sequence[str | os.PathLike | Artifact], o: BenchOptions,
+            log: Log) -> tuple[int, Site, list[Artifact]]:
+    """Check everything that needs no data: (threads per runtime, the site, the artifacts)."""
+    from pncd.io import check_output
+    from pncd.runtime import default_threads
+
+    validate(o, list(artifacts))
+    why = "--threads" if o.threads else "default: physical cores / processes"
+    threads = o.threads or default_threads()
+    log(f"threads: {threads} per runtime ({why})")
+    site = make_site(o, threads, log)
+    arts = [a if isinstance(a, Artifact) else Artifact.read(a) for a in artifacts]
+    if o.verify:
+        for a in arts:
+            a.verify()
+    check_output(o.out, o.force, protect=tuple(a.dir for a in arts) + tuple(a.source_run for a in arts)
+                 + ((o.data,) if o.data is not None else ()))
+    for a in arts:
+        site.check(a)
+        if o.reference and not (a.source_run / "config.json").is_file():
+            raise PncdError(f"{a.dir}: its source run {a.source_run} is missing (no config.json); "
+                            "restore the run or pass --no-reference")
+    return threads, site, arts
+
+
+class Bench:
+    """The entries of one report, measured one artifact at a time (references once per run)."""
+
+    def __init__(self, options: BenchOptions, site: Site, log: Log | None = None) -> None:
+        self.o, self.site, self.log = options, site, log or _stderr
+        self.splits: dict[str, Any] = {}  # data spec (JSON) -> SliceSet
+        self.entries: list[dict[str, Any]] = []
+        self.per_case: dict[str, list[dict]] = {}
+        self.settings: dict[str, Any] = {}
+        self.preds: dict[str, np.ndarray] = {}  # entry id -> label maps
+        self.split_of: dict[str, str] = {}  # entry id -> its split's key
+        self.refs: dict[str, str] = {}  # "run|split key" -> reference entry id
+        self.taken: set[str] = set()
+
+    def split(self, spec_dict: dict[str, Any]) -> tuple[str, Any]:
+        """(key, SliceSet) of an artifact's data spec (``options.data`` replaces its root); loaded once."""
+        from pncd.data import DataSpec, load_split
+
+        spec_d = dict(spec_dict)
+        if self.o.data is not None:
+            spec_d["root"] = str(self.o.data)
+        key = json.dumps(spec_d, sort_keys=True, default=str)
+        if key not in self.splits:
+            spec = DataSpec.from_dict(spec_d)
+            self.log(f"loading the {self.o.split} split of {spec.root or 'the synthetic data set'} "
+                     f"({spec.size}x{spec.size})")
+            self.splits[key] = load_split(spec, self.o.split)
+        return key, self.splits[key]
+
+    def add(self, a: Artifact) -> str:
+        """Measure ``a`` (and its reference, the first time its run comes up); returns its entry id."""
+        key, ss = self.split(a.data)
+        ref_id = self.reference(a, key, ss) if self.o.reference else None
+        # the run's name usually names the model already ("enet-pncd"): say it once
+        model_part = "" if not a.model or a.model in a.run_name else f"-{a.model}"
+        aid = self._unique(f"{a.run_name}{model_part}-{a.target}-{a.precision}")
+        m = self.site.measure(a, ss.images, aid)
+        head = {"id": aid, "key": aid, "kind": "artifact", "name": a.dir.name, "ref_id": ref_id,
+                "source_run": str(a.source_run), "artifact_dir": str(a.dir), "model": a.model, "target": a.target,
+                "runtime": a.runtime, "precision": a.precision, "device": self.o.device}
+        self._record(head, m, self.site.latency_what, key, ss)
+        return aid
+
+    def reference(self, a: Artifact, key: str, ss: Any) -> str:
+        """The id of the torch reference of ``a``'s run on this split (measured the first time)."""
+        rkey = f"{a.source_run}|{key}"  # one reference per run and preprocessing
+        if rkey not in self.refs:
+            rid = self._unique(f"{a.run_name}-torch-fp32")
+            device, m = self.site.reference(a, ss.images, rid)
+            head = {"id": rid, "key": rid, "kind": "reference", "name": f"torch:{a.run_name}", "ref_id": None,
+                    "source_run": str(a.source_run), "artifact_dir": None, "model": a.model, "target": "torch",
+                    "runtime": "torch", "precision": "fp32", "device": device}
+            self._record(head, m, "end-to-end: numpy in and out, on this machine", key, ss)
+            self.refs[rkey] = rid
+        return self.refs[rkey]
+
+    def _record(self, head: dict[str, Any], m: Measured, latency_what: str, key: str, ss: Any) -> None:
+        from pncd.bench.accuracy import compare
+        from pncd.evaluation import score
+
+        metrics = score(m.preds, ss.masks, ss.case_ids, int(ss.spec.num_classes))
+        summary, cases = metrics.summary(), metrics.per_case()
+        ref_id = head["ref_id"]
+        cmp = None
+        if ref_id is not None:
+            ref = next(e for e in self.entries if e["id"] == ref_id)
+            cmp = compare(cases, self.per_case[ref_id], summary, ref, m.preds, self.preds[ref_id],
+                          n_boot=self.o.n_boot, seed=self.o.seed)
+        ident = head["id"]
+        self.entries.append({**head, "where": m.where, **m.fields, **m.info, "latency_what": latency_what,
+                             **rep.accuracy_fields(summary), **rep.compare_fields(cmp)})
+        self.per_case[ident], self.settings[ident] = cases, m.settings
+        self.preds[ident], self.split_of[ident] = m.preds, key
+
+    def _unique(self, text: str) -> str:
+        ident, out, i = _slug(text), _slug(text), 2
+        while out in self.taken:
+            out, i = f"{ident}-{i}", i + 1
+        self.taken.add(out)
+        return out
+
+    def write_figures(self, tmp: Path) -> dict[str, Any]:
+        """latency_dice.png and the overlays of each artifact's worst slices; the report's ``files``."""
+        from pncd.evaluation import worst_slices
+        from pncd.viz import save_png
+
+        files: dict[str, Any] = {"plot": None, "overlays": []}
+        if rep.plot_latency_dice(self.entries, tmp / "latency_dice.png"):
+            files["plot"] = "latency_dice.png"
+        if self.o.overlays <= 0:
+            return files
+        for e in self.entries:
+            if e["kind"] != "artifact" or e["ref_id"] is None:
+                continue
+            ss = self.splits[self.split_of[e["id"]]]
+            a_p, r_p = self.preds[e["id"]], self.preds[e["ref_id"]]
+            for i in worst_slices(a_p, r_p, self.o.overlays):
+                name = f"overlays/{e['id']}__{_slug(ss.case_ids[i])}_s{ss.slice_index[i]}.png"
+                (tmp / "overlays").mkdir(exist_ok=True)
+                scale = max(1, 256 // max(ss.masks.shape[1:]))  # small inputs are enlarged to be readable
+                save_png(tmp / name, rep.disagreement_panel(ss.images[i], ss.masks[i], r_p[i], a_p[i]), scale=scale,
+                         titles=rep.PANEL_TITLES,
+                         caption=f"{e['name']} vs {e['ref_id']}: {ss.case_ids[i]}, slice {ss.slice_index[i]}")
+                files["overlays"].append(name)
+        return files
+
+    def report(self, files: dict[str, Any], threads: int, command: str, params: dict[str, Any]) -> Report:
+        from pncd import __version__
+        from pncd.bench.machine import device_machine, host_machine
+        from pncd.io import versions
+        from pncd.targets.cpu import isa_summary
+
+        first = next(iter(self.splits.values()))
+        o = self.o
+        data = {"root": str(o.data) if o.data is not None else first.spec.root, "split": o.split,
+                "n_cases": len(dict.fromkeys(first.case_ids)), "n_slices": int(len(first.images)),
+                "size": first.spec.size, "channels": first.spec.channels, "num_classes": first.spec.num_classes,
+                "normalization": first.spec.normalization}
+        return Report(
+            schema=rep.SCHEMA, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), pncd_version=__version__,
+            artifacts_verified="sha256 against each manifest" if o.verify else "skipped (--no-verify)",
+            command=command, options=params,
+            machine={**host_machine(), "bench_threads": threads, "cpu_isa": isa_summary()},
+            device_machine=device_machine(self.site.env), versions=versions(), data=data, entries=self.entries,
+            per_case=self.per_case, settings=self.settings, files=files)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+
+
+def _stderr(msg: str) -> None:
+    import click
+
+    click.echo(msg, err=True)
