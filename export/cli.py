@@ -17,7 +17,7 @@ class TargetChoice(click.Choice):
     def __init__(self) -> None:
         super().__init__(list(TARGETS))
 
-    @property  # type: ignore[override]
+    @property
     def choices(self):  # noqa: D102 - click reads it for help, completion and checking
         return list(TARGETS)
 

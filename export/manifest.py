@@ -114,7 +114,7 @@ def model_record(model, cfg: dict[str, Any]) -> dict[str, Any]:
     spec = dict(cfg.get("model") or {})
     name = spec.get("name") or getattr(model, "pncd_spec", {}).get("name")
     try:
-        role = model_info(name).get("role")
+        role = model_info(name).get("role") if name else None
     except PncdError:
         role = None
     return {"name": name, "in_channels": spec.get("in_channels"), "num_classes": spec.get("num_classes"),

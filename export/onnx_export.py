@@ -18,7 +18,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
-from pncd.errors import PncdError, RunFailed
+from pncd.errors import RunFailed
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from pncd.errors import PncdError, RunFailed
+from pncd.errors import RunFailed
 
 MIN_AGREEMENT = {"fp32": 0.9999, "fp16": 0.999}
 MIN_INT8_DICE_RATIO = 0.99

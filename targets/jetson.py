@@ -3,7 +3,8 @@
 Over SSH (``--device jetson --host user@addr``)::
 
     1. check the remote python and numpy (one ssh call; clear message when either is missing)
-    2. mktemp -d on the device; copy jetson_runner.py, the ONNX (+ .onnx.data) and the inputs (npz)
+    2. mktemp -d on the device; copy the runner's files (DEVICE_FILES, and this machine's
+       Polygraphy as polygraphy.zip when it has one), the ONNX (+ .onnx.data) and the inputs (npz)
     3. run the runner there: TensorRT engine built or taken from the device's cache, warm-up,
        timed loop with tegrastats sampling, batch throughput, segmentation of every input
     4. copy result.json and preds.npz back; rm -rf the remote directory (in a finally, also on
@@ -31,6 +32,8 @@ from pncd.errors import PncdError, RunFailed
 from pncd.targets.parsers import parse_nvpmodel, summarize_tegrastats
 
 RUNNER = Path(__file__).with_name("jetson_runner.py")
+#: The runner and the pncd-free modules it imports, copied side by side to the device.
+DEVICE_FILES = tuple(RUNNER.with_name(n) for n in ("jetson_runner.py", "jetson_backends.py", "timing.py", "trt_build.py"))
 ERROR_PREFIX = "PNCD_RUNNER_ERROR: "
 
 _CHECK_PYTHON = (
@@ -87,6 +90,27 @@ def onnx_files(onnx: Path) -> list[Path]:
     """The ONNX file and its external-data side file when there is one."""
     data = onnx.with_name(onnx.name + ".data")
     return [onnx, data] if data.is_file() else [onnx]
+
+
+def polygraphy_zip(dest: Path) -> Path | None:
+    """This machine's Polygraphy (pure Python) as a zip the device runner can import, or None.
+
+    The device uses it only when it has no Polygraphy of its own (JetPack ships TensorRT's
+    Python bindings, not Polygraphy).
+    """
+    import importlib.util
+    import zipfile
+
+    spec = importlib.util.find_spec("polygraphy")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    pkg = Path(next(iter(spec.submodule_search_locations)))
+    out = dest / "polygraphy.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(pkg.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                z.write(f, Path("polygraphy") / f.relative_to(pkg))
+    return out
 
 
 def run_on_device(
@@ -150,6 +174,7 @@ def _run_local(
         log("note: this machine is not a Jetson (no /etc/nv_tegra_release); running the device runner locally")
     for f in onnx_files(onnx):  # the runner expects the ONNX and its data side by side in its directory
         (tmp / f.name).symlink_to(f.resolve())
+    polygraphy_zip(tmp)  # used where the interpreter has no Polygraphy of its own
     argv = [python, str(RUNNER), *runner_args(onnx.name, precision, opts)]
     log(f"running the device runner locally with {python}")
     try:
@@ -191,7 +216,7 @@ def _run_remote(
 ) -> DeviceRun:
     from pncd.targets.ssh import SshTarget
 
-    target = SshTarget(opts.host, opts.ssh_options, opts.connect_timeout)
+    target = SshTarget(opts.host or "", opts.ssh_options, opts.connect_timeout)  # called with a host only
     python = opts.remote_python or "python3"
     versions = check_remote_python(target, python)
     log(f"{opts.host}: python and numpy {versions}")
@@ -199,7 +224,8 @@ def _run_remote(
     with target.temp_dir() as rdir:
         where["remote_workdir"] = rdir
         log(f"{opts.host}: copying the runner, {onnx.name} and the inputs to {rdir}")
-        target.put([RUNNER, *onnx_files(onnx), inputs], rdir)
+        poly = polygraphy_zip(tmp)
+        target.put([*DEVICE_FILES, *([poly] if poly else []), *onnx_files(onnx), inputs], rdir)
         cmd = "cd {} && {} jetson_runner.py {} --exit-on-stdin-eof".format(
             shlex.quote(rdir), shlex.quote(python), " ".join(shlex.quote(a) for a in runner_args(onnx.name, precision, opts))
         )

@@ -3,9 +3,9 @@
 
 This file is copied to the device and run there by ``pncd bench --device jetson``; it must not
 import pncd. It needs only the standard library, numpy and either TensorRT's Python bindings
-(``python3-libnvinfer`` on JetPack; CUDA memory through ``libcudart`` with ctypes) or, as the
-documented fallback, ONNX Runtime (``--backend onnxruntime``, or automatically when ``tensorrt``
-is not importable). It runs on Python 3.8 (JetPack 5) and later.
+(``python3-libnvinfer`` on JetPack) with Polygraphy (pure Python) or, as the documented
+fallback, ONNX Runtime (``--backend onnxruntime``, or automatically when ``tensorrt`` or
+``polygraphy`` is not importable). It runs on Python 3.8 (JetPack 5) and later.
 
 Commands::
 
@@ -15,9 +15,10 @@ Commands::
         -> DIR/result.json (timings, environment, raw tegrastats lines) and DIR/preds.npz
            (uint8 label maps, key "preds").
 
-TensorRT engines are cached in ``--cache-dir`` (default ``~/.cache/pncd-engines``) under a name
-made of the ONNX file's SHA-256, the TensorRT version, the GPU name, the precision and the
-largest batch: an engine only runs on the TensorRT version and GPU that built it.
+TensorRT engines are built with Polygraphy's loaders and run with its ``TrtRunner``, and cached
+on the device (see ``jetson_backends.py``); timing is the shared loop of ``timing.py``. The host
+copies those files (and ``trt_build.py``) next to this one; ``polygraphy.zip`` in the working
+directory, when the host sends it, is used if the device has no Polygraphy of its own.
 
 Errors print one line ``PNCD_RUNNER_ERROR: <message>`` on stderr and exit with status 3 (the
 environment lacks something) or 4 (the run failed); the host turns that line into its message.
@@ -28,10 +29,7 @@ input closes, so a dropped SSH connection leaves nothing running on the device.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import glob
-import hashlib
 import json
 import os
 import platform
@@ -42,19 +40,21 @@ import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
-RUNNER_VERSION = 1
+if TYPE_CHECKING or __package__:  # imported as pncd.targets.jetson_runner (the host, the tests)
+    from .jetson_backends import EXIT_ENV, EXIT_RUN, RunnerError, gpu_name, make_backend, version_of
+    from .timing import timed_loop
+else:  # on the device: copied next to this file
+    if os.path.isfile("polygraphy.zip"):  # sent by the host; an installed Polygraphy comes first
+        sys.path.append(os.path.abspath("polygraphy.zip"))
+    from jetson_backends import EXIT_ENV, EXIT_RUN, RunnerError, gpu_name, make_backend, version_of
+    from timing import timed_loop
+
+RUNNER_VERSION = 2
 ERROR_PREFIX = "PNCD_RUNNER_ERROR: "
-EXIT_ENV = 3
-EXIT_RUN = 4
 
-_children = []  # processes to stop on any exit (tegrastats)
-
-
-class RunnerError(Exception):
-    def __init__(self, message: str, code: int = EXIT_RUN) -> None:
-        super().__init__(message)
-        self.code = code
+_children: list[Any] = []  # processes to stop on any exit (tegrastats)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,31 +68,6 @@ def _read(path: str) -> str | None:
             return f.read().decode("utf-8", "replace").strip("\x00\n ")
     except OSError:
         return None
-
-
-def _version_of(module: str) -> tuple[str | None, str | None]:
-    try:
-        mod = __import__(module)
-        return str(getattr(mod, "__version__", "unknown")), None
-    except Exception as e:  # ImportError, or a broken install raising anything else
-        return None, f"{type(e).__name__}: {e}".splitlines()[0]
-
-
-def gpu_name() -> str | None:
-    """The first CUDA device's name through the driver API (stable C signatures), or None."""
-    for lib in ("libcuda.so.1", "libcuda.so"):
-        try:
-            cuda = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        dev = ctypes.c_int()
-        buf = ctypes.create_string_buffer(256)
-        if cuda.cuInit(0) != 0 or cuda.cuDeviceGet(ctypes.byref(dev), 0) != 0:
-            return None
-        if cuda.cuDeviceGetName(buf, 256, dev) != 0:
-            return None
-        return buf.value.decode(errors="replace")
-    return None
 
 
 def cpu_model() -> str | None:
@@ -139,9 +114,9 @@ def _run_text(cmd: list, timeout: float = 10.0) -> str | None:
 
 def probe() -> dict:
     """What this machine offers; printed by ``probe`` and embedded in every result."""
-    numpy_v, numpy_err = _version_of("numpy")
-    trt_v, trt_err = _version_of("tensorrt")
-    ort_v, ort_err = _version_of("onnxruntime")
+    numpy_v, numpy_err = version_of("numpy")
+    trt_v, trt_err = version_of("tensorrt")
+    ort_v, ort_err = version_of("onnxruntime")
     providers = None
     if ort_v:
         try:
@@ -159,6 +134,7 @@ def probe() -> dict:
         "numpy_error": numpy_err,
         "tensorrt": trt_v,
         "tensorrt_error": trt_err,
+        "polygraphy": version_of("polygraphy")[0],
         "onnxruntime": ort_v,
         "onnxruntime_error": ort_err,
         "onnxruntime_providers": providers,
@@ -177,301 +153,6 @@ def probe() -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Backends: infer(x) -> logits, with end-to-end time and (where separable) compute time
-# ---------------------------------------------------------------------------------------------
-
-
-class OrtBackend:
-    """ONNX Runtime: CUDA provider when the installed build has one, else CPU."""
-
-    name = "onnxruntime"
-
-    def __init__(self, onnx_path: str, threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        avail = ort.get_available_providers()
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
-        t0 = time.perf_counter()
-        self.session = ort.InferenceSession(onnx_path, opts, providers=providers)
-        self.activation_s = time.perf_counter() - t0
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        self.output_name = self.session.get_outputs()[0].name
-        batch_dim = inp.shape[0]
-        self.max_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
-        self.settings = {"providers": self.session.get_providers(), "intra_op_num_threads": threads or "default"}
-        self.last_compute_ms = None
-
-    def infer(self, x):
-        return self.session.run([self.output_name], {self.input_name: x})[0]
-
-    def close(self) -> None:
-        self.session = None
-
-
-class CudaRt:
-    """The few CUDA runtime calls TensorRT needs, through ctypes (no pycuda/cuda-python needed)."""
-
-    H2D, D2H = 1, 2
-
-    def __init__(self) -> None:
-        names = [ctypes.util.find_library("cudart"), "libcudart.so", "libcudart.so.12", "libcudart.so.11.0",
-                 "/usr/local/cuda/lib64/libcudart.so"]
-        self.lib = None
-        for n in names:
-            if not n:
-                continue
-            try:
-                self.lib = ctypes.CDLL(n)
-                break
-            except OSError:
-                continue
-        if self.lib is None:
-            raise RunnerError("libcudart (the CUDA runtime) was not found; install JetPack's CUDA runtime", EXIT_ENV)
-        self.lib.cudaMalloc.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t]
-        self.lib.cudaFree.argtypes = [ctypes.c_void_p]
-        self.lib.cudaMemcpyAsync.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
-        self.lib.cudaStreamCreate.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
-        self.lib.cudaStreamSynchronize.argtypes = [ctypes.c_void_p]
-        self.lib.cudaStreamDestroy.argtypes = [ctypes.c_void_p]
-        self.lib.cudaEventCreate.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
-        self.lib.cudaEventRecord.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        self.lib.cudaEventSynchronize.argtypes = [ctypes.c_void_p]
-        self.lib.cudaEventElapsedTime.argtypes = [ctypes.POINTER(ctypes.c_float), ctypes.c_void_p, ctypes.c_void_p]
-        self.lib.cudaEventDestroy.argtypes = [ctypes.c_void_p]
-
-    def check(self, status: int, what: str) -> None:
-        if status != 0:
-            raise RunnerError(f"CUDA call {what} failed with error {status}")
-
-    def malloc(self, nbytes: int) -> int:
-        p = ctypes.c_void_p()
-        self.check(self.lib.cudaMalloc(ctypes.byref(p), max(int(nbytes), 1)), "cudaMalloc")
-        return int(p.value)
-
-    def free(self, ptr: int) -> None:
-        self.lib.cudaFree(ctypes.c_void_p(ptr))
-
-    def stream(self) -> int:
-        s = ctypes.c_void_p()
-        self.check(self.lib.cudaStreamCreate(ctypes.byref(s)), "cudaStreamCreate")
-        return int(s.value or 0)
-
-    def memcpy_async(self, dst: int, src: int, nbytes: int, kind: int, stream: int) -> None:
-        self.check(self.lib.cudaMemcpyAsync(ctypes.c_void_p(dst), ctypes.c_void_p(src), nbytes, kind,
-                                            ctypes.c_void_p(stream)), "cudaMemcpyAsync")
-
-    def sync(self, stream: int) -> None:
-        self.check(self.lib.cudaStreamSynchronize(ctypes.c_void_p(stream)), "cudaStreamSynchronize")
-
-    def event(self) -> int:
-        e = ctypes.c_void_p()
-        self.check(self.lib.cudaEventCreate(ctypes.byref(e)), "cudaEventCreate")
-        return int(e.value)
-
-    def record(self, event: int, stream: int) -> None:
-        self.check(self.lib.cudaEventRecord(ctypes.c_void_p(event), ctypes.c_void_p(stream)), "cudaEventRecord")
-
-    def elapsed_ms(self, start: int, end: int) -> float:
-        ms = ctypes.c_float()
-        self.check(self.lib.cudaEventSynchronize(ctypes.c_void_p(end)), "cudaEventSynchronize")
-        self.check(self.lib.cudaEventElapsedTime(ctypes.byref(ms), ctypes.c_void_p(start), ctypes.c_void_p(end)),
-                   "cudaEventElapsedTime")
-        return float(ms.value)
-
-    def destroy(self, stream: int, events: list) -> None:
-        for e in events:
-            self.lib.cudaEventDestroy(ctypes.c_void_p(e))
-        if stream:
-            self.lib.cudaStreamDestroy(ctypes.c_void_p(stream))
-
-
-def _version_tuple(v: str) -> tuple:
-    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
-
-
-def file_digest(paths: list) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def engine_cache_name(onnx_sha: str, trt_version: str, gpu: str | None, precision: str, max_batch: int) -> str:
-    """File name of a cached engine: everything an engine depends on, readable at a glance."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu or "unknown-gpu").strip("-").lower()
-    return f"{onnx_sha[:20]}-trt{trt_version}-{slug}-{precision}-b{max_batch}.engine"
-
-
-class TrtBackend:
-    """TensorRT: build (or load the cached) engine from the ONNX, run it with CUDA events.
-
-    TensorRT 10.12 and later build strongly typed networks (precision comes from the ONNX: FP16
-    weights, QDQ nodes); older 10.x (JetPack 6: 10.3) are weakly typed, so FP16/INT8 are asked
-    for with builder flags, as REFERENCE.md section 5 describes.
-    """
-
-    name = "tensorrt"
-
-    def __init__(self, onnx_path: str, precision: str, cache_dir: str, max_batch: int, trt=None, cuda=None) -> None:
-        if trt is None:
-            import tensorrt as trt
-        self.trt = trt
-        self.cuda = cuda or CudaRt()
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        files = [onnx_path] + ([onnx_path + ".data"] if os.path.exists(onnx_path + ".data") else [])
-        self.gpu = gpu_name()
-        cache_dir = os.path.expanduser(cache_dir)
-        os.makedirs(cache_dir, exist_ok=True)
-        self.max_batch = max_batch
-        name = engine_cache_name(file_digest(files), trt.__version__, self.gpu, precision, max_batch)
-        self.engine_path = os.path.join(cache_dir, name)
-        self.from_cache = os.path.exists(self.engine_path)
-        self.build_s = None
-        t0 = time.perf_counter()
-        data = self._load_or_build(onnx_path, precision)
-        runtime = trt.Runtime(self.logger)
-        self.engine = runtime.deserialize_cuda_engine(data)
-        if self.engine is None and self.from_cache:  # stale or damaged cache entry: rebuild once
-            os.remove(self.engine_path)
-            self.from_cache = False
-            self.engine = runtime.deserialize_cuda_engine(self._load_or_build(onnx_path, precision))
-        if self.engine is None:
-            raise RunnerError(f"TensorRT could not deserialize the engine {self.engine_path}")
-        self.context = self.engine.create_execution_context()
-        self.activation_s = time.perf_counter() - t0
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if n not in inputs]
-        self.input_name, self.output_name = inputs[0], outputs[0]
-        # The engine knows its batch range (also when it came from the cache): static or profile max.
-        shape = tuple(self.engine.get_tensor_shape(self.input_name))
-        if shape and shape[0] != -1:
-            self.max_batch = int(shape[0])
-        else:
-            try:
-                self.max_batch = int(self.engine.get_tensor_profile_shape(self.input_name, 0)[2][0])
-            except Exception:
-                pass
-        self.stream = self.cuda.stream()
-        self.events = [self.cuda.event(), self.cuda.event()]
-        self.buffers = {}
-        self.settings = {"tensorrt": trt.__version__, "gpu": self.gpu, "precision": precision,
-                         "engine_cache": self.engine_path, "engine_from_cache": self.from_cache,
-                         "strongly_typed": self.strongly_typed}
-        self.last_compute_ms = None
-
-    @property
-    def strongly_typed(self) -> bool:
-        flag = getattr(self.trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-        return flag is not None and _version_tuple(self.trt.__version__) >= (10, 12)
-
-    def _load_or_build(self, onnx_path: str, precision: str) -> bytes:
-        if self.from_cache:
-            with open(self.engine_path, "rb") as f:
-                return f.read()
-        trt = self.trt
-        t0 = time.perf_counter()
-        builder = trt.Builder(self.logger)
-        flags = 0
-        if self.strongly_typed:
-            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, self.logger)
-        if not parser.parse_from_file(onnx_path):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise RunnerError(f"TensorRT could not parse {os.path.basename(onnx_path)}: {errors}")
-        config = builder.create_builder_config()
-        if not self.strongly_typed and precision in ("fp16", "int8"):
-            config.set_flag(trt.BuilderFlag.FP16)
-            if precision == "int8":
-                config.set_flag(trt.BuilderFlag.INT8)  # the ONNX carries QDQ scales; no calibrator
-        inp = network.get_input(0)
-        shape = tuple(inp.shape)
-        if shape[0] == -1:
-            profile = builder.create_optimization_profile()
-            rest = shape[1:]
-            profile.set_shape(inp.name, (1,) + rest, (1,) + rest, (self.max_batch,) + rest)
-            config.add_optimization_profile(profile)
-        else:
-            self.max_batch = shape[0]
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise RunnerError(f"TensorRT failed to build an engine from {os.path.basename(onnx_path)} ({precision})")
-        data = bytes(serialized)
-        tmp = self.engine_path + ".tmp%d" % os.getpid()
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, self.engine_path)  # a half-written engine never enters the cache
-        self.build_s = time.perf_counter() - t0
-        return data
-
-    def _buffer(self, name: str, nbytes: int) -> int:
-        ptr, size = self.buffers.get(name, (0, 0))
-        if size < nbytes:
-            if ptr:
-                self.cuda.free(ptr)
-            ptr, size = self.cuda.malloc(nbytes), nbytes
-            self.buffers[name] = (ptr, size)
-        return ptr
-
-    def infer(self, x):
-        import numpy as np
-
-        trt, cuda, ctx = self.trt, self.cuda, self.context
-        x = np.ascontiguousarray(x, dtype=trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
-        if ctx.set_input_shape(self.input_name, tuple(x.shape)) is False:
-            raise RunnerError(f"the engine does not take input shape {tuple(x.shape)} (batch 1..{self.max_batch})")
-        out_shape = tuple(ctx.get_tensor_shape(self.output_name))
-        out = np.empty(out_shape, dtype=trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
-        d_in = self._buffer(self.input_name, x.nbytes)
-        d_out = self._buffer(self.output_name, out.nbytes)
-        ctx.set_tensor_address(self.input_name, d_in)
-        ctx.set_tensor_address(self.output_name, d_out)
-        cuda.memcpy_async(d_in, x.ctypes.data, x.nbytes, CudaRt.H2D, self.stream)
-        cuda.record(self.events[0], self.stream)
-        if not ctx.execute_async_v3(self.stream):
-            raise RunnerError("TensorRT execute_async_v3 failed")
-        cuda.record(self.events[1], self.stream)
-        cuda.memcpy_async(out.ctypes.data, d_out, out.nbytes, CudaRt.D2H, self.stream)
-        cuda.sync(self.stream)
-        self.last_compute_ms = cuda.elapsed_ms(self.events[0], self.events[1])
-        return out
-
-    def close(self) -> None:
-        for ptr, _ in self.buffers.values():
-            self.cuda.free(ptr)
-        self.buffers = {}
-        self.cuda.destroy(self.stream, self.events)
-        self.context = None
-        self.engine = None
-
-
-def make_backend(args, max_batch: int):
-    """Pick the backend: ``auto`` prefers TensorRT and falls back to ONNX Runtime, saying why."""
-    reason = "asked for with --backend " + args.backend
-    if args.backend in ("auto", "tensorrt"):
-        _, err = _version_of("tensorrt")
-        if err is None:
-            return TrtBackend(args.onnx, args.precision, args.cache_dir, max_batch), (
-                "tensorrt importable" if args.backend == "auto" else reason)
-        if args.backend == "tensorrt":
-            raise RunnerError(f"tensorrt is not importable by {sys.executable} ({err}); install JetPack's "
-                              "python3-libnvinfer or use --remote-backend onnxruntime", EXIT_ENV)
-        reason = f"fallback: tensorrt not importable ({err})"
-    _, err = _version_of("onnxruntime")
-    if err is not None:
-        raise RunnerError(f"neither tensorrt nor onnxruntime is importable by {sys.executable} ({err}); "
-                          "install python3-libnvinfer (JetPack) or onnxruntime", EXIT_ENV)
-    return OrtBackend(args.onnx, args.threads), reason
-
-
-# ---------------------------------------------------------------------------------------------
 # Measurement
 # ---------------------------------------------------------------------------------------------
 
@@ -480,7 +161,7 @@ class Tegrastats:
     """tegrastats in the background, its lines collected; always stopped by ``stop()``."""
 
     def __init__(self, path: str, interval_ms: int) -> None:
-        self.lines = []
+        self.lines: list[str] = []
         self.proc = subprocess.Popen([path, "--interval", str(interval_ms)], stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         _children.append(self.proc)
@@ -488,7 +169,7 @@ class Tegrastats:
         self.thread.start()
 
     def _pump(self) -> None:
-        for raw in self.proc.stdout:
+        for raw in self.proc.stdout or ():
             self.lines.append(raw.decode(errors="replace").rstrip("\n"))
 
     def wait_first(self, timeout: float) -> None:
@@ -515,42 +196,12 @@ def _stop(proc) -> None:
             proc.wait()
 
 
-def timed_loop(backend, x, warmup: int, iters: int, duration: float, min_duration: float = 0.0) -> dict:
-    """Warm up, then time ``iters`` calls (or as many as fit in ``duration`` seconds, at least one).
-
-    ``min_duration`` keeps the loop going at least that long (so tegrastats, which samples every
-    interval, sees several samples of the loop even when the model is fast).
-    """
-    for _ in range(warmup):
-        backend.infer(x)
-    e2e, compute = [], []
-    t_start = time.perf_counter()
-    while True:
-        t0 = time.perf_counter()
-        backend.infer(x)
-        e2e.append((time.perf_counter() - t0) * 1e3)
-        if backend.last_compute_ms is not None:
-            compute.append(backend.last_compute_ms)
-        elapsed = time.perf_counter() - t_start
-        if elapsed < min_duration:
-            continue
-        if (duration and elapsed >= duration) or (not duration and len(e2e) >= iters):
-            break
-    return {"end_to_end_ms": e2e, "compute_ms": compute or None, "duration_s": time.perf_counter() - t_start,
-            "batch": int(x.shape[0])}
-
-
 def segment(backend, images, batch: int):
-    """Label maps (uint8) for all images: argmax over classes (a single logit: > 0)."""
+    """Label maps (uint8) for all images: argmax over the class logits (data/spec.py: two or more)."""
     import numpy as np
 
-    preds = []
-    for i in range(0, len(images), batch):
-        logits = np.asarray(backend.infer(images[i : i + batch]))
-        if logits.shape[1] == 1:
-            preds.append((logits[:, 0] > 0).astype(np.uint8))
-        else:
-            preds.append(logits.argmax(axis=1).astype(np.uint8))
+    preds = [np.asarray(backend.infer(images[i : i + batch])).argmax(axis=1).astype(np.uint8)
+             for i in range(0, len(images), batch)]
     return np.concatenate(preds, axis=0)
 
 
@@ -600,7 +251,7 @@ def run(args) -> dict:
             tegra = Tegrastats(ts_path, args.tegrastats_interval)
             tegra.wait_first(timeout=2.0 + 3 * args.tegrastats_interval / 1000.0)
             min_duration = 5 * args.tegrastats_interval / 1000.0
-        result["latency_b1"] = timed_loop(backend, x1, args.warmup, args.iters, args.duration, min_duration)
+        result["latency_b1"] = timed_loop(backend.infer, x1, args.warmup, args.iters, args.duration, min_duration)
         result["tegrastats"] = {"path": ts_path, "interval_ms": args.tegrastats_interval,
                                 "lines": tegra.stop() if tegra else []}
         tegra = None
@@ -609,7 +260,7 @@ def run(args) -> dict:
         if b > 1 and (backend.max_batch is None or backend.max_batch >= b):
             xb = np.concatenate([images] * (-(-b // len(images))), axis=0)[:b]
             try:
-                result["latency_batch"] = timed_loop(backend, xb, min(args.warmup, 3), max(5, args.iters // 4), 0)
+                result["latency_batch"] = timed_loop(backend.infer, xb, min(args.warmup, 3), max(5, args.iters // 4), 0)
             except Exception as e:  # a static-batch graph rejects it: record why, keep going
                 result["latency_batch"] = {"batch": b, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
         else:

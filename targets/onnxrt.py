@@ -30,7 +30,7 @@ class OnnxRuntimeRunner(Runner):
         self.path = Path(path)
         self.providers = list(providers or ["CPUExecutionProvider"])
         self.threads = threads
-        self.session = None
+        self.session: Any = None  # an onnxruntime.InferenceSession while active
         self._outputs: list[str] = []
 
     def _activate(self) -> None:
@@ -86,6 +86,7 @@ class OnnxRuntimeRunner(Runner):
     def settings(self) -> dict[str, Any]:
         import importlib.metadata as md
 
+        version: str | None
         try:
             version = md.version("onnxruntime")
         except md.PackageNotFoundError:  # e.g. onnxruntime-gpu

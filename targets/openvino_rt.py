@@ -41,9 +41,9 @@ class OpenVinoRunner(Runner):
         self.precision_hint = precision_hint
         self.threads = threads
         self.performance_hint = performance_hint
-        self.compiled = None
-        self._request = None
-        self._core = None
+        self.compiled: Any = None  # openvino.CompiledModel, InferRequest and Core while active
+        self._request: Any = None
+        self._core: Any = None
 
     def config(self, performance_hint: str | None = None) -> dict[str, Any]:
         """The compile-time properties this runner passes to OpenVINO."""

@@ -1,4 +1,4 @@
-"""Parsers for the text that NVIDIA's device tools print: trtexec, tegrastats, nvpmodel.
+"""Parsers for the text that NVIDIA's device tools print: tegrastats, nvpmodel.
 
 They run on the host, on text brought back from the device, so the device-side runner
 (:mod:`pncd.targets.jetson_runner`) stays small and only forwards raw lines. Every parser is
@@ -10,89 +10,8 @@ Sample outputs these parsers are tested on live in ``tests/fixtures/`` with thei
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Iterable
-
-# ---------------------------------------------------------------------------------------------
-# trtexec
-# ---------------------------------------------------------------------------------------------
-
-_STAT_KEYS = {
-    "min": "min",
-    "max": "max",
-    "mean": "mean",
-    "median": "median",
-    "percentile(90%)": "p90",
-    "percentile(95%)": "p95",
-    "percentile(99%)": "p99",
-}
-_NUM = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
-_STAT_RE = re.compile(rf"([A-Za-z]+(?:\(\d+(?:\.\d+)?%\))?)\s*=\s*({_NUM})\s*ms")
-# "[I] GPU Compute Time: min = ..." -> section "GPU Compute Time"
-_SECTION_RE = re.compile(r"^(?:\[[^\]]*\]\s*)*([A-Za-z][A-Za-z0-9 /-]*?):\s*(min\s*=.*)$")
-
-
-def _section_key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
-
-
-def parse_trtexec(text: str) -> dict[str, Any]:
-    """Read trtexec's ``=== Performance summary ===`` block (TensorRT 8.4 and later).
-
-    Returns ``{"throughput_qps": float | None, "latency": {...}, "gpu_compute_time": {...},
-    ...}`` with one dict per statistics line, keyed by the section name in snake case
-    (``latency``, ``gpu_compute_time``, ``h2d_latency``, ``enqueue_time``, ...) and holding
-    ``min/max/mean/median/p90/p95/p99`` in milliseconds. Only lines after the summary header are
-    read when the header is present, so a build log in front of it does not confuse the parser.
-    """
-    lines = text.splitlines()
-    start = next((i for i, ln in enumerate(lines) if "Performance summary" in ln), None)
-    if start is not None:
-        lines = lines[start + 1 :]
-    out: dict[str, Any] = {"throughput_qps": None}
-    for line in lines:
-        body = re.sub(r"^(?:\[[^\]]*\]\s*)+", "", line.strip())
-        m = re.match(rf"Throughput:\s*({_NUM})\s*qps", body)
-        if m:
-            out["throughput_qps"] = float(m.group(1))
-            continue
-        m = _SECTION_RE.match(body)
-        if not m:
-            continue
-        stats = {}
-        for key, value in _STAT_RE.findall(m.group(2)):
-            if key in _STAT_KEYS:
-                stats[_STAT_KEYS[key]] = float(value)
-        if stats:
-            out[_section_key(m.group(1))] = stats
-    for key in ("total_host_walltime", "total_gpu_compute_time"):
-        m = re.search(rf"{key.replace('_', ' ')}:\s*({_NUM})\s*s", text, flags=re.IGNORECASE)
-        if m:
-            out[f"{key}_s"] = float(m.group(1))
-    return out
-
-
-def parse_trtexec_times(data: str | list) -> dict[str, list[float]]:
-    """Per-iteration times from ``trtexec --exportTimes=FILE.json`` (a list of records).
-
-    Each record carries ``inMs``, ``computeMs``, ``outMs``, ``latencyMs`` and ``endToEndMs``
-    (names as in NVIDIA's ``samples/trtexec/tracer.py``); this returns one list per field that is
-    present, in milliseconds. Records without a ``latencyMs`` (e.g. a version header) are skipped.
-    """
-    records = json.loads(data) if isinstance(data, str) else data
-    if not isinstance(records, list):
-        raise ValueError("trtexec --exportTimes output is not a JSON list")
-    fields = ("inMs", "computeMs", "outMs", "latencyMs", "endToEndMs")
-    out: dict[str, list[float]] = {f: [] for f in fields}
-    for rec in records:
-        if not isinstance(rec, dict) or "latencyMs" not in rec:
-            continue
-        for f in fields:
-            if f in rec:
-                out[f].append(float(rec[f]))
-    return {k: v for k, v in out.items() if v}
-
 
 # ---------------------------------------------------------------------------------------------
 # tegrastats

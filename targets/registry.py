@@ -168,6 +168,7 @@ def load_runner(
 def _runner_for_file(path: Path, device: str | None, runtime: str | None, opts: RunOptions) -> Runner:
     """A bare file without a manifest: the target named by ``runtime``, else the one claiming its suffix."""
     suffix = path.suffix.lower()
+    target: Target | None
     if runtime is not None:
         target = TARGETS.get(runtime)
     else:

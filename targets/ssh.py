@@ -102,7 +102,7 @@ def jump_command(jump: str, options: Sequence[str]) -> str:
     argv = ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]
     it = iter(options)
     for o in it:
-        val = next(it, "") if o in _WITH_VALUE else None
+        val = next(it, "") if o in _WITH_VALUE else ""
         if o == "-o" and val.split("=", 1)[0].strip().lower() in ("userknownhostsfile", "globalknownhostsfile",
                                                                   "connecttimeout"):
             argv += ["-o", val]

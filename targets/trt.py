@@ -19,7 +19,7 @@ import numpy as np
 
 from pncd.errors import PncdError, RunFailed
 from pncd.targets.base import Artifact, BuildOptions, Runner, RunOptions, Target, require
-from pncd.targets.trt_build import (  # noqa: F401 - re-exported: pncd.targets.trt is their public home
+from pncd.targets.trt_build import (
     DEFAULT_MAX_BATCH,
     ONNX_FOR_PRECISION,
     STRONGLY_TYPED_SINCE,
@@ -28,6 +28,10 @@ from pncd.targets.trt_build import (  # noqa: F401 - re-exported: pncd.targets.t
     trt_build_plan,
     trtexec_command,
 )
+
+__all__ = ["DEFAULT_MAX_BATCH", "JETSON", "ONNX_FOR_PRECISION", "STRONGLY_TYPED_SINCE", "TENSORRT", "JetsonTarget",
+           "TensorRTRunner", "TensorRTTarget", "build_engine", "parse_trt_version", "trt_build_plan",
+           "trtexec_command"]
 
 
 def build_engine(
@@ -77,14 +81,14 @@ class TensorRTRunner(Runner):
         self.path = Path(engine_path) if engine_path is not None else None
         self._bytes = engine_bytes
         self.label = name or (self.path.name if self.path else "engine")
-        self._runner = None
-        self._engine = None
+        self._runner: Any = None  # polygraphy TrtRunner and its engine while active
+        self._engine: Any = None
 
     def _activate(self) -> None:
         trt = require("tensorrt", "tensorrt", "the tensorrt target")
         poly = require("polygraphy.backend.trt", "polygraphy", "running TensorRT engines")
         data = self._bytes
-        if data is None:
+        if data is None and self.path is not None:
             if not self.path.is_file():
                 raise PncdError(f"{self.path}: TensorRT engine not found")
             data = self.path.read_bytes()

@@ -1,16 +1,15 @@
 """The device-side runner on this machine: locally (no SSH), and its TensorRT path on a mock.
 
 TensorRT cannot be installed here (REFERENCE.md section 5), so ``test_tensorrt_path_*`` drive
-the runner's ``TrtBackend`` with a stand-in ``tensorrt`` module and a stand-in CUDA runtime:
-the "engine" executes the ONNX with ONNX Runtime, "device memory" is host memory. What these
-tests check is the runner's own logic around TensorRT — engine cache naming and reuse, the
-dynamic-batch optimisation profile, precision flags for weakly and strongly typed TensorRT,
-buffer handling and output shapes — not TensorRT itself.
+the runner's ``TrtBackend`` with MOCKS: a stand-in ``tensorrt`` module and stand-ins for the
+Polygraphy loaders and ``TrtRunner`` it uses; the "engine" executes the ONNX with ONNX Runtime.
+What these tests check is the runner's own logic around TensorRT — engine cache naming and
+reuse, the dynamic-batch optimisation profile, precision flags for weakly and strongly typed
+TensorRT, releasing the runner, output shapes — not TensorRT or Polygraphy themselves.
 """
 
 from __future__ import annotations
 
-import ctypes
 import time
 import types
 from pathlib import Path
@@ -20,6 +19,7 @@ import onnxruntime as ort
 import pytest
 
 from pncd.errors import PncdError
+from pncd.targets import jetson_backends as jb
 from pncd.targets import jetson_runner as jr
 from pncd.targets.jetson import JetsonOptions, run_on_device
 
@@ -60,134 +60,56 @@ def test_local_runner_error_is_one_line(tmp_path, tiny_images):
 
 
 def test_engine_cache_name_carries_what_an_engine_depends_on():
-    a = jr.engine_cache_name("ab" * 32, "10.3.0", "Orin (nvgpu)", "fp16", 8)
+    a = jb.engine_cache_name("ab" * 32, "10.3.0", "Orin (nvgpu)", "fp16", 8)
     assert a == f"{'ab' * 10}-trt10.3.0-orin-nvgpu-fp16-b8.engine"
-    assert a != jr.engine_cache_name("ab" * 32, "10.16.1", "Orin (nvgpu)", "fp16", 8)
-    assert a != jr.engine_cache_name("ab" * 32, "10.3.0", "Orin (nvgpu)", "int8", 8)
-    assert a != jr.engine_cache_name("cd" * 32, "10.3.0", "Orin (nvgpu)", "fp16", 8)
+    assert a != jb.engine_cache_name("ab" * 32, "10.16.1", "Orin (nvgpu)", "fp16", 8)
+    assert a != jb.engine_cache_name("ab" * 32, "10.3.0", "Orin (nvgpu)", "int8", 8)
+    assert a != jb.engine_cache_name("cd" * 32, "10.3.0", "Orin (nvgpu)", "fp16", 8)
 
 
 # ------------------------------------------------------------------ mock TensorRT (see docstring)
 
 
-class FakeCuda:
-    """Host memory standing in for device memory; copies with memmove."""
-
-    H2D, D2H = 1, 2
-
-    def __init__(self):
-        self.mem, self.freed = {}, []
-
-    def malloc(self, n):
-        buf = np.empty(n, np.uint8)
-        self.mem[buf.ctypes.data] = buf
-        return buf.ctypes.data
-
-    def free(self, ptr):
-        self.freed.append(ptr)
-        self.mem.pop(ptr)
-
-    def stream(self):
-        return 1
-
-    def event(self):
-        return time.perf_counter_ns()
-
-    def record(self, event, stream):
-        pass
-
-    def elapsed_ms(self, a, b):
-        return 0.5
-
-    def memcpy_async(self, dst, src, n, kind, stream):
-        ctypes.memmove(dst, src, n)
-
-    def sync(self, stream):
-        pass
-
-    def destroy(self, stream, events):
-        pass
-
-
 def fake_tensorrt(version: str):
-    log = {"builds": 0, "flags": [], "network_flags": [], "profiles": []}
-
-    class Enum:
-        def __init__(self, **kw):
-            self.__dict__.update(kw)
+    """Stand-ins for ``tensorrt`` and Polygraphy's ``polygraphy.backend.trt`` (MOCKS: neither can run
+    here); the "engine" is the ONNX itself, executed by ONNX Runtime. ``log`` records what the
+    runner asked Polygraphy for."""
+    log = {"builds": 0, "networks": [], "configs": [], "runners": []}
 
     class Tensor:
         def __init__(self, name, shape):
             self.name, self.shape = name, shape
 
+    def _shape(session):
+        return tuple(-1 if not isinstance(d, int) else d for d in session.get_inputs()[0].shape)
+
     class Network:
-        def __init__(self, flags):
-            log["network_flags"].append(flags)
-            self.onnx = None
+        def __init__(self, onnx):
+            self.onnx = onnx
 
         def get_input(self, i):
-            s = ort.InferenceSession(self.onnx, providers=["CPUExecutionProvider"]).get_inputs()[0]
-            return Tensor(s.name, tuple(-1 if not isinstance(d, int) else d for d in s.shape))
+            return Tensor("input", _shape(ort.InferenceSession(self.onnx, providers=["CPUExecutionProvider"])))
 
-    class Parser:
-        def __init__(self, network, logger):
-            self.network, self.num_errors = network, 0
+    def NetworkFromOnnxPath(path, strongly_typed=False):
+        log["networks"].append({"strongly_typed": strongly_typed})
+        return lambda: ("builder", Network(Path(path).read_bytes()), "parser")
 
-        def parse_from_file(self, path):
-            self.network.onnx = Path(path).read_bytes()
-            return True
+    class Profile(dict):
+        def add(self, name, lo, opt, hi):
+            self[name] = (lo, opt, hi)
+            return self
 
-    class Config:
-        def set_flag(self, f):
-            log["flags"].append(f)
+    def CreateConfig(fp16=None, int8=None, profiles=None, memory_pool_limits=None):
+        cfg = {"fp16": fp16, "int8": int8, "profiles": [dict(p) for p in profiles or []]}
+        log["configs"].append(cfg)
+        return cfg
 
-        def add_optimization_profile(self, p):
-            log["profiles"].append(p.shapes)
-
-    class Profile:
-        def __init__(self):
-            self.shapes = {}
-
-        def set_shape(self, name, lo, opt, hi):
-            self.shapes[name] = (lo, opt, hi)
-
-    class Builder:
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            return Network(flags)
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
+    def EngineBytesFromNetwork(network, config=None):
+        def build():
             log["builds"] += 1
-            return b"ENGINE" + network.onnx
+            return b"ENGINE" + network[1].onnx
 
-    class Context:
-        def __init__(self, session):
-            self.s, self.shape, self.addr = session, None, {}
-
-        def set_input_shape(self, name, shape):
-            self.shape = shape
-            return True
-
-        def get_tensor_shape(self, name):
-            return (self.shape[0], 2, *self.shape[2:])
-
-        def set_tensor_address(self, name, ptr):
-            self.addr[name] = ptr
-
-        def execute_async_v3(self, stream):
-            n = int(np.prod(self.shape))
-            x = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addr["input"])).reshape(self.shape)
-            y = np.ascontiguousarray(self.s.run(None, {"input": x.copy()})[0], dtype=np.float32)
-            ctypes.memmove(self.addr["logits"], y.ctypes.data, y.nbytes)
-            return True
+        return build
 
     class Engine:
         num_io_tensors = 2
@@ -201,82 +123,87 @@ def fake_tensorrt(version: str):
         def get_tensor_mode(self, name):
             return "IN" if name == "input" else "OUT"
 
-        def get_tensor_dtype(self, name):
-            return "float"
-
         def get_tensor_shape(self, name):
-            shape = self.s.get_inputs()[0].shape
-            return tuple(-1 if not isinstance(d, int) else d for d in shape)
+            return _shape(self.s)
 
         def get_tensor_profile_shape(self, name, profile):
-            return [(1, *self.get_tensor_shape(name)[1:]), (1, *self.get_tensor_shape(name)[1:]),
-                    (log["profiles"][-1][name][2][0], *self.get_tensor_shape(name)[1:])]
+            return log["configs"][-1]["profiles"][profile][name]
 
-        def create_execution_context(self):
-            return Context(self.s)
+    def EngineFromBytes(blob):
+        def load():
+            if not bytes(blob).startswith(b"ENGINE"):
+                raise RuntimeError("Could not deserialize engine")  # what Polygraphy's critical() raises
+            return Engine(bytes(blob))
 
-    class Runtime:
-        def __init__(self, logger):
-            pass
+        return load
 
-        def deserialize_cuda_engine(self, blob):
-            return Engine(blob) if bytes(blob).startswith(b"ENGINE") else None
+    class TrtRunner:
+        def __init__(self, engine):
+            self.engine, self.active = engine, False
+            log["runners"].append(self)
 
-    class Logger:
-        WARNING = 2
+        def activate(self):
+            self.active = True
 
-        def __init__(self, level):
-            pass
+        def deactivate(self):
+            self.active = False
 
-    trt = types.SimpleNamespace(
-        __version__=version, Logger=Logger, Builder=Builder, OnnxParser=Parser, Runtime=Runtime,
-        NetworkDefinitionCreationFlag=Enum(STRONGLY_TYPED=3), BuilderFlag=Enum(FP16="FP16", INT8="INT8"),
-        TensorIOMode=Enum(INPUT="IN", OUTPUT="OUT"), nptype=lambda dt: np.float32,
-    )
-    return trt, log
+        def infer(self, feed):
+            assert self.active
+            return {"logits": self.engine.s.run(None, {"input": feed["input"]})[0]}
+
+    Enum = types.SimpleNamespace
+    trt = types.SimpleNamespace(__version__=version, TensorIOMode=Enum(INPUT="IN", OUTPUT="OUT"),
+                                MemoryPoolType=Enum(WORKSPACE="WORKSPACE"))
+    poly = types.SimpleNamespace(NetworkFromOnnxPath=NetworkFromOnnxPath, Profile=Profile, CreateConfig=CreateConfig,
+                                 EngineBytesFromNetwork=EngineBytesFromNetwork, EngineFromBytes=EngineFromBytes,
+                                 TrtRunner=TrtRunner)
+    return trt, poly, log
 
 
 def test_tensorrt_path_builds_once_then_uses_cache(tmp_path, tiny_onnx, tiny_images):
-    """Mocked TensorRT (none here): the engine is built once, then taken from the cache."""
-    trt, log = fake_tensorrt("10.3.0")
-    cuda = FakeCuda()
-    b = jr.TrtBackend(str(tiny_onnx), "fp16", str(tmp_path / "cache"), max_batch=4, trt=trt, cuda=cuda)
+    """Mocked TensorRT and Polygraphy (none here): the engine is built once, then taken from the cache."""
+    trt, poly, log = fake_tensorrt("10.3.0")
+    b = jb.TrtBackend(str(tiny_onnx), "fp16", str(tmp_path / "cache"), max_batch=4, trt=trt, poly=poly)
     assert log["builds"] == 1 and not b.from_cache and Path(b.engine_path).is_file()
-    assert log["flags"] == ["FP16"] and log["network_flags"] == [0]  # 10.3 is weakly typed: builder flag
-    assert log["profiles"] == [{"input": ((1, 1, 32, 32), (1, 1, 32, 32), (4, 1, 32, 32))}]
+    # 10.3 is weakly typed: FP16 asked for with the builder flag, the network not strongly typed
+    assert log["networks"] == [{"strongly_typed": False}] and log["configs"][0]["fp16"] and not log["configs"][0]["int8"]
+    assert log["configs"][0]["profiles"] == [{"input": ((1, 1, 32, 32), (1, 1, 32, 32), (4, 1, 32, 32))}]
+    assert b.max_batch == 4 and not b.settings["strongly_typed"]
     labels = jr.segment(b, tiny_images, batch=4)
     np.testing.assert_array_equal(labels, _ort_labels(tiny_onnx, tiny_images))
-    assert b.last_compute_ms == 0.5
     b.close()
-    assert cuda.mem == {}  # every device buffer freed
+    assert not log["runners"][0].active  # the TrtRunner (and its CUDA buffers) released
 
-    again = jr.TrtBackend(str(tiny_onnx), "fp16", str(tmp_path / "cache"), max_batch=4, trt=trt, cuda=FakeCuda())
+    again = jb.TrtBackend(str(tiny_onnx), "fp16", str(tmp_path / "cache"), max_batch=4, trt=trt, poly=poly)
     assert again.from_cache and log["builds"] == 1 and again.engine_path == b.engine_path
-    other = jr.TrtBackend(str(tiny_onnx), "int8", str(tmp_path / "cache"), max_batch=4, trt=trt, cuda=FakeCuda())
-    assert not other.from_cache and log["builds"] == 2 and log["flags"][-2:] == ["FP16", "INT8"]
+    other = jb.TrtBackend(str(tiny_onnx), "int8", str(tmp_path / "cache"), max_batch=4, trt=trt, poly=poly)
+    assert not other.from_cache and log["builds"] == 2
+    assert log["configs"][-1]["fp16"] and log["configs"][-1]["int8"]
 
 
 def test_tensorrt_path_strongly_typed_and_damaged_cache(tmp_path, tiny_onnx):
-    """Mocked TensorRT 10.16 (none here): strongly typed network, no precision flags; a damaged
-    cached engine is rebuilt instead of failing."""
-    trt, log = fake_tensorrt("10.16.0")
-    b = jr.TrtBackend(str(tiny_onnx), "fp16", str(tmp_path), max_batch=2, trt=trt, cuda=FakeCuda())
-    assert log["network_flags"] == [1 << 3] and log["flags"] == [] and b.settings["strongly_typed"]
+    """Mocked TensorRT 10.16 and Polygraphy (none here): strongly typed network, no precision flags;
+    a damaged cached engine is rebuilt instead of failing."""
+    trt, poly, log = fake_tensorrt("10.16.0")
+    b = jb.TrtBackend(str(tiny_onnx), "fp16", str(tmp_path), max_batch=2, trt=trt, poly=poly)
+    assert log["networks"] == [{"strongly_typed": True}] and b.settings["strongly_typed"]
+    assert not log["configs"][0]["fp16"] and not log["configs"][0]["int8"]
     Path(b.engine_path).write_bytes(b"damaged")
-    again = jr.TrtBackend(str(tiny_onnx), "fp16", str(tmp_path), max_batch=2, trt=trt, cuda=FakeCuda())
+    again = jb.TrtBackend(str(tiny_onnx), "fp16", str(tmp_path), max_batch=2, trt=trt, poly=poly)
     assert log["builds"] == 2 and not again.from_cache
     assert Path(again.engine_path).read_bytes().startswith(b"ENGINE")
 
 
 def test_tensorrt_path_static_batch_engine(tmp_path, tiny_images):
-    """Mocked TensorRT (none here): a batch-1 ONNX gives a batch-1 engine, also when loaded from the cache."""
+    """Mocked TensorRT and Polygraphy (none here): a batch-1 ONNX gives a batch-1 engine, also from the cache."""
     from tests.bench.conftest import make_onnx  # by package path: several conftest.py exist
 
     static = make_onnx(tmp_path / "static.onnx", dynamic=False)
-    trt, log = fake_tensorrt("10.3.0")
-    b = jr.TrtBackend(str(static), "fp32", str(tmp_path / "c"), max_batch=8, trt=trt, cuda=FakeCuda())
-    assert b.max_batch == 1 and log["profiles"] == [] and log["flags"] == []
-    cached = jr.TrtBackend(str(static), "fp32", str(tmp_path / "c"), max_batch=8, trt=trt, cuda=FakeCuda())
+    trt, poly, log = fake_tensorrt("10.3.0")
+    b = jb.TrtBackend(str(static), "fp32", str(tmp_path / "c"), max_batch=8, trt=trt, poly=poly)
+    assert b.max_batch == 1 and log["configs"][0]["profiles"] == [] and not log["configs"][0]["fp16"]
+    cached = jb.TrtBackend(str(static), "fp32", str(tmp_path / "c"), max_batch=8, trt=trt, poly=poly)
     assert cached.from_cache and cached.max_batch == 1
     np.testing.assert_array_equal(jr.segment(cached, tiny_images, batch=1), _ort_labels(static, tiny_images))
 
@@ -302,3 +229,39 @@ def test_runner_stops_when_its_session_closes(tmp_path, tiny_onnx, tiny_images):
     time.sleep(0.2)
     assert subprocess.run(["pgrep", "-f", str(fake)], capture_output=True).stdout == b""
     assert not (tmp_path / "out").exists()
+
+
+def test_device_files_run_without_pncd(tmp_path):
+    """The files the host copies to the device import nothing from pncd: probe runs without
+    site-packages, from a directory holding only those files and this machine's Polygraphy zip."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from pncd.targets.jetson import DEVICE_FILES, polygraphy_zip
+
+    for f in DEVICE_FILES:
+        shutil.copy(f, tmp_path / f.name)
+    assert polygraphy_zip(tmp_path) is not None  # polygraphy is a dev dependency here
+    # -S: no site-packages, so neither pncd (an editable install), numpy nor an installed Polygraphy
+    p = subprocess.run([sys.executable, "-S", "jetson_runner.py", "probe"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"})
+    assert p.returncode == 0, p.stderr
+    probe = json.loads(p.stdout)
+    assert probe["runner_version"] == jr.RUNNER_VERSION and probe["numpy"] is None  # no site-packages at all
+    assert probe["polygraphy"] is not None, "polygraphy.zip is importable on the device side"
+
+
+def test_missing_polygraphy_falls_back_or_says_what_to_install(monkeypatch, tiny_onnx):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))  # a stand-in
+    monkeypatch.setitem(sys.modules, "polygraphy.backend.trt", None)
+    args = types.SimpleNamespace(backend="auto", onnx=str(tiny_onnx), threads=1, precision="fp32", cache_dir="x")
+    backend, reason = jb.make_backend(args, 4)
+    assert backend.name == "onnxruntime" and reason.startswith("fallback: polygraphy not importable")
+    args.backend = "tensorrt"
+    with pytest.raises(jb.RunnerError, match="polygraphy is not importable .*pip install polygraphy on the device"):
+        jb.make_backend(args, 4)

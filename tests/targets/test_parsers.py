@@ -1,8 +1,7 @@
-"""Parsers for trtexec, tegrastats and nvpmodel output, on real sample output (tests/fixtures/jetson)."""
+"""Parsers for tegrastats and nvpmodel output, on real sample output (tests/fixtures/jetson)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,48 +10,11 @@ import pytest
 from pncd.targets.parsers import (
     parse_nvpmodel,
     parse_tegrastats_line,
-    parse_trtexec,
-    parse_trtexec_times,
     summarize_tegrastats,
     total_power_mw,
 )
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "jetson"
-
-
-def test_trtexec_summary_from_reference():
-    out = parse_trtexec((FIX / "trtexec_summary.txt").read_text())
-    assert out["throughput_qps"] == pytest.approx(97.4735)
-    lat = out["latency"]
-    assert lat == {
-        "min": 17.9661, "max": 21.3447, "mean": 20.3304, "median": 20.3074,
-        "p90": 20.3759, "p95": 20.5475, "p99": 21.3119,
-    }
-    gpu = out["gpu_compute_time"]
-    assert gpu["median"] == pytest.approx(5.4939) and gpu["p99"] == pytest.approx(9.51146)
-    assert gpu["min"] <= gpu["median"] <= gpu["max"]
-
-
-def test_trtexec_ignores_build_log_before_summary():
-    noise = "[I] Latency: min = 1 ms, max = 2 ms\n[I] some build message\n"
-    out = parse_trtexec(noise + (FIX / "trtexec_summary.txt").read_text())
-    assert out["latency"]["min"] == pytest.approx(17.9661)  # the pre-summary line is not taken
-
-
-def test_trtexec_without_summary_gives_none():
-    assert parse_trtexec("[E] Error: engine build failed\n") == {"throughput_qps": None}
-
-
-def test_trtexec_export_times_records():
-    rng = np.random.default_rng(1)
-    records = [{"startInMs": float(i), "inMs": 0.1, "computeMs": float(c), "outMs": 0.2,
-                "latencyMs": float(c) + 0.3, "endToEndMs": float(c) + 0.4}
-               for i, c in enumerate(rng.uniform(4, 6, size=7))]
-    times = parse_trtexec_times(json.dumps([{"version": 1}] + records))
-    assert len(times["computeMs"]) == 7
-    np.testing.assert_allclose(np.array(times["latencyMs"]) - np.array(times["computeMs"]), 0.3)
-    with pytest.raises(ValueError):
-        parse_trtexec_times("{}")
 
 
 def test_tegrastats_orin_nano_lines():
