@@ -70,94 +70,97 @@ def test_engine_cache_name_carries_what_an_engine_depends_on():
 # ------------------------------------------------------------------ mock TensorRT (see docstring)
 
 
+def _input_shape(session) -> tuple:
+    return tuple(-1 if not isinstance(d, int) else d for d in session.get_inputs()[0].shape)
+
+
+class _Tensor:
+    def __init__(self, name, shape):
+        self.name, self.shape = name, shape
+
+
+class _Network:
+    def __init__(self, onnx: bytes):
+        self.onnx = onnx
+
+    def get_input(self, i):
+        return _Tensor("input", _input_shape(ort.InferenceSession(self.onnx, providers=["CPUExecutionProvider"])))
+
+
+class _Profile(dict):
+    def add(self, name, lo, opt, hi):
+        self[name] = (lo, opt, hi)
+        return self
+
+
+class _Engine:
+    num_io_tensors = 2
+
+    def __init__(self, blob: bytes, log: dict):
+        self.s, self.log = ort.InferenceSession(blob[len(b"ENGINE"):], providers=["CPUExecutionProvider"]), log
+
+    def get_tensor_name(self, i):
+        return ["input", "logits"][i]
+
+    def get_tensor_mode(self, name):
+        return "IN" if name == "input" else "OUT"
+
+    def get_tensor_shape(self, name):
+        return _input_shape(self.s)
+
+    def get_tensor_profile_shape(self, name, profile):
+        return self.log["configs"][-1]["profiles"][profile][name]
+
+
+class _TrtRunner:
+    def __init__(self, engine):
+        self.engine, self.active = engine, False
+        engine.log["runners"].append(self)
+
+    def activate(self):
+        self.active = True
+
+    def deactivate(self):
+        self.active = False
+
+    def infer(self, feed):
+        assert self.active
+        return {"logits": self.engine.s.run(None, {"input": feed["input"]})[0]}
+
+
 def fake_tensorrt(version: str):
     """Stand-ins for ``tensorrt`` and Polygraphy's ``polygraphy.backend.trt`` (MOCKS: neither can run
     here); the "engine" is the ONNX itself, executed by ONNX Runtime. ``log`` records what the
     runner asked Polygraphy for."""
-    log = {"builds": 0, "networks": [], "configs": [], "runners": []}
+    log: dict = {"builds": 0, "networks": [], "configs": [], "runners": []}
 
-    class Tensor:
-        def __init__(self, name, shape):
-            self.name, self.shape = name, shape
-
-    def _shape(session):
-        return tuple(-1 if not isinstance(d, int) else d for d in session.get_inputs()[0].shape)
-
-    class Network:
-        def __init__(self, onnx):
-            self.onnx = onnx
-
-        def get_input(self, i):
-            return Tensor("input", _shape(ort.InferenceSession(self.onnx, providers=["CPUExecutionProvider"])))
-
-    def NetworkFromOnnxPath(path, strongly_typed=False):
+    def network_from_onnx_path(path, strongly_typed=False):
         log["networks"].append({"strongly_typed": strongly_typed})
-        return lambda: ("builder", Network(Path(path).read_bytes()), "parser")
+        return lambda: ("builder", _Network(Path(path).read_bytes()), "parser")
 
-    class Profile(dict):
-        def add(self, name, lo, opt, hi):
-            self[name] = (lo, opt, hi)
-            return self
+    def create_config(fp16=None, int8=None, profiles=None, memory_pool_limits=None):
+        log["configs"].append({"fp16": fp16, "int8": int8, "profiles": [dict(p) for p in profiles or []]})
+        return log["configs"][-1]
 
-    def CreateConfig(fp16=None, int8=None, profiles=None, memory_pool_limits=None):
-        cfg = {"fp16": fp16, "int8": int8, "profiles": [dict(p) for p in profiles or []]}
-        log["configs"].append(cfg)
-        return cfg
-
-    def EngineBytesFromNetwork(network, config=None):
+    def engine_bytes_from_network(network, config=None):
         def build():
             log["builds"] += 1
             return b"ENGINE" + network[1].onnx
 
         return build
 
-    class Engine:
-        num_io_tensors = 2
-
-        def __init__(self, blob):
-            self.s = ort.InferenceSession(blob[len(b"ENGINE"):], providers=["CPUExecutionProvider"])
-
-        def get_tensor_name(self, i):
-            return ["input", "logits"][i]
-
-        def get_tensor_mode(self, name):
-            return "IN" if name == "input" else "OUT"
-
-        def get_tensor_shape(self, name):
-            return _shape(self.s)
-
-        def get_tensor_profile_shape(self, name, profile):
-            return log["configs"][-1]["profiles"][profile][name]
-
-    def EngineFromBytes(blob):
+    def engine_from_bytes(blob):
         def load():
             if not bytes(blob).startswith(b"ENGINE"):
                 raise RuntimeError("Could not deserialize engine")  # what Polygraphy's critical() raises
-            return Engine(bytes(blob))
+            return _Engine(bytes(blob), log)
 
         return load
 
-    class TrtRunner:
-        def __init__(self, engine):
-            self.engine, self.active = engine, False
-            log["runners"].append(self)
-
-        def activate(self):
-            self.active = True
-
-        def deactivate(self):
-            self.active = False
-
-        def infer(self, feed):
-            assert self.active
-            return {"logits": self.engine.s.run(None, {"input": feed["input"]})[0]}
-
-    Enum = types.SimpleNamespace
-    trt = types.SimpleNamespace(__version__=version, TensorIOMode=Enum(INPUT="IN", OUTPUT="OUT"),
-                                MemoryPoolType=Enum(WORKSPACE="WORKSPACE"))
-    poly = types.SimpleNamespace(NetworkFromOnnxPath=NetworkFromOnnxPath, Profile=Profile, CreateConfig=CreateConfig,
-                                 EngineBytesFromNetwork=EngineBytesFromNetwork, EngineFromBytes=EngineFromBytes,
-                                 TrtRunner=TrtRunner)
+    ns = types.SimpleNamespace
+    trt = ns(__version__=version, TensorIOMode=ns(INPUT="IN", OUTPUT="OUT"), MemoryPoolType=ns(WORKSPACE="WORKSPACE"))
+    poly = ns(NetworkFromOnnxPath=network_from_onnx_path, Profile=_Profile, CreateConfig=create_config,
+              EngineBytesFromNetwork=engine_bytes_from_network, EngineFromBytes=engine_from_bytes, TrtRunner=_TrtRunner)
     return trt, poly, log
 
 
