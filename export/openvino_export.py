@@ -151,24 +151,21 @@ def _quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_con
 
 
 def dice_validation_fn(num_classes: int):
-    """NNCF validation function: (Dice per case over the items, per-item Dice) of a compiled model."""
-    from pncd.metrics import SegMetrics
+    """NNCF validation function: (Dice per case over the items, per-item Dice) of a compiled model.
+
+    Items are (image (1, C, H, W), label map (H, W), case id); predictions and scores come from
+    :mod:`pncd.evaluation`, as everywhere else."""
+    from pncd.evaluation import predict, score, slice_dice
 
     def validate(compiled_model, items) -> tuple[float, list[float]]:
-        metrics = SegMetrics(num_classes)
-        per_item: list[float] = []
+        items = list(items)
+        if not items:
+            return 0.0, []
         out = compiled_model.output(0)
-        for image, mask, case in items:
-            pred = np.asarray(compiled_model(image)[out]).argmax(axis=1)[0]
-            metrics.update(case, pred, mask)
-            per_item.append(image_dice(pred, mask, num_classes))
-        return float(metrics.summary()["dice"] or 0.0), per_item
+        images = np.concatenate([image for image, _, _ in items])
+        masks = np.stack([mask for _, mask, _ in items])
+        preds = predict(lambda x: compiled_model(x)[out], images, batch=1)
+        dice = score(preds, masks, [case for _, _, case in items], num_classes).summary()["dice"]
+        return float(dice or 0.0), slice_dice(preds, masks, num_classes)
 
     return validate
-
-
-def image_dice(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
-    """Mean Dice over the foreground classes of one label map (1.0 where both are empty)."""
-    from pncd.metrics import dice
-
-    return float(np.mean([dice(pred == k, gt == k) for k in range(1, num_classes)]))

@@ -6,7 +6,7 @@ Numbers (all on the same held-out images, see :mod:`pncd.export.calibration`):
   ``logit_scale`` (the largest |torch logit|) for context;
 - ``argmax_agreement``: the fraction of pixels whose predicted class is the same;
 - ``dice_vs_torch``: Dice of the export's segmentation with torch's as the reference
-  (per case, :class:`pncd.metrics.SegMetrics`);
+  (per case, :func:`pncd.evaluation.score`);
 - ``dice_gt_torch`` / ``dice_gt_export``: Dice of each against the ground truth, and
   ``dice_ratio`` = export / torch, the MLPerf convention (REFERENCE.md section 5: a quantized
   model keeps at least 99% of the FP32 model's accuracy).
@@ -14,6 +14,11 @@ Numbers (all on the same held-out images, see :mod:`pncd.export.calibration`):
 Checks: FP32 needs argmax agreement of at least 99.99%, FP16 at least 99.9% (else PncdError,
 and the export writes nothing); INT8 warns when ``dice_ratio`` is below 0.99, or cannot be
 computed because torch's own Dice is 0, and fails with ``strict``.
+
+Predictions and scores come from :mod:`pncd.evaluation`, the one evaluation API. Polygraphy's
+``Comparator`` is not used: Polygraphy is an optional dependency (the tensorrt extra) while
+every target runs this check, and what decides here (argmax agreement, per-case Dice) is not a
+tensor tolerance; the logit differences it would add are two numpy lines.
 """
 
 from __future__ import annotations
@@ -21,28 +26,19 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from pncd.errors import RunFailed
+from pncd.evaluation import predict_logits, score, to_labels
 
 MIN_AGREEMENT = {"fp32": 0.9999, "fp16": 0.999}
 MIN_INT8_DICE_RATIO = 0.99
-
-
-def batches(n: int, batch: int):
-    for i in range(0, n, batch):
-        yield slice(i, min(n, i + batch))
 
 
 def runner_logits(runner, input_name: str, output_name: str, images: np.ndarray, batch: int = 1,
                   desc: str | None = None) -> np.ndarray:
     """Logits of an (active or inactive) runner over ``images`` (N, C, H, W), float32."""
     runner.activate()
-    outs = []
-    for sl in tqdm(list(batches(len(images), batch)), desc=desc, leave=False, disable=desc is None or None):
-        out = runner.infer({input_name: np.ascontiguousarray(images[sl], dtype=np.float32)})
-        outs.append(np.asarray(out[output_name], dtype=np.float32))
-    return np.concatenate(outs)
+    return predict_logits(lambda x: runner.infer({input_name: x})[output_name], images, batch, desc=desc)
 
 
 def torch_logits(model, images: np.ndarray, batch: int = 8) -> np.ndarray:
@@ -50,21 +46,13 @@ def torch_logits(model, images: np.ndarray, batch: int = 8) -> np.ndarray:
     import torch
 
     model = model.eval()
-    outs = []
     with torch.inference_mode():
-        for sl in batches(len(images), batch):
-            outs.append(model(torch.from_numpy(np.ascontiguousarray(images[sl]))).float().numpy())
-    return np.concatenate(outs)
+        return predict_logits(lambda x: model(torch.from_numpy(x)).float().numpy(), images, batch)
 
 
 def seg_dice(pred: np.ndarray, ref: np.ndarray, case_ids: list[str], num_classes: int) -> float | None:
     """Per-case Dice (mean over cases) of label maps ``pred`` against ``ref`` (N, H, W)."""
-    from pncd.metrics import SegMetrics
-
-    m = SegMetrics(num_classes)
-    for i, case in enumerate(case_ids):
-        m.update(case, pred[i], ref[i])
-    return m.summary()["dice"]
+    return score(pred, ref, case_ids, num_classes).summary()["dice"]
 
 
 def compare(ref: np.ndarray, out: np.ndarray, masks: np.ndarray, case_ids: list[str],
@@ -75,7 +63,7 @@ def compare(ref: np.ndarray, out: np.ndarray, masks: np.ndarray, case_ids: list[
                         "the export does not match its model")
     diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
     finite = bool(np.isfinite(out).all())
-    p_ref, p_out = ref.argmax(axis=1), out.argmax(axis=1)
+    p_ref, p_out = to_labels(ref), to_labels(out)
     d_torch = seg_dice(p_ref, masks, case_ids, num_classes)
     d_export = seg_dice(p_out, masks, case_ids, num_classes)
     ratio = d_export / d_torch if d_torch and d_export is not None else None
