@@ -48,8 +48,10 @@ def build_engine(
     """
     trt = require("tensorrt", "tensorrt", "building TensorRT engines")
     poly = require("polygraphy.backend.trt", "polygraphy", "building TensorRT engines")
+    logger = require("polygraphy.logger", "polygraphy", "building TensorRT engines").G_LOGGER
     try:
-        data, _ = build_engine_bytes(str(onnx_path), precision, trt, poly, max_batch, workspace_mb)
+        with logger.verbosity(logger.WARNING):  # Polygraphy logs to stdout; warnings and errors only
+            data, _ = build_engine_bytes(str(onnx_path), precision, trt, poly, max_batch, workspace_mb)
     except PncdError:
         raise
     except Exception as e:  # PolygraphyException: its log above says why

@@ -55,3 +55,11 @@ def test_runner_needs_activation():
         OnnxRuntimeRunner("does-not-exist.onnx").activate()
 
 
+
+
+def test_targets_is_importable_from_the_package():
+    import pncd.targets
+
+    assert pncd.targets.TARGETS is TARGETS and pncd.targets.load_runner is load_runner
+    with pytest.raises(AttributeError):
+        pncd.targets.NOPE  # noqa: B018

@@ -65,8 +65,12 @@ def mocked_trt(monkeypatch):
     """MOCKED tensorrt 10.3 and Polygraphy loaders, returned by pncd.targets.trt's require()."""
     from tests.targets.test_jetson_runner import fake_tensorrt
 
+    import contextlib
+    import types
+
     trt, poly, log = fake_tensorrt("10.3.0")
-    fakes = {"tensorrt": trt, "polygraphy.backend.trt": poly}
+    logger = types.SimpleNamespace(WARNING=30, verbosity=lambda severity: contextlib.nullcontext())
+    fakes = {"tensorrt": trt, "polygraphy.backend.trt": poly, "polygraphy.logger": types.SimpleNamespace(G_LOGGER=logger)}
     monkeypatch.setattr("pncd.targets.trt.require", lambda module, *a, **k: fakes[module])
     return trt, poly, log
 
