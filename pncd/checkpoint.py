@@ -81,10 +81,11 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain module inside DDP / torch.compile wrappers."""
     while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
+        inner = getattr(model, "module", None)
+        if isinstance(inner, nn.Module):
+            model = inner
         elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+            model = getattr(model, "_orig_mod")
         else:
             return model
 
@@ -149,8 +150,8 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     from pncd.models import count_parameters
 
     model = unwrap(model)
-    spec = dict(model.pncd_spec)
-    spec["taps"] = {k: t.to_dict() for k, t in model.taps.items()}
+    spec = dict(getattr(model, "pncd_spec"))
+    spec["taps"] = {k: t.to_dict() for k, t in getattr(model, "taps").items()}
     spec["parameters"] = count_parameters(model)
     return spec
 

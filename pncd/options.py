@@ -9,9 +9,9 @@ line continues a run started from Python and the other way round.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 
 @dataclass
@@ -32,9 +32,10 @@ class TrainOptions:
     steps_per_epoch: int | None = None
     log_every: int = 10
     tensorboard: bool = True
-    # Clip the global gradient norm of every trained parameter to this (0: off). 0 keeps
-    # ``pncd train``'s recipe (the paper's) unchanged; ``pncd distill`` defaults to 5.
-    clip_grad_norm: float = 0.0
+    # Clip the global gradient norm of every trained parameter to this (0: off). None: the
+    # command's default, ``RunOptions.default_clip_grad_norm``: 0 for ``train`` (the paper's
+    # recipe, unchanged), 5 for ``distill``.
+    clip_grad_norm: float | None = None
 
 
 @dataclass
@@ -67,13 +68,13 @@ class DataOptions:
         from pncd.data import DataSpec
         from pncd.errors import PncdError
 
-        d = self.resolved()
-        if d.size % 16:
-            raise PncdError(f"--size {d.size} is not divisible by 16")
+        d = asdict(self.resolved())
+        if d["size"] % 16:
+            raise PncdError(f"--size {d['size']} is not divisible by 16")
         # an absolute root, so later stages find the data from any working directory
-        root = str(Path(d.data).resolve()) if d.data else None
-        return DataSpec(root=root, size=d.size, channels=int(d.channels), num_classes=d.num_classes,
-                        normalization=d.normalization, split_seed=d.split_seed)
+        root = str(Path(d["data"]).resolve()) if d["data"] else None
+        return DataSpec(root=root, size=d["size"], channels=int(d["channels"]), num_classes=d["num_classes"],
+                        normalization=d["normalization"], split_seed=d["split_seed"])
 
 
 DATA_DEFAULTS: dict[str, Any] = {"size": 128, "channels": 1, "num_classes": 2, "normalization": "zscore", "split_seed": 0}
@@ -84,7 +85,13 @@ StepCallback = Callable[[Any], None]
 
 @dataclass(kw_only=True)
 class RunOptions:
-    """What every training command shares: where it writes and how it treats an existing run."""
+    """What every training command shares: where it writes and how it treats an existing run.
+
+    ``resume``: continue from the last finished epoch with the options given here (the command
+    line restores the recorded ones and refuses contradicting flags; from Python, pass the
+    options the run was started with). ``on_step``: callables given the Trainer after every
+    optimizer step (to watch a run, or stop it).
+    """
 
     out: str | Path
     data: DataOptions = field(default_factory=DataOptions)
@@ -94,10 +101,18 @@ class RunOptions:
     threads: int | None = None  # torch intra-op threads (None: leave as they are)
     on_step: list[StepCallback] = field(default_factory=list)
 
+    default_clip_grad_norm: ClassVar[float] = 0.0  # what ``train.clip_grad_norm = None`` means
+
+    def train_options(self) -> TrainOptions:
+        """``train`` with ``clip_grad_norm`` None replaced by this command's default."""
+        if self.train.clip_grad_norm is not None:
+            return self.train
+        return replace(self.train, clip_grad_norm=self.default_clip_grad_norm)
+
     def common_params(self) -> dict[str, Any]:
         """The shared options under the command's flag names (as ``config.json`` records them)."""
         d = asdict(self.data)
-        t = {k: v for k, v in asdict(self.train).items() if k != "tensorboard"}
+        t = {k: v for k, v in asdict(self.train_options()).items() if k != "tensorboard"}
         return {**t, **d, "channels": None if d["channels"] is None else str(d["channels"]),
                 "out": str(self.out), "resume": self.resume, "force": self.force}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,10 +31,11 @@ def seed_everything(seed: int) -> None:
 
 def rng_state() -> dict:
     """Every RNG a training step can touch, as tensors (loadable with weights_only=True)."""
-    state = {
+    np_state: Any = np.random.get_state()  # ("MT19937", keys, pos, has_gauss, cached_gaussian)
+    state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": torch.from_numpy(np.frombuffer(np.random.get_state()[1].tobytes(), dtype=np.uint8).copy()),
-        "numpy_pos": torch.tensor(np.random.get_state()[2]),
+        "numpy": torch.from_numpy(np.frombuffer(np_state[1].tobytes(), dtype=np.uint8).copy()),
+        "numpy_pos": torch.tensor(np_state[2]),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()

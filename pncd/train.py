@@ -30,7 +30,7 @@ from pncd.trainer import EpochSampler, Trainer
 def check_size(model: nn.Module, size: int) -> None:
     multiple = getattr(model, "size_multiple", 16)
     if size % multiple:
-        name = model.pncd_spec["name"]
+        name = getattr(model, "pncd_spec")["name"]
         raise PncdError(f"--size {size} does not suit {name}: use a multiple of {multiple} (e.g. {max(multiple, size // multiple * multiple)})")
 
 
@@ -68,10 +68,10 @@ def train(run: TrainRun, *, record: dict[str, Any] | None = None) -> RunResult:
     kw = {"pretrained": run.pretrained} if run.pretrained else {}
     seed_everything(run.train.seed)  # the initial weights depend on the seed too
     model = models.create(run.model, in_channels=spec.channels, num_classes=spec.num_classes, **kw)
-    model.pncd_spec.pop("pretrained", None)  # the weights are in the run; later stages need no file
+    getattr(model, "pncd_spec").pop("pretrained", None)  # the weights are in the run; later stages need no file
     check_size(model, spec.size)
     params = dataclasses.replace(run, data=run.data.resolved()).params() if record is None else record
-    return fit_run(Trainer(model, spec, run.train, out, resume=run.resume, command_params=params, on_step=run.on_step))
+    return fit_run(Trainer(model, spec, run.train_options(), out, resume=run.resume, command_params=params, on_step=run.on_step))
 
 
 # the click layer, torch-free, lives in pncd.commands.training (re-exported for older imports)

@@ -251,7 +251,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.after_backward()
-        if self.opts.clip_grad_norm > 0:
+        if self.opts.clip_grad_norm:  # None (a Trainer built directly) or 0: off
             self.scaler.unscale_(self.optimizer)
             norm = float(torch.nn.utils.clip_grad_norm_(self._clip_params, self.opts.clip_grad_norm))
             vals["grad_norm"] = norm  # before clipping
@@ -311,7 +311,7 @@ class Trainer:
         if not path.is_file():
             raise PncdError(f"--resume: {path} not found; the run has no finished epoch to resume from")
         cfg = ckpt.read_run_config(self.out)
-        want = ckpt.unwrap(self.raw_model).pncd_spec["name"]
+        want = getattr(ckpt.unwrap(self.raw_model), "pncd_spec")["name"]
         if cfg["model"]["name"] != want:
             raise PncdError(f"--resume: {self.out} is a run of {cfg['model']['name']!r}, not {want!r}")
         ckpt.load_weights(ckpt.unwrap(self.raw_model), self.out / ckpt.LAST)

@@ -59,6 +59,7 @@ def test_click_defaults_come_from_the_dataclasses(which):
     got.pop("config")
     for key in ("out", "model_name", "teacher", "student"):
         got.pop(key, None)
+    exp["clip_grad_norm"] = (TrainRun if which == "train" else DistillRun).default_clip_grad_norm
     assert set(got) == set(exp), (set(got) ^ set(exp))
     assert {k: (tuple(v) if isinstance(v, list) else v) for k, v in exp.items()} == \
         {k: (tuple(v) if isinstance(v, list) else v) for k, v in got.items()}
@@ -68,5 +69,10 @@ def test_train_and_distill_clip_defaults_differ_on_purpose():
     from pncd.distill.options import DISTILL_CLIP_GRAD_NORM, DistillRun
     from pncd.options import TrainRun
 
-    assert TrainRun(model="m", out="o").train.clip_grad_norm == 0.0
-    assert DistillRun(teacher="t", student="s", out="o").train.clip_grad_norm == DISTILL_CLIP_GRAD_NORM == 5.0
+    from pncd.options import TrainOptions
+
+    assert TrainRun(model="m", out="o").train_options().clip_grad_norm == 0.0
+    assert DistillRun(teacher="t", student="s", out="o").train_options().clip_grad_norm == DISTILL_CLIP_GRAD_NORM == 5.0
+    # the command's default applies to loop options given without it; an explicit value wins
+    assert DistillRun(teacher="t", student="s", out="o", train=TrainOptions(epochs=2)).train_options().clip_grad_norm == 5.0
+    assert DistillRun(teacher="t", student="s", out="o", train=TrainOptions(clip_grad_norm=0)).train_options().clip_grad_norm == 0

@@ -10,7 +10,7 @@ import click
 
 from pncd.commands.training import CONFIG, check_resume, common_training_options, data_options, train_options
 from pncd.config import resolved_params
-from pncd.distill.options import (DEFAULT_WEIGHTS, DISTILL_CLIP_GRAD_NORM, MODULES, DistillOptions, DistillRun, parse_modules,
+from pncd.distill.options import (DEFAULT_WEIGHTS, MODULES, DistillOptions, DistillRun, parse_modules,
                                   parse_taps, parse_weights)
 from pncd.errors import PncdError
 
@@ -20,7 +20,7 @@ TEACHER_DATA = frozenset({"data", "size", "channels", "num_classes", "normalizat
 
 
 @click.command("distill")
-@common_training_options(clip_grad_norm=DISTILL_CLIP_GRAD_NORM)
+@common_training_options(clip_grad_norm=DistillRun.default_clip_grad_norm)
 @click.option("--teacher", required=True, help="Teacher run directory, or package.module:function for your own network.")
 @click.option("--teacher-weights", type=click.Path(dir_okay=False, exists=True), default=None, help="Weights (.safetensors or .pt) for a factory teacher.")
 @click.option("--student", required=True, help="Student network: enet, mobilenetv2, resnet18 (any registered model).")

@@ -18,7 +18,7 @@ def describe(name: str, in_channels: int = 1, num_classes: int = 2) -> dict:
         "role": info.get("role"),
         "parameters": models.count_parameters(model),
         "paper_params_m": info.get("paper_params_m"),
-        "taps": {key: tap.to_dict() for key, tap in model.taps.items()},
+        "taps": {key: tap.to_dict() for key, tap in getattr(model, "taps").items()},
     }
 
 

@@ -22,7 +22,7 @@ _T = TrainOptions()  # the defaults of every loop option (one definition: pncd.o
 _D = DATA_DEFAULTS
 
 
-def common_training_options(fn=None, *, clip_grad_norm: float = _T.clip_grad_norm):
+def common_training_options(fn=None, *, clip_grad_norm: float = TrainRun.default_clip_grad_norm):
     """Options shared by ``pncd train`` and ``pncd distill``, their defaults taken from
     :class:`pncd.options.TrainOptions` and :data:`pncd.options.DATA_DEFAULTS`.
 

@@ -1,8 +1,11 @@
-"""PNCD distillation: the four losses (PMD, RMD, RD, PNSCD) and the engine that combines them.
+"""PNCD distillation: the losses (PMD, RMD, RD, PNSCD and any registered one), their registry
+and the typed entry point. Names are imported lazily so that importing ``pncd.distill`` stays
+cheap (the CLI imports packages on every invocation).
 
-Each loss lives in its own module; the names below are imported lazily so that importing
-``pncd.distill`` stays cheap (the CLI imports packages on every invocation).
-
+- :func:`~pncd.distill.run.distill` ``(DistillRun) -> RunResult``, options in
+  :mod:`pncd.distill.options` (:class:`DistillRun`, :class:`DistillOptions`)
+- :func:`~pncd.distill.base.register_loss`, :class:`~pncd.distill.base.DistillLoss`,
+  :class:`~pncd.distill.base.DistillBatch`: a new loss is one file and one registry line
 - :class:`~pncd.distill.pmd.PMDLoss`     prediction maps, KL(p_t || p_s) at temperature T
 - :class:`~pncd.distill.rmd.RMDLoss`     importance (energy) maps of tap pairs
 - :class:`~pncd.distill.rd.RDLoss`       cosine affinities between class-region vectors
@@ -21,6 +24,13 @@ _LAZY = {
     "RDLoss": "pncd.distill.rd",
     "PNSCDLoss": "pncd.distill.pnscd",
     "region_vectors": "pncd.distill.region",
+    "DistillBatch": "pncd.distill.base",
+    "DistillLoss": "pncd.distill.base",
+    "LOSSES": "pncd.distill.base",
+    "register_loss": "pncd.distill.base",
+    "DistillOptions": "pncd.distill.options",
+    "DistillRun": "pncd.distill.options",
+    "distill": "pncd.distill.run",
 }
 
 __all__ = sorted(_LAZY)

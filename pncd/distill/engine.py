@@ -17,13 +17,13 @@ all-reduced like the student's.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
-from pncd.distill.base import DistillBatch, LossContext, build_losses, get_loss
+from pncd.distill.base import DistillBatch, DistillLoss, LossContext, build_losses, get_loss
 from pncd.distill.options import DEFAULT_WEIGHTS, MODULES, DistillOptions
 from pncd.distill.teacher import best_val_dice, check_teacher_dice, fuse_conv_bn, load_teacher, prepare_teacher, resolve_taps
 from pncd.models import FeatureTaps
@@ -49,6 +49,8 @@ class PNCD(nn.Module):
     state dict of this module is what --resume needs and nothing of it is saved with the student.
     """
 
+    teacher: nn.Module  # set through __dict__: not a submodule
+
     def __init__(self, student: nn.Module, teacher: nn.Module, dopts: DistillOptions, num_classes: int, channels: int, size: int,
                  n_region_samples: int, device: torch.device | str = "cpu", seed: int = 0) -> None:
         from pncd.runtime import all_gather_varlen
@@ -71,7 +73,7 @@ class PNCD(nn.Module):
 
     def _probe_channels(self, student: nn.Module, channels: int, size: int, device: torch.device | str) -> tuple[list[int], list[int]]:
         """Channels of every tapped feature, from one forward pass of each network."""
-        if self.s_hooks is None:
+        if self.s_hooks is None or self.t_hooks is None:
             return [0], [0]
         x = torch.zeros(1, channels, size, size, device=device)
         was_training = student.training
@@ -102,7 +104,7 @@ class PNCD(nn.Module):
         batch = DistillBatch(images=images, masks=masks, student_logits=s_logits, teacher_logits=t_logits,
                              student_feats=s_feats, teacher_feats=t_feats)
         for name, loss in self.losses.items():
-            value = loss.batch_loss(batch)
+            value = cast(DistillLoss, loss).batch_loss(batch)
             out[name] = value
             total = total + (kd_scale * self.dopts.weight(name)) * value
         out["loss"] = total

@@ -8,10 +8,10 @@ needs. The click options of :mod:`pncd.commands.distill` take their defaults fro
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from pncd.errors import PncdError
-from pncd.options import RunOptions, TrainOptions
+from pncd.options import RunOptions
 
 MODULES = ("pmd", "rmd", "rd", "pnscd")  # the built-in losses (pncd.distill.base.BUILTIN), in order
 DISTILL_CLIP_GRAD_NORM = 5.0  # distill's --clip-grad-norm default (pncd train's is 0, unchanged)
@@ -119,11 +119,12 @@ class DistillRun(RunOptions):
     teacher: str  # a run directory, or package.module:function (then teacher_weights)
     student: str
     distill: DistillOptions = field(default_factory=DistillOptions)
-    train: TrainOptions = field(default_factory=lambda: TrainOptions(clip_grad_norm=DISTILL_CLIP_GRAD_NORM))
     teacher_weights: str | None = None
     student_reference: str | None = None  # a run of the student alone, compared with the teacher
     strict: bool = False  # refuse a teacher below student_reference
     check_teacher: bool = True  # evaluate the teacher on the val split first (not on resume)
+
+    default_clip_grad_norm: ClassVar[float] = DISTILL_CLIP_GRAD_NORM
 
     def params(self) -> dict[str, Any]:
         """The options under ``pncd distill``'s flag names (as config.json records them)."""

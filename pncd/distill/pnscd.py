@@ -102,6 +102,12 @@ class PNSCDLoss(DistillLoss):
     earlier eq. 8 reading (NCE sum over negatives), with ``normalize`` choosing its constant Z.
     """
 
+    # buffers (see __init__)
+    memory: torch.Tensor
+    mem_ptr: torch.Tensor
+    mem_count: torch.Tensor
+    log_z: torch.Tensor
+
     def __init__(
         self,
         s_channels: int,
@@ -243,6 +249,7 @@ class PNSCDLoss(DistillLoss):
         """
         if torch.isnan(self.log_z) and bool(used.any()):
             s_used = s[used]
+            assert self.n_data is not None  # the crd form requires it (__init__)
             self.log_z.fill_(float(torch.logsumexp(s_used, 0) - math.log(s_used.numel()) + math.log(self.n_data)))
         return torch.nan_to_num(self.log_z, nan=0.0)
 
@@ -309,6 +316,7 @@ class PNSCDLoss(DistillLoss):
             s = s - self._log_z(s.detach(), pos | neg)
         n_pos = pos.sum(dim=1)
         n_neg = neg.sum(dim=1)
+        assert self.n_data is not None  # the crd form requires it (__init__)
         log_nm = torch.log(n_neg.clamp_min(1).float() / self.n_data)[:, None]
         lse = torch.logaddexp(s, log_nm)
         zero = torch.zeros_like(s)

@@ -39,6 +39,8 @@ def region_affinity(vecs: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 class RDLoss(DistillLoss):
     """Mean over images and present class pairs of ``|V_s - V_t|^p``, summed over tap pairs."""
 
+    _pairs: torch.Tensor  # (2, n_pairs) class index pairs i < j (a buffer)
+
     @classmethod
     def from_context(cls, ctx: LossContext) -> RDLoss:
         return cls(num_classes=ctx.num_classes, p=ctx.options.rd_p)
@@ -94,4 +96,5 @@ class RDLoss(DistillLoss):
                 diff = diff.square() if self.p == 2.0 else diff.pow(self.p)
                 loss = torch.where(valid, diff, torch.zeros_like(diff)).sum() / valid.sum().clamp_min(1)
                 total = loss if total is None else total + loss
+        assert total is not None  # the tap lists are not empty (checked above)
         return total

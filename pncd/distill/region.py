@@ -12,11 +12,13 @@ then its region vector is 0 and it is left out by the losses).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 
 
-def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_labels(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Nearest-neighbour resize of integer labels (B, H, W) to ``size``; returns int64 (B, h, w)."""
     if tuple(labels.shape[-2:]) == tuple(size):
         return labels.long()
@@ -24,7 +26,7 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out[:, 0].long()
 
 
-def class_masks(labels: torch.Tensor, size: tuple[int, int], num_classes: int) -> torch.Tensor:
+def class_masks(labels: torch.Tensor, size: Sequence[int], num_classes: int) -> torch.Tensor:
     """One-hot class masks at ``size``: float32 (B, K, h*w) (labels resized with nearest)."""
     lab = resize_labels(labels, size).flatten(1)  # (B, h*w)
     classes = torch.arange(num_classes, device=lab.device)

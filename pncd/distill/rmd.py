@@ -31,7 +31,7 @@ from pncd.distill.base import DistillBatch, DistillLoss, LossContext, register_l
 _VARIANTS = ("paper", "emkd")
 
 
-def match_size(student: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def match_size(student: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Resize a student feature to the teacher's (h, w): bilinear up, adaptive average pool down."""
     h, w = student.shape[-2:]
     th, tw = size
@@ -86,4 +86,5 @@ class RMDLoss(DistillLoss):
                 per_sample = diff.abs().sum(dim=1) if self.variant == "paper" else diff.square().sum(dim=1)
                 loss = per_sample.mean()
                 total = loss if total is None else total + loss
+        assert total is not None  # the tap lists are not empty (checked above)
         return total

@@ -58,6 +58,6 @@ def distill(run: DistillRun, *, record: dict[str, Any] | None = None) -> RunResu
     check_size(s_model, spec.size)
     if record is None:  # recorded absolute and resolved, so that --resume works from any directory
         record = dataclasses.replace(run, data=data, teacher=str(teacher_dir or run.teacher)).params()
-    trainer = DistillTrainer(s_model, t_model, run.distill, source, spec, run.train, out, resume=run.resume,
+    trainer = DistillTrainer(s_model, t_model, run.distill, source, spec, run.train_options(), out, resume=run.resume,
                              command_params=record, on_step=run.on_step)
     return fit_run(trainer)

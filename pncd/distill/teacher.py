@@ -46,8 +46,8 @@ def load_teacher(teacher: str, weights: str | None, device: torch.device) -> tup
 
         state = load_file(weights)
     else:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        loaded = torch.load(weights, map_location="cpu", weights_only=True)
+        state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
