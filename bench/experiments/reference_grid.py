@@ -23,6 +23,11 @@ PNCD for each seed, ENet's deployment, the ENet ablation, the other students, U-
 deployments. Two runners may share a grid (e.g. --only '*-s0' and --only '*-s1'): every job
 writes its own files.
 
+Each training job runs :func:`pncd.train.train` or :func:`pncd.distill.run.distill` in a spawned
+child process (its own threads and memory; a crash ends the job, not the grid), its output in
+WORK/logs/<job>.log; exports and benchmarks run in this process (:func:`pncd.export.pipeline.export_run`,
+:func:`pncd.bench.pipeline.run`).
+
 Outputs: WORK/runs/<job> (training runs), WORK/rows/<job>.json (a scored row), WORK/deploy/
 (exports and bench reports), and in --results (default bench/results/lgg-cpu): grid.json (machine,
 versions, the exact command, the recipe, every row and the per-seed summaries) and grid.md.
@@ -38,18 +43,20 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from grid_tables import PAPER, SINGLES, STUDENTS, TEACHERS, describe, render_markdown, summarise  # noqa: F401
+
 SCHEMA = "pncd.grid/1"
-STUDENTS = ("enet", "mobilenetv2", "resnet18")
-TEACHERS = ("dcsaunet", "unet")
-SINGLES = ("pmd", "rmd", "rd", "pnscd")
 EXPORTS = (("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"))
-# The paper's numbers (REFERENCE.md section 4; private colorectal MRI, 512x512, up to 100 epochs).
-PAPER = {"dcsaunet": 0.8906, "enet": (0.8074, 0.8566), "mobilenetv2": (0.7810, 0.8344), "resnet18": (0.7783, 0.8143),
-         "ablation": {"pmd": 0.8098, "rmd": 0.8133, "rd": 0.8114, "pnscd": 0.8369, "pmd,rmd,rd,pnscd": 0.8566}}
+
+
+def _distill_options(**kw: Any) -> Any:
+    from pncd.distill.options import DistillOptions
+
+    return DistillOptions(**kw)
 
 
 @dataclass
@@ -64,7 +71,8 @@ class Recipe:
     # PNCD at CPU scale: EMKD's RMD and smaller feature-term weights. With the paper's weights
     # (0.1/0.9/0.9/0.9) RMD and PNSCD send 2-28x Loss_seg's gradient into the student, nearly
     # orthogonal to it (bench/experiments/distill_gradients.py), and a 360-step ENet never learns to segment.
-    distill_args: tuple[str, ...] = ("--rmd-variant", "emkd", "--w-pmd", "0.1", "--w-rmd", "0.1", "--w-rd", "0.3", "--w-pnscd", "0.1")
+    distill: Any = field(default_factory=lambda: _distill_options(rmd_variant="emkd", weights={
+        "pmd": 0.1, "rmd": 0.1, "rd": 0.3, "pnscd": 0.1}))  # a pncd.distill.options.DistillOptions
     calib_size: int = 128
     bench_iters: int = 100
     threads: int | None = None
@@ -74,12 +82,11 @@ class Recipe:
         """The GPU recipe: the paper's schedule at 256x256 (its 512x512 does not fit the data set)."""
         return cls(size=256, epochs=100, teacher_epochs=100, steps_per_epoch=None, lesion_fraction=0.0, seeds=(0, 1, 2))
 
-    def train_args(self, seed: int, epochs: int) -> list[str]:
-        a = ["--size", str(self.size), "--batch", str(self.batch), "--epochs", str(epochs), "--seed", str(seed),
-             "--lesion-fraction", str(self.lesion_fraction)]
-        if self.steps_per_epoch:
-            a += ["--steps-per-epoch", str(self.steps_per_epoch)]
-        return a
+    def train_options(self, seed: int, epochs: int, **kw: Any) -> Any:
+        from pncd.options import TrainOptions
+
+        return TrainOptions(epochs=epochs, batch=self.batch, seed=seed, lesion_fraction=self.lesion_fraction,
+                            steps_per_epoch=self.steps_per_epoch or None, **kw)
 
 
 @dataclass
@@ -120,7 +127,9 @@ def jobs(recipe: Recipe) -> list[Job]:
 
 
 def _pncd(args: list[str], log: Path) -> None:
-    """Run one pncd command in a child process (its own threads and memory), logging to ``log``."""
+    """Run one pncd command in a child process (its own threads and memory), logging to ``log``.
+    The grid itself calls typed functions (:func:`in_child`); lgg_distill.py, whose running
+    experiment must stay comparable, still calls this."""
     cmd = [sys.executable, "-m", "pncd", *args]
     print("  $ pncd " + " ".join(shlex.quote(a) for a in args), flush=True)
     with open(log, "a") as fh:
@@ -169,11 +178,6 @@ def where() -> dict[str, Any]:
     return {k: m.get(k) for k in ("gpu", "cpu_model", "cpus_usable", "hostname")}
 
 
-def describe(w: dict[str, Any], cpu_only: bool = False) -> str:
-    cpu = f"{w.get('cpu_model')} ({w.get('cpus_usable')} cores)"
-    return f"{w['gpu']} (CUDA, float16 autocast) with {cpu}" if w.get("gpu") and not cpu_only else cpu
-
-
 def score_row(job: Job, run: Path, recipe: Recipe) -> dict[str, Any]:
     from pncd.checkpoint import load_model
     from pncd.distill.ablate import score_run
@@ -187,18 +191,78 @@ def score_row(job: Job, run: Path, recipe: Recipe) -> dict[str, Any]:
             "torch_ms_b1": _torch_latency_ms(model, recipe.size, int(cfg["data"]["channels"])), "trained_on": where(), **res}
 
 
+def run_options(job: Job, work: Path, data: str, recipe: Recipe) -> Any:
+    """The typed options of a training job: a TrainRun (teachers, students alone) or a DistillRun."""
+    from pncd.distill.options import DISTILL_CLIP_GRAD_NORM, DistillRun
+    from pncd.options import DataOptions, TrainRun
+
+    run = work / "runs" / job.name
+    epochs = recipe.teacher_epochs if job.kind == "teacher" else recipe.epochs
+    again = {"resume": True} if (run / "last_state.pt").is_file() else {"force": run.exists()}
+    common: dict[str, Any] = {"out": run, "data": DataOptions(data=data, size=recipe.size), "threads": recipe.threads,
+                              **again}
+    if job.kind in ("teacher", "alone"):
+        return TrainRun(model=job.model, train=recipe.train_options(job.seed, epochs), **common)
+    return DistillRun(teacher=str(work / "runs" / job.needs[0]), student=job.model,
+                      distill=replace(recipe.distill, modules=job.modules),
+                      train=recipe.train_options(job.seed, epochs, clip_grad_norm=DISTILL_CLIP_GRAD_NORM), **common)
+
+
+def in_child(opts: Any, log: Path) -> None:
+    """``train(opts)`` or ``distill(opts)`` in a spawned child process, its output appended to ``log``.
+
+    A child rather than this process: each job gets its own torch threads and memory (a GPU's
+    too), and a job that crashes or runs out of memory ends its process, not the grid."""
+    import json
+    import multiprocessing
+
+    kind = "train" if hasattr(opts, "model") else "distill"
+    print(f"  {kind} {getattr(opts, 'model', None) or opts.student} -> {opts.out}", flush=True)
+    with open(log, "a") as fh:
+        fh.write(f"\n# {kind}: {json.dumps(opts.params(), default=str)}\n")
+    child = multiprocessing.get_context("spawn").Process(target=_child, args=(kind, opts, str(log)))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise SystemExit(f"pncd {kind} failed (exit {child.exitcode}): {tail[0]}  (full log: {log})")
+
+
+def _child(kind: str, opts: Any, log: str) -> None:
+    """The child of :func:`in_child`: stdout and stderr go to ``log``; a PncdError is one line there."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    from pncd.errors import PncdError
+    from pncd.runtime import apply_threads
+
+    apply_threads(opts.threads)  # as pncd train and distill do: --threads, else the physical cores
+    try:
+        if kind == "train":
+            from pncd.train import train
+
+            train(opts)
+        else:
+            from pncd.distill.run import distill
+
+            distill(opts)
+    except PncdError as e:
+        print(f"Error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
 def run_training_job(job: Job, work: Path, data: str, recipe: Recipe) -> dict[str, Any]:
     run = work / "runs" / job.name
-    log = work / "logs" / f"{job.name}.log"
     epochs = recipe.teacher_epochs if job.kind == "teacher" else recipe.epochs
-    common = ["--data", data, *recipe.train_args(job.seed, epochs)]
     if len(_epoch_rows(run)) >= epochs:
         print(f"  {run} finished training already; scoring it", flush=True)
-    elif job.kind in ("teacher", "alone"):
-        _pncd(["train", "--model", job.model, "--out", str(run), *common, *_resume_flag(run)], log)
     else:
-        _pncd(["distill", "--teacher", str(work / "runs" / job.needs[0]), "--student", job.model, "--out", str(run),
-               "--modules", ",".join(job.modules), *common, *recipe.distill_args, *_resume_flag(run)], log)
+        in_child(run_options(job, work, data, recipe), work / "logs" / f"{job.name}.log")
     return score_row(job, run, recipe)
 
 
@@ -244,110 +308,6 @@ def run_deploy_job(job: Job, work: Path, recipe: Recipe) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _mean_std(vals: list[float]) -> tuple[float | None, float | None]:
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
-
-
-def _ms(vals: list[float]) -> str:
-    m, s = _mean_std(vals)
-    if m is None:
-        return "-"
-    return f"{m:.3f}" + (f" ± {s:.3f}" if s is not None else "") + f" (n={len([v for v in vals if v is not None])})"
-
-
-def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and spread over seeds per (kind, model, modules); PNCD-minus-alone per student."""
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        if r["kind"] == "deploy":
-            continue
-        key = f"{r['model']}|{r['kind']}|{','.join(r['modules'])}"
-        groups.setdefault(key, []).append(r)
-    summary = {}
-    for key, rs in groups.items():
-        d = {k: _mean_std([r.get(k) for r in rs]) for k in ("dice", "voe", "rvd", "val_dice_best")}
-        summary[key] = {"n": len(rs), "seeds": [r["seed"] for r in rs], **{f"{k}_mean": v[0] for k, v in d.items()},
-                        **{f"{k}_std": v[1] for k, v in d.items()}, "parameters": rs[0].get("parameters"),
-                        "torch_ms_b1": statistics.median(r["torch_ms_b1"] for r in rs)}
-    deltas = {}
-    for st in STUDENTS:
-        alone = {r["seed"]: r["dice"] for r in rows if r["model"] == st and r["kind"] == "alone"}
-        pncd = {r["seed"]: r["dice"] for r in rows if r["model"] == st and r["kind"] == "pncd"}
-        paired = [pncd[s] - alone[s] for s in sorted(set(alone) & set(pncd))]
-        if paired:
-            m, s = _mean_std(paired)
-            deltas[st] = {"paired_seeds": sorted(set(alone) & set(pncd)), "dice_delta_per_seed": paired, "mean": m, "std": s}
-    return {"groups": summary, "pncd_minus_alone": deltas}
-
-
-def render_markdown(doc: dict[str, Any]) -> str:
-    rows, summ = doc["rows"], doc["summary"]
-    r = doc["recipe"]
-    by = lambda kind, model, mods=(): [x for x in rows if x["kind"] == kind and x["model"] == model and tuple(x["modules"]) == tuple(mods)]  # noqa: E731
-    col = lambda rs, k: _ms([x.get(k) for x in rs])  # noqa: E731
-    # Rows say where they were trained (older rows do not: then the machine that wrote the tables).
-    trained = [x.get("trained_on") or doc["machine"] for x in rows if x["kind"] != "deploy"] or [doc["machine"]]
-    machines = list(dict.fromkeys(describe(w) for w in trained))
-    gpu = any(w.get("gpu") for w in trained)
-    out = [f"# Reference results on LGG FLAIR ({'GPU' if gpu else 'CPU'}-trained, {r['size']}x{r['size']} recipe)", "",
-           f"Recipe: {r['size']}x{r['size']}, batch {r['batch']}, {r['epochs']} epochs x {r['steps_per_epoch'] or 'all'} steps "
-           f"(teachers {r['teacher_epochs']} epochs), lesion fraction {r['lesion_fraction']}, seeds {list(r['seeds'])}; "
-           f"PNCD options: `{' '.join(r['distill_args'])}`. Test split, per-patient Dice/VOE/RVD (mean ± std over seeds, "
-           f"n = seeds finished). Trained on: {'; '.join(machines)}.", "",
-           "torch ms (b1): median eager latency at batch 1, timed right after the row's training while other grid "
-           "jobs may share the machine: a rough size indicator; the deployment tables compare latencies side by side.", "",
-           f"Command: `{doc['command']}`", "", f"Status: {doc['status']}", "",
-           "## Teachers and students (Table 1)", "",
-           "| network | params (M) | torch ms (b1) | alone Dice | + PNCD Dice | PNCD − alone (paired by seed) | paper alone / + PNCD |",
-           "|---|---|---|---|---|---|---|"]
-    for m in (*TEACHERS, *STUDENTS):
-        kind = "teacher" if m in TEACHERS else "alone"
-        alone, pncd = by(kind, m), by("pncd", m, SINGLES)
-        if not alone and not pncd:
-            out.append(f"| {m} | - | - | not run yet | | | |")
-            continue
-        any_row = (alone or pncd)[0]
-        delta = summ["pncd_minus_alone"].get(m)
-        dtxt = "-" if not delta else (f"{delta['mean']:+.3f}" + (f" ± {delta['std']:.3f}" if delta["std"] is not None else "")
-                                      + f" (per seed {', '.join(f'{v:+.3f}' for v in delta['dice_delta_per_seed'])}; PNCD ahead in "
-                                         f"{sum(v > 0 for v in delta['dice_delta_per_seed'])} of {len(delta['dice_delta_per_seed'])})")
-        paper = PAPER.get(m)
-        ptxt = f"{paper:.4f}" if isinstance(paper, float) else (f"{paper[0]:.4f} / {paper[1]:.4f}" if paper else "-")
-        out.append(f"| {m} | {any_row['parameters'] / 1e6:.2f} | {any_row['torch_ms_b1']:.1f} | {col(alone, 'dice')} | "
-                   f"{col(pncd, 'dice') if m in STUDENTS else ''} | {dtxt} | {ptxt} |")
-    out += ["", "VOE and RVD of the same rows:", "", "| row | VOE | RVD | best val Dice |", "|---|---|---|---|"]
-    for m in (*TEACHERS, *STUDENTS):
-        for kind, mods in ((("teacher" if m in TEACHERS else "alone"), ()), ("pncd", SINGLES)):
-            rs = by(kind, m, mods)
-            if rs:
-                out.append(f"| {m} {'+ PNCD' if kind == 'pncd' else 'alone'} | {col(rs, 'voe')} | {col(rs, 'rvd')} | {col(rs, 'val_dice_best')} |")
-    out += ["", "## ENet ablation (Table 3)", "", "| modules | Dice | VOE | RVD | paper Dice |", "|---|---|---|---|---|"]
-    for mods in [(), *[(m,) for m in SINGLES], SINGLES]:
-        rs = by("alone", "enet") if not mods else by("ablation" if len(mods) == 1 else "pncd", "enet", mods)
-        paper = PAPER["enet"][0] if not mods else PAPER["ablation"].get(",".join(mods))
-        out.append(f"| {'+'.join(mods) or 'none (ENet alone)'} | {col(rs, 'dice')} | {col(rs, 'voe')} | {col(rs, 'rvd')} | {paper:.4f} |")
-    out += ["", "## Deployment (distilled students, CPU, batch 1)", ""]
-    deploys = [x for x in rows if x["kind"] == "deploy"]
-    if not deploys:
-        out.append("Not run yet.")
-    for d in deploys:
-        out += [f"### {d['model']} (from `{Path(d['source_run']).name}`, {d.get('chosen_by', 'seed ' + str(d['seed']))})", "",
-                f"Timed on the CPU: {describe(d.get('benchmarked_on') or doc['machine'], cpu_only=True)}.", "",
-                "| artifact | median ms | speed-up vs torch | Dice | % of torch Dice | VOE | RVD |", "|---|---|---|---|---|---|---|"]
-        f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
-        for a in d["artifacts"]:
-            out.append(f"| {a['artifact']} | {f(a['median_ms_b1'], '.2f')} | {f(a['speedup_vs_torch'], '.2f')} | {f(a['dice'], '.4f')} | "
-                       f"{f(None if a['dice_ratio_to_torch'] is None else 100 * a['dice_ratio_to_torch'], '.1f')} | "
-                       f"{f(a['voe'], '.4f')} | {f(a['rvd'], '.4f')} |")
-        for k, v in d["export_failures"].items():
-            out.append(f"\nExport {k} failed and was left out: {v}")
-        out.append("")
-    return "\n".join(out) + "\n"
-
-
 def write_tables(results: Path, work: Path, recipe: Recipe, command: str, all_jobs: list[Job]) -> dict[str, Any]:
     from pncd.bench.machine import host_machine
     from pncd.io import read_json, versions, write_json, write_text
@@ -376,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
                      ("bench-iters", int)):
         ap.add_argument(f"--{opt}", type=typ, default=None, help=f"override the recipe's {opt} (smaller grids for a try-out)")
     ap.add_argument("--only", action="append", default=[], help="run only jobs matching this pattern (repeatable)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads of every child process (default: torch's)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of every training process (default: the physical cores)")
     ap.add_argument("--list", action="store_true", help="list the jobs and their state, run nothing")
     ap.add_argument("--tables-only", action="store_true",
                     help="rewrite grid.json and grid.md from the rows in WORK and run nothing (after parallel runners, see bench/experiments/grid_gpu.sh)")
