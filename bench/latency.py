@@ -43,31 +43,17 @@ def timed_loop(
     infer: Callable[[np.ndarray], Any], x: np.ndarray, warmup: int, iters: int, duration: float,
     desc: str | None = None,
 ) -> dict[str, Any]:
-    """Warm up, then time each call; returns the raw per-iteration times in ms.
+    """Warm up, then time each call (:func:`pncd.targets.timing.timed_loop`, the loop the Jetson
+    runner uses too); the raw per-iteration times in ms. ``desc``: a progress bar with this label
+    (updated outside the timed calls)."""
+    from pncd.targets.timing import timed_loop as loop
 
-    ``desc``: show a progress bar with this label (updated outside the timed calls).
-    """
-    for _ in range(warmup):
-        infer(x)
-    e2e: list[float] = []
-    bar = None
-    if desc:
-        from tqdm.auto import tqdm
+    if not desc:
+        return loop(infer, x, warmup, iters, duration)
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=None if duration > 0 else iters, desc=desc, unit="it", leave=False, mininterval=0.5)
-    t_start = time.perf_counter()
-    while True:
-        t0 = time.perf_counter()
-        infer(x)
-        e2e.append((time.perf_counter() - t0) * 1e3)
-        if bar is not None:
-            bar.update(1)
-        elapsed = time.perf_counter() - t_start
-        if (duration > 0 and elapsed >= duration) or (duration <= 0 and len(e2e) >= iters):
-            break
-    if bar is not None:
-        bar.close()
-    return {"end_to_end_ms": e2e, "duration_s": time.perf_counter() - t_start, "batch": int(x.shape[0])}
+    with tqdm(total=None if duration > 0 else iters, desc=desc, unit="it", leave=False, mininterval=0.5) as bar:
+        return loop(infer, x, warmup, iters, duration, on_step=lambda: bar.update(1))
 
 
 def summarize(raw: dict[str, Any]) -> dict[str, Any]:

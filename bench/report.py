@@ -55,13 +55,6 @@ class Report:
         """report.json's object (every field but ``path``)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "path"}
 
-    def entry(self, ident: str) -> dict[str, Any]:
-        """The entry with id ``ident``."""
-        for e in self.entries:
-            if e["id"] == ident:
-                return e
-        raise KeyError(f"no entry {ident!r} in the report")
-
 
 def latency_fields(lat: dict[str, Any] | None) -> dict[str, Any]:
     """Flatten :func:`pncd.bench.latency.summarize` output of the batch-1 and batch loops."""

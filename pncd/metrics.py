@@ -137,9 +137,6 @@ class SegMetrics:
             for i, case in enumerate(case_ids):
                 m.update(case, pred[i], gt[i])
         m.summary()["dice"]
-
-    For data-parallel evaluation, gather ``state()`` from every rank (it is a plain picklable dict)
-    and combine with ``SegMetrics.from_state(s)`` and :meth:`merge`.
     """
 
     def __init__(self, num_classes: int = 2) -> None:
@@ -175,31 +172,6 @@ class SegMetrics:
         fg = np.arange(1, k)
         counts = np.stack([cm[:, fg, fg], cm.sum(axis=1)[:, 1:], cm.sum(axis=2)[:, 1:]], axis=-1)
         self._cases.setdefault(str(case_id), []).append(counts)
-
-    def merge(self, other: "SegMetrics") -> "SegMetrics":
-        """Add another accumulator's slices (after this one's, per case); returns ``self``."""
-        if other.num_classes != self.num_classes:
-            raise ValueError(f"cannot merge metrics of {other.num_classes} classes into {self.num_classes}")
-        for case, parts in other._cases.items():
-            self._cases.setdefault(case, []).extend(parts)
-        return self
-
-    def state(self) -> dict:
-        """A plain, picklable snapshot: ``{"num_classes": K, "cases": {case: int64 (S, K-1, 3)}}``."""
-        return {"num_classes": self.num_classes, "cases": {c: self._counts(c) for c in self._cases}}
-
-    @classmethod
-    def from_state(cls, state: dict) -> "SegMetrics":
-        m = cls(state["num_classes"])
-        for case, arr in state["cases"].items():
-            arr = np.asarray(arr, dtype=np.int64)
-            if arr.ndim != 3 or arr.shape[1:] != (m.num_classes - 1, 3):
-                raise ValueError(f"case {case!r}: counts of shape {arr.shape} do not fit {m.num_classes} classes")
-            m._cases[case] = [arr]
-        return m
-
-    def __len__(self) -> int:
-        return len(self._cases)
 
     def _counts(self, case: str) -> np.ndarray:
         parts = self._cases[case]
