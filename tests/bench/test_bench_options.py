@@ -84,3 +84,17 @@ def test_not_an_artifact_is_one_line(tmp_path):
 
     with pytest.raises(PncdError, match="not an exported artifact"):
         Artifact.read(tmp_path)
+
+
+def test_the_device_runner_parser_shares_the_bench_defaults(monkeypatch):
+    """The Jetson runner runs without pncd on the device, so its argparse defaults are copies:
+    checked here against BenchOptions (the host passes every one of them anyway)."""
+    from pncd.targets import jetson_runner
+
+    seen = []
+    monkeypatch.setattr(jetson_runner, "run", seen.append)
+    assert jetson_runner.main(["run", "--onnx", "m.onnx", "--inputs", "i.npz", "--out-dir", "o"]) == 0
+    args, o = seen[0], BenchOptions()
+    assert (args.warmup, args.iters, args.duration, args.batch, args.accuracy_batch, args.tegrastats) == (
+        o.warmup, o.iters, o.duration, o.batch, o.accuracy_batch, o.tegrastats)
+    assert (args.backend, args.cache_dir) == (o.remote_backend, o.engine_cache)
