@@ -9,6 +9,7 @@ the bench iterate over.
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +97,7 @@ class BuildOptions:
     num_classes: int = 2
     input_chw: tuple[int, int, int] | None = None  # (C, H, W) of the exported input
     input_name: str = "image"
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))  # progress lines
 
 
 @dataclass
