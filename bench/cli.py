@@ -34,10 +34,10 @@ def click_option(f: Field) -> Callable[[Callable], Callable]:
         kw["type"] = click.Choice(spec.choices)
     elif spec.path:
         kw["type"] = click.Path(file_okay=spec.path != "dir", path_type=Path)
-    elif isinstance(default, (int, float)) or spec.low is not None:
-        number = float if isinstance(default, float) else int
-        rng = click.FloatRange if number is float else click.IntRange
-        kw["type"] = rng(spec.low) if spec.low is not None else number
+    elif isinstance(default, float):
+        kw["type"] = click.FloatRange(spec.low) if spec.low is not None else float
+    elif isinstance(default, int) or spec.low is not None:
+        kw["type"] = click.IntRange(int(spec.low)) if spec.low is not None else int
     return click.option(*decls, **kw)
 
 

@@ -98,7 +98,7 @@ class BenchOptions:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> BenchOptions:
         """Options from click's parameters (names as :attr:`Cli.param` says; others ignored)."""
-        kw = {}
+        kw: dict[str, Any] = {}
         for f in fields(cls):
             spec = f.metadata.get("cli")
             if spec is None:

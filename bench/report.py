@@ -207,7 +207,8 @@ def plot_latency_dice(entries: list[dict[str, Any]], path: Path) -> bool:
     # marker and is named in a legend beside the axes, so no label can cover another.
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     markers = "os^vD<>pPX*h"
-    colors = plt.get_cmap("tab10").colors
+    tab10 = plt.get_cmap("tab10")
+    colors = [tab10(i) for i in range(10)]
     for k, e in enumerate(pts):
         ref = e["kind"] == "reference"
         ax.scatter([e["latency_ms_median"]], [e["dice"]], marker="s" if ref else markers[k % len(markers)],

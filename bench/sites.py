@@ -56,8 +56,8 @@ class Site(Protocol):
 class LocalSite:
     """This machine's CPU or CUDA device, in this process."""
 
-    latency_what = "end-to-end: numpy in and out"
-    env = None
+    latency_what: str = "end-to-end: numpy in and out"
+    env: dict[str, Any] | None = None
 
     def __init__(self, device: str, options: BenchOptions, threads: int, log: Log) -> None:
         self.device, self.options, self.threads, self.log = device, options, threads, log
@@ -128,8 +128,8 @@ class JetsonSite:
     """A Jetson: over SSH with ``--host``, else this machine when it is the Jetson. The torch
     references run on this machine's CPU."""
 
-    device = "jetson"
-    latency_what = "end-to-end: numpy in and out on the device"
+    device: str = "jetson"
+    latency_what: str = "end-to-end: numpy in and out on the device"
 
     def __init__(self, options: BenchOptions, threads: int, log: Log) -> None:
         from pncd.targets.ssh import check_host, normalize_options

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 LATENCY_KEYS = ("min", "median", "mean", "p90", "p95", "p99", "max", "std")
 
@@ -33,16 +34,16 @@ def latency_stats(ms: Sequence[float] | None) -> dict[str, float | int | None]:
 
 
 def paired_bootstrap(
-    a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0, confidence: float = 0.95
+    a_values: ArrayLike, b_values: ArrayLike, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95
 ) -> dict[str, Any]:
-    """Percentile bootstrap interval of ``mean(a - b)`` for paired per-case values.
+    """Percentile bootstrap interval of ``mean(a - b)`` for paired per-case values ``a``, ``b``.
 
     Cases are resampled with replacement (the same indices for both arms, which is what makes it
     paired), ``n_boot`` times with ``numpy.random.default_rng(seed)``; the interval is the
     ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` percentiles of the resampled means.
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+    a = np.asarray(a_values, dtype=np.float64)
+    b = np.asarray(b_values, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired values need equal lengths, got {a.shape} and {b.shape}")
     out: dict[str, Any] = {

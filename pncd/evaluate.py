@@ -80,7 +80,7 @@ def evaluate_run(run: str | Path, split: str = "test", *, data: str | None = Non
         raise PncdError(f"split {split!r} of {spec.root or 'the synthetic data'} is empty")
     preds = predict(model, ss.images, dev)
     metrics = score(preds, ss)
-    result = {"run": str(run), "checkpoint": which, "split": split, "data": spec.to_dict(),
+    result: dict[str, Any] = {"run": str(run), "checkpoint": which, "split": split, "data": spec.to_dict(),
               "summary": metrics.summary(), "per_case": metrics.per_case(), "options": options}
     with atomic_dir(out_dir, force=force, protect=(run_dir,)) as tmp:
         write_json(tmp / "metrics.json", result)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "Counts",
@@ -63,11 +64,11 @@ def confusion(pred: np.ndarray, gt: np.ndarray) -> Counts:
     )
 
 
-def _scores(inter: np.ndarray, n_pred: np.ndarray, n_gt: np.ndarray) -> tuple[np.ndarray, ...]:
+def _scores(intersection: ArrayLike, pred: ArrayLike, gt: ArrayLike) -> tuple[np.ndarray, ...]:
     """Vectorised Dice, VOE, RVD from count arrays; RVD is NaN where undefined (G empty, P not)."""
-    inter = np.asarray(inter, dtype=np.float64)
-    n_pred = np.asarray(n_pred, dtype=np.float64)
-    n_gt = np.asarray(n_gt, dtype=np.float64)
+    inter = np.asarray(intersection, dtype=np.float64)
+    n_pred = np.asarray(pred, dtype=np.float64)
+    n_gt = np.asarray(gt, dtype=np.float64)
     total = n_pred + n_gt
     union = total - inter
     both_empty = total == 0
@@ -184,7 +185,7 @@ class SegMetrics:
         """Scores of counts ``(K-1, 3)``: per class, then the mean over foreground classes."""
         inter, n_pred, n_gt = counts[:, 0], counts[:, 1], counts[:, 2]
         d, v, r = _scores(inter, n_pred, n_gt)
-        row = {
+        row: dict[str, Any] = {
             "dice": float(d.mean()),
             "voe": float(v.mean()),
             "rvd": _nanmean(r),

@@ -11,13 +11,16 @@ gate (``tests/test_pipeline_gate.py``) with a smaller recipe.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
 from pncd.config import config_option
+from pncd.distill.options import DistillOptions, DistillRun
 from pncd.errors import PncdError, RunFailed
+from pncd.options import DataOptions, TrainOptions, TrainRun
 
 DEFAULT_EXPORTS = ("onnxruntime:fp32", "onnxruntime:fp16", "onnxruntime:int8", "openvino:fp32", "openvino:fp16",
                    "openvino:int8")
@@ -47,54 +50,61 @@ class DemoRecipe:
     calib_size: int = 128
     bench_iters: int = 50
     n_boot: int = 1000
-    extra_distill: list[str] = field(default_factory=list)
+    distill: DistillOptions = field(default_factory=DistillOptions)  # pncd distill's defaults
+
+    def train_options(self, epochs: int, lr: float) -> TrainOptions:
+        return TrainOptions(epochs=epochs, lr=lr, batch=self.batch, steps_per_epoch=self.steps_per_epoch,
+                            lesion_fraction=self.lesion_fraction, seed=self.seed)
 
 
-def _cli(command: click.Command, args: list[str]) -> None:
-    rv = command.main(args=args, standalone_mode=False)
-    if isinstance(rv, int) and rv != 0:
-        raise RunFailed(f"stage {command.name} failed with exit status {rv}")
+def _continue(run: Path) -> tuple[bool, bool]:
+    """(resume, force): resume a run that has a last state, replace one that has none (an
+    interrupted first epoch)."""
+    resume = (run / "last_state.pt").is_file()
+    return resume, run.exists() and not resume
 
 
 def run_pipeline(recipe: DemoRecipe, out: str | Path, baseline: str | None = None, echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
     """Run (or continue) every stage; returns paths and the gate verdict."""
+    from pncd.bench.gate import run_gate
     from pncd.bench.options import BenchOptions
     from pncd.bench.pipeline import run as run_bench
-    from pncd.bench.gate import run_gate
-    from pncd.distill.engine import distill_command
-    from pncd.evaluate import eval_command
+    from pncd.distill.run import distill
+    from pncd.evaluate import evaluate_run
     from pncd.export.pipeline import ExportOptions, export_run
-    from pncd.train import train_command
+    from pncd.train import train
+
+    from pncd.runtime import apply_threads
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     r = recipe
-    common = ["--size", str(r.size), "--batch", str(r.batch), "--steps-per-epoch", str(r.steps_per_epoch),
-              "--lesion-fraction", str(r.lesion_fraction), "--seed", str(r.seed)]
-    if r.data:
-        common += ["--data", r.data]
+    apply_threads(None)  # torch's threads as pncd train/distill/eval set them without --threads
+    data = DataOptions(data=r.data, size=r.size)
     teacher, student = out / "runs" / r.teacher, out / "runs" / f"{r.student}-pncd"
 
-    def stage(name: str, done: Path, fn: Callable[[], None]) -> None:
+    def stage(name: str, done: Path, fn: Callable[[], Any]) -> None:
         if done.exists():
             echo(f"[{name}] done already ({done})")
             return
         echo(f"[{name}] ...")
         fn()
 
-    def train_or_resume(run: Path, command: click.Command, args: list[str]) -> None:
-        resume = ["--resume"] if (run / "last_state.pt").is_file() else (["--force"] if run.exists() else [])
-        _cli(command, [*args, *resume])
+    def train_teacher() -> None:
+        resume, force = _continue(teacher)
+        train(TrainRun(out=teacher, model=r.teacher, data=data, train=r.train_options(r.teacher_epochs, r.teacher_lr),
+                       resume=resume, force=force))
+        evaluate_run(teacher, "val", force=True, echo=echo)
 
-    stage("1/6 train teacher", teacher / "eval-val" / "metrics.json", lambda: (
-        train_or_resume(teacher, train_command, ["--model", r.teacher, "--out", str(teacher), "--epochs", str(r.teacher_epochs),
-                                                 "--lr", str(r.teacher_lr), *common]),
-        _cli(eval_command, [str(teacher), "--split", "val", "--force"])))
-    stage("2/6 distil student", student / "eval-val" / "metrics.json", lambda: (
-        train_or_resume(student, distill_command, ["--teacher", str(teacher), "--student", r.student, "--out", str(student),
-                                                   "--epochs", str(r.student_epochs), "--lr", str(r.student_lr), *common,
-                                                   *r.extra_distill]),
-        _cli(eval_command, [str(student), "--split", "val", "--force"])))
+    def distil_student() -> None:
+        opts = r.train_options(r.student_epochs, r.student_lr)  # gradient clipping: distill's default
+        resume, force = _continue(student)
+        distill(DistillRun(out=student, teacher=str(teacher), student=r.student, data=data, train=opts,
+                           distill=r.distill, resume=resume, force=force))
+        evaluate_run(student, "val", force=True, echo=echo)
+
+    stage("1/6 train teacher", teacher / "eval-val" / "metrics.json", train_teacher)
+    stage("2/6 distil student", student / "eval-val" / "metrics.json", distil_student)
 
     artifacts, export_failures = [], {}
     for spec in r.exports:
@@ -102,7 +112,7 @@ def run_pipeline(recipe: DemoRecipe, out: str | Path, baseline: str | None = Non
         dest = out / "exports" / f"{r.student}-{target}-{precision}"
         opts = ExportOptions(target=target, precision=precision, out=str(dest), calib_size=r.calib_size, force=True)
         try:
-            stage(f"3/6 export {target} {precision}", dest / "manifest.json", lambda o=opts: export_run(student, o, log=echo))
+            stage(f"3/6 export {target} {precision}", dest / "manifest.json", partial(export_run, student, opts, log=echo))
             artifacts.append(dest)
         except PncdError as e:  # e.g. a parity check the briefly trained student does not meet: report it, go on
             export_failures[spec] = str(e)

@@ -41,13 +41,15 @@ MIN_REF_RATIO = 0.75
 
 
 def ci_recipe():
+    from pncd.distill.options import DistillOptions
     from pncd.pipeline import DemoRecipe
 
+    # the distillation options spelled out: the CI recipe must not follow distill's defaults
+    distill = DistillOptions(rmd_variant="emkd", weights={"pmd": 0.1, "rmd": 0.9, "rd": 0.9, "pnscd": 0.9})
     return DemoRecipe(teacher="unet", student="attention_unet", size=64, batch=8, teacher_epochs=4, student_epochs=4, steps_per_epoch=20,
                       teacher_lr=1e-3, student_lr=1e-3,
                       exports=("onnxruntime:int8", "openvino:fp32", "openvino:int8"), calib_size=32, bench_iters=10, n_boot=200,
-                      extra_distill=["--rmd-variant", "emkd", "--w-pmd", "0.1", "--w-rmd", "0.9", "--w-rd", "0.9",
-                                     "--w-pnscd", "0.9"])  # spelled out: the CI recipe must not follow demo defaults
+                      distill=distill)
 
 
 @pytest.mark.timeout(1500)

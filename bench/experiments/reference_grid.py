@@ -82,11 +82,12 @@ class Recipe:
         """The GPU recipe: the paper's schedule at 256x256 (its 512x512 does not fit the data set)."""
         return cls(size=256, epochs=100, teacher_epochs=100, steps_per_epoch=None, lesion_fraction=0.0, seeds=(0, 1, 2))
 
-    def train_options(self, seed: int, epochs: int, **kw: Any) -> Any:
+    def train_options(self, seed: int, epochs: int) -> Any:
+        """The training loop's options of one job (gradient clipping: the command's default)."""
         from pncd.options import TrainOptions
 
         return TrainOptions(epochs=epochs, batch=self.batch, seed=seed, lesion_fraction=self.lesion_fraction,
-                            steps_per_epoch=self.steps_per_epoch or None, **kw)
+                            steps_per_epoch=self.steps_per_epoch or None)
 
 
 @dataclass
@@ -193,7 +194,7 @@ def score_row(job: Job, run: Path, recipe: Recipe) -> dict[str, Any]:
 
 def run_options(job: Job, work: Path, data: str, recipe: Recipe) -> Any:
     """The typed options of a training job: a TrainRun (teachers, students alone) or a DistillRun."""
-    from pncd.distill.options import DISTILL_CLIP_GRAD_NORM, DistillRun
+    from pncd.distill.options import DistillRun
     from pncd.options import DataOptions, TrainRun
 
     run = work / "runs" / job.name
@@ -205,7 +206,7 @@ def run_options(job: Job, work: Path, data: str, recipe: Recipe) -> Any:
         return TrainRun(model=job.model, train=recipe.train_options(job.seed, epochs), **common)
     return DistillRun(teacher=str(work / "runs" / job.needs[0]), student=job.model,
                       distill=replace(recipe.distill, modules=job.modules),
-                      train=recipe.train_options(job.seed, epochs, clip_grad_norm=DISTILL_CLIP_GRAD_NORM), **common)
+                      train=recipe.train_options(job.seed, epochs), **common)
 
 
 def in_child(opts: Any, log: Path) -> None:
