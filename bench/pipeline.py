@@ -38,17 +38,18 @@ Log = Callable[[str], None]
 
 
 def run(artifacts: Sequence[str | os.PathLike | Artifact], options: BenchOptions, *, log: Log | None = None,
-        command: str | None = None, params: dict[str, Any] | None = None) -> Report:
+        command: str | None = None, params: dict[str, Any] | None = None, site: Site | None = None) -> Report:
     """Benchmark ``artifacts`` and their torch references; write the report to ``options.out``.
 
     ``command`` and ``params`` are recorded in the report (default: this process's command line,
-    and no options). Raises :class:`PncdError` on bad input before anything is written.
+    and no options). ``site``: where to time them (default: the one ``options.device`` names).
+    Raises :class:`PncdError` on bad input before anything is written.
     """
     from pncd.bench.machine import command_line
     from pncd.io import atomic_dir, write_json, write_text
 
     log = log or _stderr
-    threads, site, arts = prepare(artifacts, options, log)
+    threads, site, arts = prepare(artifacts, options, log, site)
     with atomic_dir(options.out, force=options.force, protect=tuple(a.dir for a in arts)) as tmp:
         bench = Bench(options, site, log)
         for a in arts:
@@ -61,8 +62,8 @@ def run(artifacts: Sequence[str | os.PathLike | Artifact], options: BenchOptions
     return report
 
 
-def prepare(artifacts: Sequence[str | os.PathLike | Artifact], o: BenchOptions,
-            log: Log) -> tuple[int, Site, list[Artifact]]:
+def prepare(artifacts: Sequence[str | os.PathLike | Artifact], o: BenchOptions, log: Log,
+            site: Site | None = None) -> tuple[int, Site, list[Artifact]]:
     """Check everything that needs no data: (threads per runtime, the site, the artifacts)."""
     from pncd.io import check_output
     from pncd.runtime import default_threads
@@ -71,7 +72,7 @@ def prepare(artifacts: Sequence[str | os.PathLike | Artifact], o: BenchOptions,
     why = "--threads" if o.threads else "default: physical cores / processes"
     threads = o.threads or default_threads()
     log(f"threads: {threads} per runtime ({why})")
-    site = make_site(o, threads, log)
+    site = site or make_site(o, threads, log)
     arts = [a if isinstance(a, Artifact) else Artifact.read(a) for a in artifacts]
     if o.verify:
         for a in arts:
