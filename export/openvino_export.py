@@ -45,12 +45,14 @@ def convert(
     num_classes: int = 2,
     keep_float: tuple[str, ...] = ("first",),
     preset: str = "mixed",
+    prequantized: bool = False,
 ) -> dict[str, Any]:
-    """Write ``xml_path`` (+ ``.bin``) for ``precision``; returns the options used."""
+    """Write ``xml_path`` (+ ``.bin``) for ``precision``; returns the options used. ``prequantized``:
+    ``onnx_path`` is a QAT run's QDQ ONNX, whose Quantize/DequantizeLinear pairs OpenVINO runs as INT8."""
     ov = require("openvino", "openvino", "the openvino target")
     model = ov.convert_model(str(onnx_path))
     record: dict[str, Any] = {"converter": "openvino.convert_model (from the ONNX file)"}
-    if precision == "fp32":
+    if precision == "fp32" or (precision == "int8" and prequantized):
         ov.save_model(model, str(xml_path), compress_to_fp16=False)
         record["compress_to_fp16"] = False
     elif precision == "fp16":

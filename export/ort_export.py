@@ -193,12 +193,12 @@ def _check(path: str | Path) -> None:
 
 def write_precision_onnx(fp32_onnx: Path, out_dir: Path, precision: str, input_name: str, calib: Any,
                          method: str, keep_float: tuple[str, ...] = ("first",),
-                         symmetric: bool = False) -> tuple[str, dict[str, Any]]:
+                         symmetric: bool = False, prequantized: bool = False) -> tuple[str, dict[str, Any]]:
     """Write the precision's ONNX into ``out_dir`` (the onnxruntime and TensorRT targets' artifact).
 
     FP32 is copied as exported, FP16 converted (:func:`to_fp16`), INT8 quantized on ``calib``
-    (an ImageSet; :func:`quantize_int8`, ``symmetric`` for TensorRT). Returns (file name,
-    conversion options).
+    (an ImageSet; :func:`quantize_int8`, ``symmetric`` for TensorRT), or, ``prequantized``, the
+    QDQ ONNX of a QAT run copied as it is. Returns (file name, conversion options).
     """
     import shutil
 
@@ -206,9 +206,9 @@ def write_precision_onnx(fp32_onnx: Path, out_dir: Path, precision: str, input_n
 
     name = ONNX_FOR_PRECISION[precision]
     dst = Path(out_dir) / name
-    if precision == "fp32":
+    if precision == "fp32" or (precision == "int8" and prequantized):
         shutil.copyfile(fp32_onnx, dst)
-        return name, {"onnx": "as exported"}
+        return name, {"onnx": "the QAT run's QDQ ONNX, as it is" if prequantized else "as exported"}
     if precision == "fp16":
         return name, to_fp16(fp32_onnx, dst)
     if calib is None:

@@ -129,6 +129,20 @@ class _Source:
     channels: int
     num_classes: int
     size: tuple[int, int]
+    qdq_onnx: Path | None = None  # INT8 of a QAT run (pncd qat): its quantized ONNX
+
+
+def _qat_onnx(run_dir: Path, cfg: dict[str, Any], opts: ExportOptions) -> Path | None:
+    """A QAT run's QDQ ONNX when INT8 is asked of one, else None (the usual calibrated route)."""
+    if cfg.get("kind") != "qat" or opts.precision != "int8":
+        return None
+    path = run_dir / cfg["qat"]["qdq_onnx"]
+    if not path.is_file():
+        raise PncdError(f"{run_dir} is a QAT run but has no {path.name}; run pncd qat again")
+    size = (int(cfg["data"]["size"]),) * 2
+    if opts.input_size and tuple(opts.input_size) != size:
+        raise PncdError(f"--input-size: a QAT run's INT8 ONNX is fixed at {size[0]}x{size[1]}; drop the option")
+    return path
 
 
 def _load_source(run: str | Path, opts: ExportOptions) -> _Source:
@@ -156,7 +170,7 @@ def _load_source(run: str | Path, opts: ExportOptions) -> _Source:
         what = "--input-size" if opts.input_size else "the run's image size"
         raise PncdError(f"{what} {size[0]}x{size[1]} does not suit {cfg['model'].get('name')}: it needs sides "
                         f"divisible by {multiple}; pass --input-size HxW (e.g. {multiple * 4}x{multiple * 4})")
-    return _Source(run_dir, ckpt, model, cfg, data, channels, num_classes, size)
+    return _Source(run_dir, ckpt, model, cfg, data, channels, num_classes, size, _qat_onnx(run_dir, cfg, opts))
 
 
 def _load_images(opts: ExportOptions, src: _Source, log: Callable[[str], None]):
@@ -168,7 +182,9 @@ def _load_images(opts: ExportOptions, src: _Source, log: Callable[[str], None]):
     log(f"loading up to {n_parity} held-out images for the parity check")
     held = cal.held_out_images(src.data, n_parity, src.size)
     calib = None
-    if opts.precision == "int8":
+    if src.qdq_onnx is not None:
+        log(f"INT8 from quantization-aware training: {src.qdq_onnx} is used as it is (no calibration)")
+    elif opts.precision == "int8":
         log(f"loading up to {opts.calib_size} training images for INT8 calibration")
         calib = cal.calibration_images(src.data, opts.calib_size, src.size, opts.calib_data)
     validation = held
@@ -214,12 +230,18 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
     with atomic_dir(opts.out, force=opts.force, protect=(src.run_dir,)) as tmp, \
             tempfile.TemporaryDirectory(prefix="pncd-export-") as scratch:
         fp32_onnx = Path(scratch) / "model.onnx"
-        log(f"exporting {src.cfg['model'].get('name')} to ONNX ({size[0]}x{size[1]}, "
-            f"{'dynamic' if opts.dynamic_batch else 'static'} batch)")
-        exporter = export_onnx(src.model, fp32_onnx, src.channels, size[0], size[1], opts.dynamic_batch)
+        if src.qdq_onnx is not None:
+            fp32_onnx, exporter = src.qdq_onnx, {"onnx": f"{src.qdq_onnx.name} written by pncd qat"}
+        else:
+            log(f"exporting {src.cfg['model'].get('name')} to ONNX ({size[0]}x{size[1]}, "
+                f"{'dynamic' if opts.dynamic_batch else 'static'} batch)")
+            exporter = export_onnx(src.model, fp32_onnx, src.channels, size[0], size[1], opts.dynamic_batch)
         log(f"building the {opts.target} {opts.precision} artifact")
         built = build_target(opts, fp32_onnx, tmp, calib, validation, src.num_classes,
-                             input_chw=(src.channels, size[0], size[1]), log=log)
+                             input_chw=(src.channels, size[0], size[1]), log=log, prequantized=src.qdq_onnx is not None)
+        if opts.precision == "int8":
+            built.build["quantization"] = ({"route": "qat", **src.cfg["qat"]} if src.qdq_onnx is not None
+                                           else {"route": "ptq"})
         results = _check_parity(built, opts, ref, held, src.num_classes, log)
         man = _manifest(tmp, run, src, opts, built, calib, exporter, results, options, command)
         write_json(tmp / mf.MANIFEST, man)
@@ -284,11 +306,11 @@ def _fmt(x: float | None) -> str:
 
 def build_target(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None,
                  validation: cal.ImageSet, num_classes: int, input_chw: tuple[int, int, int] | None = None,
-                 log: Callable[[str], None] | None = None) -> Artifact:
+                 log: Callable[[str], None] | None = None, prequantized: bool = False) -> Artifact:
     """Write the target's files into ``out_dir`` (``TARGETS[opts.target].build``); return what the
     manifest and parity need. ``validation``: the held-out images OpenVINO's accuracy control
     computes Dice on."""
     target = check_pair(opts.target, opts.precision)
     options = BuildOptions(flags=opts, validation=validation, num_classes=num_classes, input_chw=input_chw,
-                           input_name=INPUT_NAME, log=log or _stderr)
+                           input_name=INPUT_NAME, log=log or _stderr, prequantized=prequantized)
     return target.build(fp32_onnx, out_dir, opts.precision, calib, options)

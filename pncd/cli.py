@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "eval": "pncd.commands.evaluate:eval_command",
     "distill": "pncd.commands.distill:distill_command",
     "ablate": "pncd.distill.ablate:ablate_command",
+    "qat": "pncd.commands.qat:qat_command",
     "export": "pncd.export.cli:export_command",
     "bench": "pncd.bench.cli:bench_command",
     "gate": "pncd.bench.gate:gate_command",

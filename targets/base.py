@@ -97,6 +97,7 @@ class BuildOptions:
     num_classes: int = 2
     input_chw: tuple[int, int, int] | None = None  # (C, H, W) of the exported input
     input_name: str = "image"
+    prequantized: bool = False  # INT8 from a QAT run: the ONNX given is already quantized (QDQ)
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))  # progress lines
 
 

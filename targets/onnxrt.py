@@ -113,7 +113,8 @@ class OnnxRuntimeTarget(Target):
         from pncd.export.ort_export import write_precision_onnx
 
         name, build = write_precision_onnx(onnx, out_dir, precision, options.input_name, calib,
-                                           options.flags.calib_method, options.flags.keep_float, symmetric=False)
+                                           options.flags.calib_method, options.flags.keep_float, symmetric=False,
+                                           prequantized=options.prequantized)
         return Artifact(name, name, build, calibration_method=build.get("calibrate_method", ""),
                         parity_runners=[(self.name, OnnxRuntimeRunner(out_dir / name))])
 

@@ -144,7 +144,7 @@ class OpenVinoTarget(Target):
         build = convert(onnx, xml, precision, options.input_name, calib=calib, method=f.calib_method,
                         accuracy_control=f.accuracy_control, validation=options.validation,
                         max_drop=f.max_dice_drop, num_classes=options.num_classes, keep_float=f.keep_float,
-                        preset=f.ov_preset or "mixed")
+                        preset=f.ov_preset or "mixed", prequantized=options.prequantized)
         hint = resolve_inference_precision(f.inference_precision, precision, "CPU")
         build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}
         return Artifact("model.xml", None, build,

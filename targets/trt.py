@@ -144,7 +144,7 @@ class TensorRTTarget(Target):
 
         f = options.flags
         name, build = write_precision_onnx(onnx, out_dir, precision, options.input_name, calib, f.calib_method,
-                                           f.keep_float, symmetric=True)
+                                           f.keep_float, symmetric=True, prequantized=options.prequantized)
         info = te.maybe_build_engine(self.builds_engine, out_dir / name, out_dir, precision,
                                      dynamic_shape=options.input_chw if f.dynamic_batch else None)
         if info.get("engine_note"):  # e.g. the trtexec command to run where TensorRT is installed

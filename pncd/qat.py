@@ -1,0 +1,261 @@
+"""Quantization-aware distillation (``pncd qat``): fine-tune a trained student with INT8 fake
+quantization in the graph, distilled from a frozen float network, and write the quantized
+(QDQ) ONNX that ``pncd export --precision int8`` ships to ONNX Runtime, OpenVINO and TensorRT.
+
+Why NNCF (and not ``torch.ao``/PT2E or NVIDIA's Model Optimizer): NNCF is already the
+project's OpenVINO quantizer, its torch backend inserts fake quantizers where OpenVINO
+quantizes (the same scheme as the PTQ route: per-channel symmetric INT8 weights, per-tensor
+asymmetric activations with the ``mixed`` preset), it runs on the CPU, and ``nncf.strip`` turns
+its quantizers into torch's own fake-quantize ops, which the ONNX exporter writes as
+QuantizeLinear/DequantizeLinear pairs: the explicit-quantization form that ONNX Runtime runs
+as INT8, OpenVINO reads as INT8 and TensorRT builds with. PT2E moved out of torch into
+``torchao`` and needs a backend-specific quantizer per target; Model Optimizer targets CUDA.
+
+The recipe (the fine-tune of NNCF's and NVIDIA's QAT guides, shortened for a CPU):
+1. quantize the student with NNCF (post-training: ranges from ``calib_images`` training images);
+2. fine-tune it for ``steps`` steps at a small learning rate with BatchNorm statistics frozen,
+   on ``Loss_seg`` + the weighted distillation losses (``pmd`` by default: the float student
+   itself, or ``--teacher RUN``, as the teacher); score the validation split every
+   ``eval_every`` steps and keep the best (step 0 = the post-training quantization);
+3. strip the quantizers to torch's fake-quantize ops and export the QDQ ONNX.
+
+Only logit losses (those registered with ``uses_features=False``) can be used here.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from pncd.errors import PncdError, RunFailed
+
+QDQ_ONNX = "model_qdq.onnx"
+# NNCF compiles its CPU fake-quantize kernels on first use and gives up after 60 s by default,
+# which a loaded 2-core machine can exceed: wait for the compiler instead (once per machine).
+os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
+
+
+@dataclass
+class QatOptions:
+    teacher: str = "self"  # "self" (the float student) or a run directory
+    steps: int = 300
+    lr: float = 1e-5
+    batch: int = 8
+    weights: dict[str, float] = field(default_factory=lambda: {"pmd": 1.0})
+    temperature: float = 4.0
+    lesion_fraction: float = 0.5
+    calib_images: int = 128
+    eval_every: int = 100
+    seed: int = 0
+
+
+@dataclass
+class QatResult:
+    out: Path
+    float_val_dice: float
+    ptq_val_dice: float
+    qat_val_dice: float
+    best_step: int
+
+
+def _dice(model: nn.Module, sliceset: Any, num_classes: int, batch: int = 32) -> float:
+    """Per-case mean Dice of ``model`` (eval mode, no grad) on a split."""
+    from pncd.evaluation import predict, score
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.as_tensor(x)).numpy()
+
+    model.eval()
+    preds = predict(infer, np.asarray(sliceset.images), batch=batch)
+    return float(score(preds, np.asarray(sliceset.masks), list(sliceset.case_ids), num_classes).summary()["dice"])
+
+
+def _teacher(run: Path, student: nn.Module, cfg: dict[str, Any], teacher: str) -> nn.Module:
+    from pncd.checkpoint import load_model
+
+    if teacher == "self":
+        model = copy.deepcopy(student)
+    else:
+        model, tcfg = load_model(teacher)
+        if tcfg["model"]["num_classes"] != cfg["model"]["num_classes"]:
+            raise PncdError(f"--teacher {teacher} predicts {tcfg['model']['num_classes']} classes, the student "
+                            f"{run} {cfg['model']['num_classes']}; pass a teacher of the same task or 'self'")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _losses(opts: QatOptions, num_classes: int) -> list[tuple[str, float, nn.Module]]:
+    """The weighted logit losses, built by the distillation registry as ``pncd distill`` builds them."""
+    from pncd.distill.base import LossContext, get_loss
+    from pncd.distill.options import DistillOptions
+
+    ctx = LossContext(options=DistillOptions(weights=dict(opts.weights), temperature=opts.temperature),
+                      num_classes=num_classes, s_channels=[], t_channels=[], n_region_samples=0)
+    out = []
+    for name, weight in opts.weights.items():
+        cls = get_loss(name)
+        if cls.uses_features:
+            raise PncdError(f"--weight {name}: {name} distils tapped features, which pncd qat does not tap; "
+                            "use a logit loss (e.g. pmd)")
+        out.append((name, float(weight), cls.from_context(ctx)))
+    return out
+
+
+def quantize(model: nn.Module, calib: list[torch.Tensor]) -> nn.Module:
+    """NNCF post-training quantization of a copy of ``model`` (the QAT starting point)."""
+    import logging
+
+    import nncf
+
+    nncf.set_log_level(logging.ERROR)
+    return nncf.quantize(copy.deepcopy(model).eval(), nncf.Dataset(calib), subset_size=len(calib),
+                         preset=nncf.QuantizationPreset.MIXED)
+
+
+def _freeze_bn(model: nn.Module) -> None:
+    """Training mode for the weights, frozen BatchNorm statistics (a short fine-tune must not
+    re-estimate them from a few hundred small batches)."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _loader(train: Any, opts: QatOptions) -> torch.utils.data.DataLoader:
+    from pncd.data import SegDataset, lesion_sampler_weights
+
+    ds = SegDataset(train, augment=True, seed=opts.seed)
+    n = opts.steps * opts.batch
+    gen = torch.Generator().manual_seed(opts.seed)
+    if opts.lesion_fraction:
+        sampler: torch.utils.data.Sampler = torch.utils.data.WeightedRandomSampler(
+            lesion_sampler_weights(train, opts.lesion_fraction), n, generator=gen)
+    else:
+        sampler = torch.utils.data.RandomSampler(ds, num_samples=n, generator=gen)
+    return torch.utils.data.DataLoader(ds, batch_size=opts.batch, sampler=sampler, drop_last=True)
+
+
+def fine_tune(q: nn.Module, teacher: nn.Module, train: Any, val: Any, num_classes: int, opts: QatOptions,
+              losses: list[tuple[str, float, nn.Module]],
+              log: Callable[[dict[str, Any]], None]) -> tuple[dict[str, torch.Tensor], float, int]:
+    """The QAT loop; returns the best state (by validation Dice), its Dice and its step."""
+    from tqdm.auto import tqdm
+
+    from pncd.distill.base import DistillBatch
+    from pncd.losses import SegLoss
+
+    seg = SegLoss(num_classes)
+    best = (copy.deepcopy(q.state_dict()), _dice(q, val, num_classes), 0)
+    log({"step": 0, "val_dice": best[1]})
+    opt = torch.optim.Adam([p for p in q.parameters() if p.requires_grad], lr=opts.lr)
+    _freeze_bn(q)
+    t0 = time.perf_counter()
+    for step, (x, y) in enumerate(tqdm(_loader(train, opts), desc="qat", unit="step", disable=None), 1):
+        out = q(x)
+        with torch.no_grad():
+            t_out = teacher(x)
+        batch = DistillBatch(images=x, masks=y, student_logits=out, teacher_logits=t_out, student_feats=[],
+                             teacher_feats=[])
+        terms = {name: w * fn.batch_loss(batch) for name, w, fn in losses}
+        loss = seg(out, y)["loss"] + sum(terms.values())
+        if not torch.isfinite(loss):
+            raise RunFailed(f"qat step {step}: the loss is {loss.item()}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % opts.eval_every == 0 or step == opts.steps:
+            dice = _dice(q, val, num_classes)
+            log({"step": step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
+                 "val_dice": dice, "seconds": round(time.perf_counter() - t0, 1)})
+            if dice > best[1]:
+                best = (copy.deepcopy(q.state_dict()), dice, step)
+            _freeze_bn(q)
+    return best
+
+
+def export_qdq(q: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """Strip NNCF's quantizers to torch fake-quantize ops and write the QDQ ONNX (batch dynamic)."""
+    import warnings
+
+    import nncf
+
+    from pncd.export.onnx_export import INPUT_NAME, OUTPUT_NAME
+    from pncd.io import atomic_path
+
+    stripped = nncf.strip(q.eval(), do_copy=True, example_input=example)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # the TorchScript exporter: it writes fake_quantize as QuantizeLinear/DequantizeLinear
+        torch.onnx.export(stripped, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          opset_version=17, dynamo=False,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+
+
+def float_weights(q: nn.Module, model_cfg: dict[str, Any]) -> nn.Module:
+    """The fine-tuned weights in a plain network of the run's architecture (no quantizers)."""
+    import pncd.models as M
+
+    kw = {k: v for k, v in model_cfg.items() if k not in ("name", "taps", "parameters")}
+    plain = M.create(model_cfg["name"], **kw)
+    own = plain.state_dict()
+    plain.load_state_dict({k: v for k, v in q.state_dict().items() if k in own}, strict=True)
+    return plain
+
+
+def run_qat(run: str | Path, out: str | Path, opts: QatOptions, data: str | None = None, force: bool = False,
+            echo: Callable[[str], None] = print) -> QatResult:
+    """``pncd qat``: see the module docstring. Writes ``out`` atomically."""
+    from pncd.checkpoint import load_model, model_spec, save_weights
+    from pncd.data import load_split
+    from pncd.data.spec import DataSpec
+    from pncd.io import atomic_dir, check_output, write_json
+    from pncd.targets.base import require
+
+    for module in ("nncf", "torchao"):
+        require(module, "pncd[qat]", "pncd qat")
+    run = Path(run)
+    student, cfg = load_model(run)
+    losses = _losses(opts, int(cfg["model"]["num_classes"]))  # a bad --weight fails before any work
+    d = {**cfg["data"], **({"root": str(Path(data).resolve())} if data else {})}
+    spec = DataSpec(root=d["root"], size=d["size"], channels=d["channels"], num_classes=d["num_classes"],
+                    normalization=d["normalization"], split_seed=d.get("split_seed", 0))
+    check_output(out, force, protect=(run, spec.root))
+    train, val = load_split(spec, "train"), load_split(spec, "val")
+    k = spec.num_classes
+    teacher = _teacher(run, student, cfg, opts.teacher)
+    torch.manual_seed(opts.seed)
+    idx = np.unique(np.linspace(0, len(train) - 1, min(opts.calib_images, len(train))).astype(int))
+    calib = [torch.as_tensor(np.asarray(train.images[i : i + 1])) for i in idx]
+    float_dice = _dice(student, val, k)
+    echo(f"float student {run}: val Dice {float_dice:.4f}; quantizing with NNCF on {len(calib)} training images "
+         "(the first run on a machine compiles NNCF's CPU kernels: a minute or two)")
+    q = quantize(student, calib)
+    rows: list[dict[str, Any]] = []
+
+    def log(row: dict[str, Any]) -> None:
+        rows.append(row)
+        echo("  " + ", ".join(f"{a} {b:.4f}" if isinstance(b, float) else f"{a} {b}" for a, b in row.items()))
+
+    state, best_dice, best_step = fine_tune(q, teacher, train, val, k, opts, losses, log)
+    q.load_state_dict(state)
+    with atomic_dir(out, force=force, protect=(run, spec.root)) as tmp:
+        export_qdq(q, calib[0], tmp / QDQ_ONNX)
+        plain = float_weights(q, cfg["model"])
+        save_weights(plain, tmp / "best.safetensors")
+        qat = {"parent": str(run.resolve()), "options": asdict(opts), "float_val_dice": float_dice,
+               "ptq_val_dice": rows[0]["val_dice"], "qat_val_dice": best_dice, "best_step": best_step,
+               "qdq_onnx": QDQ_ONNX, "library": "nncf"}
+        write_json(tmp / "config.json", {**cfg, "kind": "qat", "model": model_spec(plain), "data": d, "qat": qat})
+        write_json(tmp / "log.json", rows)
+    return QatResult(Path(out), float_dice, rows[0]["val_dice"], best_dice, best_step)
