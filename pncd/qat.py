@@ -55,6 +55,7 @@ class QatOptions:
     calib_images: int = 128
     eval_every: int = 100
     seed: int = 0
+    keep_float: str = "first"  # "first": the layers reading the image stay float (as pncd export's PTQ); "none"
 
 
 @dataclass
@@ -112,15 +113,29 @@ def _losses(opts: QatOptions, num_classes: int) -> list[tuple[str, float, nn.Mod
     return out
 
 
-def quantize(model: nn.Module, calib: list[torch.Tensor]) -> nn.Module:
-    """NNCF post-training quantization of a copy of ``model`` (the QAT starting point)."""
+def first_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """NNCF's names of the operations that read the network's input (NNCF's traced graph)."""
+    from nncf.torch.model_creation import wrap_model
+
+    graph = wrap_model(copy.deepcopy(model).eval(), example_input=example, trace_parameters=True).get_graph()
+    return [n.node_name for inp in graph.get_input_nodes() for n in graph.get_next_nodes(inp)]
+
+
+def quantize(model: nn.Module, calib: list[torch.Tensor], keep_float: str = "first") -> nn.Module:
+    """NNCF post-training quantization of a copy of ``model`` (the QAT starting point).
+
+    ``keep_float="first"`` leaves the layers that read the image in float, as ``pncd export``'s
+    INT8 does by default: a lesion is often the brightest outlier of a normalised scan, which a
+    calibrated input range clips, and ONNX Runtime's u8 x s8 kernels can saturate on CPUs without
+    VNNI (see ``pncd.export.ort_export.float_layers``)."""
     import logging
 
     import nncf
 
     nncf.set_log_level(logging.ERROR)
+    ignored = nncf.IgnoredScope(names=first_layers(model, calib[0])) if keep_float == "first" else None
     return nncf.quantize(copy.deepcopy(model).eval(), nncf.Dataset(calib), subset_size=len(calib),
-                         preset=nncf.QuantizationPreset.MIXED)
+                         preset=nncf.QuantizationPreset.MIXED, ignored_scope=ignored)
 
 
 def _freeze_bn(model: nn.Module) -> None:
@@ -240,7 +255,7 @@ def run_qat(run: str | Path, out: str | Path, opts: QatOptions, data: str | None
     float_dice = _dice(student, val, k)
     echo(f"float student {run}: val Dice {float_dice:.4f}; quantizing with NNCF on {len(calib)} training images "
          "(the first run on a machine compiles NNCF's CPU kernels: a minute or two)")
-    q = quantize(student, calib)
+    q = quantize(student, calib, opts.keep_float)
     rows: list[dict[str, Any]] = []
 
     def log(row: dict[str, Any]) -> None:

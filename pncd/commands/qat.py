@@ -43,6 +43,9 @@ def _weights(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
               help="Training images NNCF sets the starting ranges from.")
 @click.option("--eval-every", type=click.IntRange(1), default=100, show_default=True,
               help="Score the validation split every N steps; the best step is kept.")
+@click.option("--keep-float", type=click.Choice(["first", "none"]), default="first", show_default=True,
+              help="first: the layers reading the image stay in float (as pncd export's INT8 default); none: "
+                   "quantize every layer.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 @threads_option

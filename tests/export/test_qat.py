@@ -43,8 +43,12 @@ def test_qat_run_holds_a_qdq_onnx_and_its_float_weights(qat_run):
     assert [r["step"] for r in rows] == [0, 3, 6]
     assert all(np.isfinite(r["pmd"]) and r["pmd"] >= 0 for r in rows[1:])
     assert cfg["qat"]["qat_val_dice"] == max(r["val_dice"] for r in rows)
-    ops = [n.op_type for n in onnx.load(str(out / "model_qdq.onnx")).graph.node]
+    graph = onnx.load(str(out / "model_qdq.onnx")).graph
+    ops = [n.op_type for n in graph.node]
     assert ops.count("QuantizeLinear") >= 10 and ops.count("DequantizeLinear") >= ops.count("QuantizeLinear")
+    # --keep-float first (the default): the image reaches the first layers unquantized
+    readers = [n.op_type for n in graph.node if graph.input[0].name in n.input]
+    assert readers and "QuantizeLinear" not in readers
     model, _ = load_model(out)  # the fine-tuned weights rebuild the plain network
     assert type(model).__name__ == "ENet"
     assert not (out.parent / f".{out.name}.tmp").exists()
