@@ -1,0 +1,173 @@
+"""INT8 that keeps the Dice? Three routes per student, two CPU runtimes, one bench per student.
+
+Issue 15's experiment. For every student run (a float network trained on LGG FLAIR):
+
+- ``ptq``: ``pncd export --precision int8`` with its defaults (post-training, 128 calibration
+  images, the first layers in float);
+- ``ptq-sensitivity``: the same with ``--keep-float auto`` (the fewest most sensitive blocks
+  kept in float that bring INT8 within ``--max-dice-drop`` on the validation split), when this
+  pncd has it;
+- ``qat``: ``pncd qat`` (NNCF quantization-aware training distilled by PMD from the float
+  student itself), then ``pncd export --precision int8`` of that run;
+
+each exported for OpenVINO and ONNX Runtime, then every artifact of the student and the float
+student are benched in ONE ``pncd bench`` run on the test split (latencies side by side, one
+thread each). Dice kept = artifact Dice / float student Dice (per-patient mean); its interval
+is a paired bootstrap over patients of the Dice difference to the float student; speed-up =
+float student's torch median latency / artifact's median latency.
+
+    python bench/experiments/int8_routes.py --data ../shared/data/lgg-flair \\
+        --student enet=runs/lgg-distill/runs/enet-pncd-s0 \\
+        --student mobilenetv2=runs/lgg-distill/runs/mobilenetv2-alone-s0 --work runs/int8
+
+Resumable: an artifact or QAT run that exists is reused (delete it to redo it); rows of students
+not named in this call are kept in summary.json. Writes
+``--results`` (default bench/results/int8): summary.json ({"rows": [{student, runtime, route,
+dice_kept, speedup_vs_torch, ...}]}), results.md, and each student's bench report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+RUNTIMES = ("openvino", "onnxruntime")
+ROUTES = ("ptq", "ptq-sensitivity", "qat")
+
+
+def pncd(args: list[str], log: Path) -> None:
+    """One pncd command in a child process (its own threads), logged; stops the script on failure."""
+    cmd = [sys.executable, "-m", "pncd", *args]
+    print("  $ pncd " + " ".join(args), flush=True)
+    with open(log, "a") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        fh.flush()
+        rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    if rc != 0:
+        raise SystemExit(f"pncd {args[0]} failed (exit {rc}); see {log}")
+
+
+def has_keep_float_auto() -> bool:
+    out = subprocess.run([sys.executable, "-m", "pncd", "export", "--help"], capture_output=True, text=True).stdout
+    return "auto" in out.split("--keep-float", 1)[-1][:400]
+
+
+def artifacts(name: str, run: Path, work: Path, data: str, routes: list[str], qat_args: list[str],
+              log: Path) -> dict[tuple[str, str], Path]:
+    """Build (or reuse) every (runtime, route) artifact of one student."""
+    out: dict[tuple[str, str], Path] = {}
+    for route in routes:
+        source = run
+        extra: list[str] = []
+        if route == "qat":
+            source = work / name / "qat-run"
+            if not (source / "config.json").is_file():
+                pncd(["qat", str(run), "--out", str(source), "--data", data, "--threads", "1", *qat_args], log)
+        elif route == "ptq-sensitivity":
+            extra = ["--keep-float", "auto", "--sensitivity"]
+        for rt in RUNTIMES:
+            d = work / name / f"{rt}-{route}"
+            if not (d / "manifest.json").is_file():
+                pncd(["export", str(source), "--target", rt, "--precision", "int8", "--data", data,
+                      "--out", str(d), "--force", *extra], log)
+            out[(rt, route)] = d
+    return out
+
+
+def bench(name: str, arts: dict[tuple[str, str], Path], work: Path, data: str, log: Path) -> dict[str, Any]:
+    report = work / name / "bench"
+    if not (report / "report.json").is_file():
+        pncd(["bench", *map(str, arts.values()), "--data", data, "--split", "test", "--out", str(report),
+              "--threads", "1", "--force"], log)
+    return json.loads((report / "report.json").read_text())
+
+
+def rows_for(name: str, run: Path, arts: dict[tuple[str, str], Path], report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Dice kept against the float student (not the QAT run's own float weights) and speed-up."""
+    from pncd.bench.stats import paired_bootstrap
+
+    entries = report["entries"]
+    ref = next(e for e in entries if e["kind"] == "reference" and Path(e["source_run"]).resolve() == run.resolve())
+    ref_cases = {c["case"]: c["dice"] for c in report["per_case"][ref["id"]]}
+    by_dir = {Path(e["artifact_dir"]).resolve(): e for e in entries if e.get("artifact_dir")}
+    out = []
+    for (rt, route), d in arts.items():
+        e = by_dir[d.resolve()]
+        cases = {c["case"]: c["dice"] for c in report["per_case"][e["id"]]}
+        keys = sorted(ref_cases)
+        ci = paired_bootstrap([cases[k] for k in keys], [ref_cases[k] for k in keys])
+        man = json.loads((d / "manifest.json").read_text())
+        out.append({
+            "student": name, "runtime": rt, "route": route,
+            "dice_kept": e["dice"] / ref["dice"], "speedup_vs_torch": ref["latency_ms_median"] / e["latency_ms_median"],
+            "dice": e["dice"], "float_dice": ref["dice"], "dice_diff_ci95": [ci["lo"], ci["hi"]],
+            "latency_ms_median": e["latency_ms_median"], "torch_latency_ms_median": ref["latency_ms_median"],
+            "computes_in": e.get("compute_precision"),
+            "kept_float": (man["build"].get("keep_float") or {}).get("layers"),
+        })
+    return out
+
+
+def render(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
+    commands = list(dict.fromkeys(r["command"] for r in rows))
+    lines = ["# INT8 routes on LGG FLAIR (test split, per-patient Dice)", "",
+             *[f"Command: `{c}`" for c in commands], "",
+             f"Machine: {machine.get('cpu_isa') or machine.get('cpu_model')}, one thread per runtime; latencies "
+             "measured side by side in one `pncd bench` run per student.", "",
+             "| student | runtime | route | Dice | float Dice | Dice kept | 95% CI of ΔDice | median ms | torch ms | speed-up |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lo, hi = r["dice_diff_ci95"]
+        lines.append(f"| {r['student']} | {r['runtime']} | {r['route']} | {r['dice']:.4f} | {r['float_dice']:.4f} | "
+                     f"{r['dice_kept']:.2%} | [{lo:+.4f}, {hi:+.4f}] | {r['latency_ms_median']:.1f} | "
+                     f"{r['torch_latency_ms_median']:.1f} | {r['speedup_vs_torch']:.1f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--student", action="append", required=True, metavar="NAME=RUN")
+    ap.add_argument("--work", type=Path, default=Path("runs/int8"))
+    ap.add_argument("--results", type=Path, default=Path("bench/results/int8"))
+    ap.add_argument("--routes", default=",".join(ROUTES))
+    ap.add_argument("--qat-steps", type=int, default=300)
+    ap.add_argument("--qat-lr", type=float, default=1e-5)
+    a = ap.parse_args(argv)
+    routes = [r for r in a.routes.split(",") if r]
+    if "ptq-sensitivity" in routes and not has_keep_float_auto():
+        print("this pncd export has no --keep-float auto: the ptq-sensitivity route is skipped", flush=True)
+        routes.remove("ptq-sensitivity")
+    from pncd.io import write_json, write_text
+
+    a.results.mkdir(parents=True, exist_ok=True)
+    rows, machine = [], {}
+    for item in a.student:
+        name, _, run = item.partition("=")
+        (a.work / name).mkdir(parents=True, exist_ok=True)
+        log = a.work / name / "commands.log"
+        print(f"[{name}] {run}", flush=True)
+        arts = artifacts(name, Path(run), a.work, a.data, routes,
+                         ["--steps", str(a.qat_steps), "--lr", str(a.qat_lr)], log)
+        report = bench(name, arts, a.work, a.data, log)
+        machine = report["machine"]
+        rows += rows_for(name, Path(run), arts, report)
+        shutil.copyfile(a.work / name / "bench" / "report.md", a.results / f"{name}-bench.md")
+    command = "python bench/experiments/int8_routes.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    done = {r["student"] for r in rows}
+    old = a.results / "summary.json"  # students benched by an earlier call stay (their own command recorded)
+    kept = [r for r in (json.loads(old.read_text())["rows"] if old.is_file() else []) if r["student"] not in done]
+    rows = kept + [{**r, "command": command} for r in rows]
+    write_json(a.results / "summary.json", {"rows": rows, "machine": machine})
+    write_text(a.results / "results.md", render(rows, machine))
+    print(render(rows, machine))
+
+
+if __name__ == "__main__":
+    main()
