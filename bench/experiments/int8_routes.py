@@ -114,7 +114,7 @@ def rows_for(name: str, run: Path, arts: dict[tuple[str, str], Path], report: di
 
 
 def render(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
-    commands = list(dict.fromkeys(r["command"] for r in rows))
+    commands = list(dict.fromkeys(r["command"] for r in rows if r.get("command")))
     lines = ["# INT8 routes on LGG FLAIR (test split, per-patient Dice)", "",
              *[f"Command: `{c}`" for c in commands], "",
              f"Machine: {machine.get('cpu_isa') or machine.get('cpu_model')}, one thread per runtime; latencies "
