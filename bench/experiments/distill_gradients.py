@@ -72,7 +72,8 @@ def main() -> None:
     ds = SegDataset(train, augment=False)
     weights = lesion_sampler_weights(train, a.lesion_fraction)
     gen = torch.Generator().manual_seed(a.seed)
-    dopts = DistillOptions(w_pmd=a.w_pmd, w_rmd=a.w_rmd, w_rd=a.w_rd, w_pnscd=a.w_pnscd, temperature=a.temperature,
+    dopts = DistillOptions(weights={"pmd": a.w_pmd, "rmd": a.w_rmd, "rd": a.w_rd, "pnscd": a.w_pnscd},
+                           temperature=a.temperature,
                            rmd_variant=a.rmd_variant, pnscd_norm=a.pnscd_norm)
     pncd = PNCD(student, teacher, dopts, spec.num_classes, spec.channels, spec.size, count_region_samples(train.masks, spec.num_classes))
     seg = SegLoss(spec.num_classes)
