@@ -52,7 +52,7 @@ class TargetChoice(click.Choice):
 @click.option("--accuracy-control", is_flag=True,
               help="OpenVINO INT8: NNCF accuracy-aware quantization (Dice on held-out images).")
 @click.option("--max-dice-drop", type=float, default=0.01, show_default=True,
-              help="Largest absolute Dice drop --accuracy-control may accept.")
+              help="Largest absolute Dice drop --accuracy-control or --keep-float auto may accept.")
 @click.option("--ac-images", type=int, default=0, show_default=True,
               help="Held-out images --accuracy-control computes Dice on (0: the whole val split).")
 @click.option("--parity-images", type=int, default=0, show_default=True,
@@ -60,7 +60,12 @@ class TargetChoice(click.Choice):
                    "whole split up to 512 images (its Dice check is per case), 32 for FP32/FP16.")
 @click.option("--keep-float", default="first", show_default=True,
               help="INT8: network ends left in floating point: first (layers reading the image), last "
-                   "(the classifier), first,last or none.")
+                   "(the classifier), first,last or none; or auto: the fewest blocks (most sensitive first, see "
+                   "--sensitivity) that keep the validation Dice within --max-dice-drop.")
+@click.option("--sensitivity", is_flag=True,
+              help="INT8: quantize each block (first-level torch module) alone on the target's runtime and record "
+                   "its validation Dice drop (manifest build.sensitivity; a table on stderr). Costs one "
+                   "calibration and one validation pass per block.")
 @click.option("--ov-preset", type=click.Choice(["performance", "mixed"]), default=None,
               help="OpenVINO INT8: NNCF preset; mixed (default) = asymmetric activations, performance = symmetric "
                    "(on LGG, ENet kept 98% of its Dice with mixed, 90% with performance, at a similar speed).")
@@ -73,8 +78,8 @@ class TargetChoice(click.Choice):
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.pass_context
 def export_command(ctx: click.Context, config, run, target, precision, out, data, calib_data, calib_size, calib_method,
-                   input_size, dynamic_batch, accuracy_control, max_dice_drop, ac_images, parity_images, keep_float, ov_preset,
-                   inference_precision, strict, force) -> None:
+                   input_size, dynamic_batch, accuracy_control, max_dice_drop, ac_images, parity_images, keep_float, sensitivity,
+                   ov_preset, inference_precision, strict, force) -> None:
     """Export a trained run to ONNX Runtime, OpenVINO or TensorRT, check it against torch, and
     write the artifact with its manifest.json.
 
@@ -88,6 +93,8 @@ def export_command(ctx: click.Context, config, run, target, precision, out, data
       pncd export runs/enet-pncd --target onnxruntime --precision fp32 --out exports/enet-ort-fp32
       pncd export runs/enet-pncd --target openvino --precision int8 --calib-size 256 \\
           --accuracy-control --max-dice-drop 0.005 --out exports/enet-ov-int8
+      pncd export runs/enet-pncd --target onnxruntime --precision int8 --keep-float auto \\
+          --max-dice-drop 0.005 --out exports/enet-ort-int8-auto
       pncd export runs/enet-pncd --target tensorrt --precision int8 --dynamic-batch --out exports/enet-trt-int8
       pncd export runs/enet-pncd --target jetson --precision fp16 --input-size 256x256 --out exports/enet-jetson
     """
@@ -100,7 +107,7 @@ def export_command(ctx: click.Context, config, run, target, precision, out, data
         accuracy_control=accuracy_control, max_dice_drop=max_dice_drop, strict=strict, force=force,
         parity_images=parity_images,
         keep_float=tuple(k.strip() for k in keep_float.split(",") if k.strip() and k.strip() != "none"),
-        ov_preset=ov_preset, ac_images=ac_images, inference_precision=inference_precision,
+        ov_preset=ov_preset, ac_images=ac_images, inference_precision=inference_precision, sensitivity=sensitivity,
     )
     command = " ".join(["pncd", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("pncd") else None
     export_run(run, opts, options=resolved_params(ctx), command=command)

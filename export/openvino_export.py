@@ -46,9 +46,11 @@ def convert(
     keep_float: tuple[str, ...] = ("first",),
     preset: str = "mixed",
     prequantized: bool = False,
+    float_nodes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Write ``xml_path`` (+ ``.bin``) for ``precision``; returns the options used. ``prequantized``:
-    ``onnx_path`` is a QAT run's QDQ ONNX, whose Quantize/DequantizeLinear pairs OpenVINO runs as INT8."""
+    ``onnx_path`` is a QAT run's QDQ ONNX, whose Quantize/DequantizeLinear pairs OpenVINO runs as INT8.
+    ``float_nodes``: further op friendly names NNCF leaves in floating point (``--keep-float auto``)."""
     ov = require("openvino", "openvino", "the openvino target")
     model = ov.convert_model(str(onnx_path))
     record: dict[str, Any] = {"converter": "openvino.convert_model (from the ONNX file)"}
@@ -62,7 +64,7 @@ def convert(
         if calib is None:
             raise PncdError("OpenVINO INT8 needs calibration images")
         q, qrec = _quantize(model, input_name, calib, method, accuracy_control, validation, max_drop, num_classes,
-                            keep_float, preset)
+                            keep_float, preset, float_nodes)
         ov.save_model(q, str(xml_path), compress_to_fp16=False)
         record.update(qrec, compress_to_fp16=False)
     else:
@@ -101,7 +103,7 @@ def float_layers(model, keep: tuple[str, ...]) -> list[str]:
 
 def _quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_control: bool,
               validation: ImageSet | None, max_drop: float, num_classes: int, keep_float: tuple[str, ...],
-              preset: str = "mixed"):
+              preset: str = "mixed", float_nodes: list[str] | None = None):
     nncf = require("nncf", "nncf", "OpenVINO INT8 quantization")
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
@@ -114,7 +116,7 @@ def _quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_con
     calib_ds = nncf.Dataset([calib.images[i : i + 1] for i in range(len(calib))])
     # Comparisons and selections stay in float (as in the ONNX Runtime INT8 path): ENet's
     # max-unpooling mask compares a max with its inputs, which quantization breaks.
-    kept = float_layers(model, keep_float)
+    kept = [n for n in float_layers(model, keep_float) if n not in (float_nodes or [])] + list(float_nodes or [])
     ignored = nncf.IgnoredScope(names=kept, types=list(FLOAT_OPS), validate=False)
     common = {"subset_size": len(calib), "fast_bias_correction": True, "ignored_scope": ignored,
               "preset": nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE}

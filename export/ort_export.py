@@ -97,7 +97,7 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-KEEP_FLOAT_CHOICES = ("first", "last")
+KEEP_FLOAT_CHOICES = ("first", "last")  # and "auto" alone (pncd.export.sensitivity)
 
 
 def float_layers(model_path: str | Path, keep: tuple[str, ...]) -> list[str]:
@@ -130,43 +130,68 @@ def float_layers(model_path: str | Path, keep: tuple[str, ...]) -> list[str]:
     return names
 
 
+ORT_METHODS = ("minmax", "entropy", "percentile")
+
+
 def quantize_int8(src: str | Path, dst: str | Path, images: np.ndarray, input_name: str, method: str,
-                  symmetric: bool, keep_float: tuple[str, ...] = ("first",)) -> dict[str, Any]:
+                  symmetric: bool, keep_float: tuple[str, ...] = ("first",),
+                  float_nodes: list[str] | None = None) -> dict[str, Any]:
     """Static INT8 QDQ quantization of ``src`` calibrated on ``images``; returns the options used.
 
     ``symmetric=True`` gives the TensorRT flavour (QInt8 activations and weights, zero points 0).
-    ``keep_float`` names the ends of the network left in floating point (:func:`float_layers`).
+    ``keep_float`` names the ends of the network left in floating point (:func:`float_layers`);
+    ``float_nodes``: further ONNX node names left in floating point (``--keep-float auto``).
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    if method not in ORT_METHODS:
+        raise PncdError(f"--calib-method {method!r} is unknown; use one of {', '.join(ORT_METHODS)}")
+    with tempfile.TemporaryDirectory(prefix="pncd-quant-") as scratch:
+        pre = Path(scratch) / "preprocessed.onnx"
+        pre_process(src, pre)
+        excluded = [n for n in float_layers(pre, keep_float) if n not in (float_nodes or [])] + list(float_nodes or [])
+        record = quantize_preprocessed(pre, dst, images, input_name, method, symmetric, excluded)
+    record["keep_float"] = {"layers": list(keep_float), "nodes": excluded}
+    return record
+
+
+def pre_process(src: str | Path, dst: str | Path) -> None:
+    """ONNX Runtime's ``quant_pre_process`` (shape inference, graph optimisation), quietly."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(src), str(dst))
+    except Exception as e:
+        raise RunFailed(f"INT8 pre-processing of {Path(src).name} failed ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:250] if str(e) else 'no message'})") from None
+
+
+def quantize_preprocessed(pre: str | Path, dst: str | Path, images: np.ndarray, input_name: str, method: str,
+                          symmetric: bool, excluded: list[str]) -> dict[str, Any]:
+    """``quantize_static`` of a pre-processed ONNX (:func:`pre_process`) with the nodes ``excluded``
+    left in floating point; checks ``dst`` and returns the options used."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from pncd.export.calibration import ort_reader
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
-    if method not in methods:
-        raise PncdError(f"--calib-method {method!r} is unknown; use one of {', '.join(methods)}")
     act = QuantType.QInt8 if symmetric else QuantType.QUInt8
     extra = dict(TENSORRT_EXTRA_OPTIONS) if symmetric else {}
-    with tempfile.TemporaryDirectory(prefix="pncd-quant-") as scratch:
-        pre = Path(scratch) / "preprocessed.onnx"
-        buf = io.StringIO()
-        try:
-            with warnings.catch_warnings(), redirect_stdout(buf):  # the calibrators print progress
-                warnings.simplefilter("ignore")
-                quant_pre_process(str(src), str(pre))
-                excluded = float_layers(pre, keep_float)
-                quantize_static(
-                    str(pre), str(dst), ort_reader(images, input_name),
-                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=act,
-                    weight_type=QuantType.QInt8, calibrate_method=methods[method], extra_options=extra,
-                    op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=excluded,
-                )
-        except PncdError:
-            raise
-        except Exception as e:
-            raise RunFailed(f"INT8 quantization of {Path(src).name} failed ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:250] if str(e) else 'no message'})") from None
+    try:
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):  # the calibrators print progress
+            warnings.simplefilter("ignore")
+            quantize_static(
+                str(pre), str(dst), ort_reader(images, input_name),
+                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=act,
+                weight_type=QuantType.QInt8, calibrate_method=methods[method], extra_options=extra,
+                op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=list(excluded),
+            )
+    except PncdError:
+        raise
+    except Exception as e:
+        raise RunFailed(f"INT8 quantization of {Path(pre).name} failed ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:250] if str(e) else 'no message'})") from None
     _check(dst)
     return {
         "quantizer": "onnxruntime.quantization.quantize_static",
@@ -178,7 +203,6 @@ def quantize_int8(src: str | Path, dst: str | Path, images: np.ndarray, input_na
         "calibrate_method": methods[method].name,
         "op_types_to_quantize": list(QUANTIZED_OPS),
         "extra_options": extra,
-        "keep_float": {"layers": list(keep_float), "nodes": excluded},
     }
 
 
@@ -193,7 +217,8 @@ def _check(path: str | Path) -> None:
 
 def write_precision_onnx(fp32_onnx: Path, out_dir: Path, precision: str, input_name: str, calib: Any,
                          method: str, keep_float: tuple[str, ...] = ("first",),
-                         symmetric: bool = False, prequantized: bool = False) -> tuple[str, dict[str, Any]]:
+                         symmetric: bool = False, prequantized: bool = False,
+                         float_nodes: list[str] | None = None) -> tuple[str, dict[str, Any]]:
     """Write the precision's ONNX into ``out_dir`` (the onnxruntime and TensorRT targets' artifact).
 
     FP32 is copied as exported, FP16 converted (:func:`to_fp16`), INT8 quantized on ``calib``
@@ -214,4 +239,4 @@ def write_precision_onnx(fp32_onnx: Path, out_dir: Path, precision: str, input_n
     if calib is None:
         raise PncdError("INT8 needs calibration images")
     return name, quantize_int8(fp32_onnx, dst, calib.images, input_name, method, symmetric=symmetric,
-                               keep_float=keep_float)
+                               keep_float=keep_float, float_nodes=float_nodes)

@@ -54,7 +54,8 @@ class ExportOptions:
     force: bool = False
     parity_images: int = 0  # 0: automatic: for INT8 the held-out split up to INT8_PARITY_MAX images, else 32
     parity_batch: int = 8
-    keep_float: tuple[str, ...] = ("first",)
+    keep_float: tuple[str, ...] = ("first",)  # or ("auto",): chosen by the sensitivity (pncd.export.sensitivity)
+    sensitivity: bool = False  # INT8: measure the Dice drop of each block quantized alone (manifest build.sensitivity)
     ov_preset: str | None = None  # OpenVINO INT8 only; None = "mixed"
     ac_images: int = 0  # held-out images --accuracy-control validates on; 0 = the whole val split
     inference_precision: str = "auto"  # OpenVINO: auto|f32|f16|bf16 (pncd.targets.cpu.resolve_inference_precision)
@@ -71,9 +72,10 @@ def validate(opts: ExportOptions) -> None:
         raise PncdError(f"--max-dice-drop {opts.max_dice_drop} is invalid; use an absolute Dice drop in (0, 1), e.g. 0.01")
     from pncd.export.ort_export import KEEP_FLOAT_CHOICES
 
-    bad = [k for k in opts.keep_float if k not in KEEP_FLOAT_CHOICES]
+    bad = [k for k in opts.keep_float if k not in KEEP_FLOAT_CHOICES + ("auto",)]
     if bad:
-        raise PncdError(f"--keep-float {','.join(bad)!r} is unknown; use first, last, first,last or none")
+        raise PncdError(f"--keep-float {','.join(bad)!r} is unknown; use first, last, first,last, none or auto")
+    _validate_sensitivity(opts)
     if opts.ov_preset not in (None, "performance", "mixed"):
         raise PncdError(f"--ov-preset {opts.ov_preset!r} is unknown; use performance or mixed")
     if opts.ov_preset is not None and (opts.target, opts.precision) != ("openvino", "int8"):
@@ -109,6 +111,18 @@ def validate(opts: ExportOptions) -> None:
     from pncd.io import check_output
 
     check_output(opts.out, opts.force)  # exists without --force, or a file
+
+
+def _validate_sensitivity(opts: ExportOptions) -> None:
+    auto = "auto" in opts.keep_float
+    if auto and len(opts.keep_float) > 1:
+        raise PncdError(f"--keep-float {','.join(opts.keep_float)}: auto chooses the float blocks itself; "
+                        "use it alone")
+    if (auto or opts.sensitivity) and opts.precision != "int8":
+        raise PncdError(f"--{'keep-float auto' if auto else 'sensitivity'} applies to --precision int8 only "
+                        f"(this export is {opts.precision})")
+    if auto and opts.accuracy_control:
+        raise PncdError("--keep-float auto and --accuracy-control both choose the float layers; use one")
 
 
 def require_runtime(target: str, precision: str) -> None:

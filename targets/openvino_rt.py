@@ -139,13 +139,17 @@ class OpenVinoTarget(Target):
         from pncd.export.openvino_export import convert
         from pncd.targets.cpu import resolve_inference_precision
 
+        from pncd.export.sensitivity import openvino_plan
+
         f = options.flags
         xml = out_dir / "model.xml"
+        hint = resolve_inference_precision(f.inference_precision, precision, "CPU")
+        float_nodes, found = openvino_plan(onnx, calib, options, hint) if precision == "int8" else (None, {})
         build = convert(onnx, xml, precision, options.input_name, calib=calib, method=f.calib_method,
                         accuracy_control=f.accuracy_control, validation=options.validation,
                         max_drop=f.max_dice_drop, num_classes=options.num_classes, keep_float=f.keep_float,
-                        preset=f.ov_preset or "mixed", prequantized=options.prequantized)
-        hint = resolve_inference_precision(f.inference_precision, precision, "CPU")
+                        preset=f.ov_preset or "mixed", prequantized=options.prequantized, float_nodes=float_nodes)
+        build.update(found)
         build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}
         return Artifact("model.xml", None, build,
                         calibration_method=f"nncf {build.get('nncf_range_estimator', '')}".strip(),

@@ -182,7 +182,32 @@ class TinyMarginSeg(TinySeg):
         return torch.cat([torch.full_like(margin, 1000.0), 1000.0 + margin], dim=1)
 
 
-TEST_MODELS = {"export_tiny": TinySeg, "export_badop": BadOpSeg, "export_margin": TinyMarginSeg}
+class Beacon(nn.Module):
+    """Appends a constant channel of 1000 to the image: per-tensor INT8 of the tensor that holds
+    both has a step of about 4, which erases the image (about unit scale)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x * 0 + 1000.0], dim=1)  # an activation (not a constant) for NNCF too
+
+
+class TinyFragileSeg(TinySeg):
+    """TinySeg whose first block (``enc1``) only works in floating point: its convolution reads the
+    image beside a constant 1000 channel (weights on it fixed at 0), so quantizing that one input
+    destroys the segmentation while the other blocks quantize harmlessly."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 2) -> None:
+        super().__init__(in_channels, num_classes)
+        conv = nn.Conv2d(in_channels + 1, 8, 3, padding=1)
+        mask = torch.ones_like(conv.weight)
+        mask[:, in_channels:] = 0
+        with torch.no_grad():
+            conv.weight.mul_(mask)
+        conv.weight.register_hook(lambda g: g * mask)  # the beacon's weights stay 0 through training
+        self.enc1 = nn.Sequential(Beacon(), conv, nn.BatchNorm2d(8), nn.ReLU())
+
+
+TEST_MODELS = {"export_tiny": TinySeg, "export_badop": BadOpSeg, "export_margin": TinyMarginSeg,
+               "export_fragile": TinyFragileSeg}
 
 
 @pytest.fixture(scope="session")

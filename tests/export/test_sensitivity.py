@@ -1,0 +1,159 @@
+"""``pncd export --precision int8 --sensitivity`` and ``--keep-float auto`` on tiny trained runs,
+with real ONNX Runtime and OpenVINO (NNCF).
+
+The fragile network (conftest.TinyFragileSeg) segments well in float and with any block but its
+first quantized; its first block reads the image beside a constant 1000 channel, so INT8 of that
+input erases the image. The sensitivity must rank that block first and ``--keep-float auto``
+must keep exactly it; the default (``--keep-float first``) must not save it (else the test
+network would prove nothing).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+
+from pncd.cli import main
+from pncd.targets.registry import load_runner, read_manifest
+
+pytest.importorskip("nncf")
+
+INT8 = ("--precision", "int8", "--calib-size", "8", "--parity-images", "16")
+
+
+def export(*args) -> int:
+    with pytest.raises(SystemExit) as e:
+        main(["export", *map(str, args)])
+    return e.value.code
+
+
+def artifact_dice(out, images) -> float:
+    """What a bench of the artifact measures on ``images``: its runner, pncd.evaluation."""
+    from pncd.evaluation import predict, score
+
+    with load_runner(out) as r:
+        preds = predict(lambda x: r.infer({"image": x})["logits"], images.images, batch=1)
+    return float(score(preds, images.masks, images.case_ids, 2).summary()["dice"])
+
+
+def validation_of(data_spec):
+    from pncd.export.calibration import held_out_images
+
+    return held_out_images(data_spec, 16, (32, 32))
+
+
+def test_blocks_group_by_first_level_module_and_split_a_dominant_one():
+    from pncd.export.sensitivity import blocks_of
+
+    mods = {"c0": ["initial", "initial.conv"], "h": ["head"]}
+    mods.update({f"b{i}": ["backbone", f"backbone.{i}", f"backbone.{i}.conv"] for i in range(9)})
+    mods["top"] = []
+    blocks = blocks_of(mods)
+    assert list(blocks) == ["initial", "head", *[f"backbone.{i}" for i in range(9)], "(top)"]
+    assert blocks_of({"a": ["enc1", "enc1.0"], "b": ["enc2"]}) == {"enc1": ["a"], "enc2": ["b"]}
+
+
+def test_sensitivity_table_on_onnxruntime(make_run, tmp_path, capsys):
+    out = tmp_path / "ort"
+    assert export(make_run(), "--target", "onnxruntime", *INT8, "--sensitivity", "--out", out) == 0
+    man = read_manifest(out)
+    b = man["build"]
+    table = b["sensitivity"]
+    assert [r["block"] for r in sorted(table["blocks"], key=lambda r: r["block"])] == ["enc1", "enc2", "head"]
+    assert all(r["nodes"] == 1 and math.isfinite(r["drop"]) and 0 <= r["dice"] <= 1 for r in table["blocks"])
+    drops = [r["drop"] for r in table["blocks"]]
+    assert drops == sorted(drops, reverse=True)
+    assert table["validation_images"] == man["parity"]["images"] and table["validation_split"] == "val"
+    assert all(math.isclose(r["drop"], table["float_dice"] - r["dice"]) for r in table["blocks"])
+    assert b["keep_float"]["layers"] == ["first"] and "keep_float_auto" not in b  # the default is untouched
+    assert "Dice alone-INT8" in capsys.readouterr().err
+
+
+def test_keep_float_auto_keeps_exactly_the_fragile_block_onnxruntime(make_run, tmp_path, data_spec):
+    run = make_run("export_fragile")
+    default, auto = tmp_path / "default", tmp_path / "auto"
+    assert export(run, "--target", "onnxruntime", *INT8, "--out", default) == 0
+    assert export(run, "--target", "onnxruntime", *INT8, "--keep-float", "auto", "--max-dice-drop", "0.02",
+                  "--out", auto) == 0
+    man = read_manifest(auto)
+    table, chosen = man["build"]["sensitivity"], man["build"]["keep_float_auto"]
+    assert table["blocks"][0]["block"] == "enc1" and table["blocks"][0]["drop"] > 0.2
+    assert chosen["kept_blocks"] == ["enc1"] and chosen["reached"] and chosen["drop"] <= 0.02
+    assert read_manifest(default)["parity"]["dice_ratio"] < 0.8  # the default does not save it
+    # the kept block's convolution reads float; every other one reads DequantizeLinear
+    g = onnx.load(str(auto / "model_int8.onnx")).graph
+    producer = {o: n.op_type for n in g.node for o in n.output}
+    convs = {n.name: producer.get(n.input[0]) for n in g.node if n.op_type == "Conv"}
+    kept = set(chosen["float_nodes"])
+    assert kept and kept <= set(convs) and man["build"]["keep_float"]["nodes"] == chosen["float_nodes"]
+    assert all((src != "DequantizeLinear") == (name in kept) for name, src in convs.items())
+    # the recorded Dice is what the artifact gives on the same images
+    assert artifact_dice(auto, validation_of(data_spec)) == pytest.approx(chosen["dice"], abs=1e-9)
+    assert man["parity"]["dice_gt_export"] == pytest.approx(chosen["dice"], abs=1e-9)
+
+
+def test_keep_float_auto_keeps_exactly_the_fragile_block_openvino(make_run, tmp_path, data_spec):
+    import openvino as ov
+
+    out = tmp_path / "ov"
+    assert export(make_run("export_fragile"), "--target", "openvino", *INT8, "--keep-float", "auto",
+                  "--max-dice-drop", "0.02", "--out", out) == 0
+    man = read_manifest(out)
+    table, chosen = man["build"]["sensitivity"], man["build"]["keep_float_auto"]
+    assert table["runtime"] == "openvino" and table["blocks"][0]["block"] == "enc1"
+    assert chosen["kept_blocks"] == ["enc1"] and chosen["reached"]
+    model = ov.Core().read_model(str(out / "model.xml"))
+
+    def quantized_input(op) -> bool:  # a FakeQuantize feeds it (NNCF places them before a Concat's inputs)
+        src = op.input_value(0).get_node()
+        if src.get_type_name() == "Concat":
+            return all(v.get_node().get_type_name() == "FakeQuantize" for v in src.input_values())
+        return src.get_type_name() == "FakeQuantize"
+
+    convs = {op.get_friendly_name(): quantized_input(op) for op in model.get_ops() if op.get_type_name() == "Convolution"}
+    kept = [n for n in chosen["float_nodes"] if n in convs]
+    assert len(convs) == 3 and len(kept) == 1 and kept[0].endswith("/WithoutBiases")
+    assert all(q == (name not in kept) for name, q in convs.items()), convs
+    assert artifact_dice(out, validation_of(data_spec)) == pytest.approx(chosen["dice"], abs=1e-9)
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--precision", "int8", "--keep-float", "auto,first"), "use it alone"),
+    (("--precision", "fp32", "--sensitivity"), "int8 only"),
+    (("--precision", "fp16", "--keep-float", "auto"), "int8 only"),
+])
+def test_bad_sensitivity_options_are_refused(make_run, tmp_path, capsys, args, words):
+    out = tmp_path / "x"
+    assert export(make_run(), "--target", "onnxruntime", *args, "--out", out) == 2
+    assert words in capsys.readouterr().err and not out.exists()
+
+
+def test_auto_with_accuracy_control_is_refused(make_run, tmp_path, capsys):
+    out = tmp_path / "x"
+    assert export(make_run(), "--target", "openvino", "--precision", "int8", "--keep-float", "auto",
+                  "--accuracy-control", "--out", out) == 2
+    assert "use one" in capsys.readouterr().err and not out.exists()
+
+
+def test_unit_dice_matches_the_float_model(make_run, data_spec, tmp_path):
+    """The table's float Dice is the FP32 ONNX's Dice on the validation images (pncd.evaluation)."""
+    from pncd.checkpoint import load_model
+    from pncd.export.onnx_export import export_onnx
+    from pncd.export.sensitivity import OrtBackend, dice_of
+    from pncd.export.calibration import calibration_images
+
+    model, _ = load_model(make_run())
+    onnx_path = tmp_path / "m.onnx"
+    export_onnx(model, onnx_path, 1, 32, 32)
+    val = validation_of(data_spec)
+    backend = OrtBackend(onnx_path, calibration_images(data_spec, 8, (32, 32), None), "image", "minmax", False,
+                         tmp_path)
+    import torch
+
+    with torch.inference_mode():
+        ref = dice_of(lambda x: model(torch.from_numpy(x)).numpy(), val, 2)
+    assert dice_of(backend.float_fn(), val, 2) == pytest.approx(ref, abs=1e-6)
+    assert np.isfinite(ref)
