@@ -29,13 +29,16 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from pncd.errors import PncdError, RunFailed
+
+if TYPE_CHECKING:
+    from pncd.distill.base import DistillLoss
 
 QDQ_ONNX = "model_qdq.onnx"
 # NNCF compiles its CPU fake-quantize kernels on first use and gives up after 60 s by default,
@@ -96,7 +99,7 @@ def _teacher(run: Path, student: nn.Module, cfg: dict[str, Any], teacher: str) -
     return model
 
 
-def _losses(opts: QatOptions, num_classes: int) -> list[tuple[str, float, nn.Module]]:
+def _losses(opts: QatOptions, num_classes: int) -> list[tuple[str, float, DistillLoss]]:
     """The weighted logit losses, built by the distillation registry as ``pncd distill`` builds them."""
     from pncd.distill.base import LossContext, get_loss
     from pncd.distill.options import DistillOptions
@@ -155,14 +158,14 @@ def _loader(train: Any, opts: QatOptions) -> torch.utils.data.DataLoader:
     gen = torch.Generator().manual_seed(opts.seed)
     if opts.lesion_fraction:
         sampler: torch.utils.data.Sampler = torch.utils.data.WeightedRandomSampler(
-            lesion_sampler_weights(train, opts.lesion_fraction), n, generator=gen)
+            lesion_sampler_weights(train, opts.lesion_fraction).tolist(), n, generator=gen)
     else:
         sampler = torch.utils.data.RandomSampler(ds, num_samples=n, generator=gen)
     return torch.utils.data.DataLoader(ds, batch_size=opts.batch, sampler=sampler, drop_last=True)
 
 
 def fine_tune(q: nn.Module, teacher: nn.Module, train: Any, val: Any, num_classes: int, opts: QatOptions,
-              losses: list[tuple[str, float, nn.Module]],
+              losses: list[tuple[str, float, DistillLoss]],
               log: Callable[[dict[str, Any]], None]) -> tuple[dict[str, torch.Tensor], float, int]:
     """The QAT loop; returns the best state (by validation Dice), its Dice and its step."""
     from tqdm.auto import tqdm
