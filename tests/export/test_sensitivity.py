@@ -157,3 +157,14 @@ def test_unit_dice_matches_the_float_model(make_run, data_spec, tmp_path):
         ref = dice_of(lambda x: model(torch.from_numpy(x)).numpy(), val, 2)
     assert dice_of(backend.float_fn(), val, 2) == pytest.approx(ref, abs=1e-6)
     assert np.isfinite(ref)
+
+
+def test_tensorrt_sensitivity_runs_its_symmetric_qdq(make_run, tmp_path):
+    """TensorRT's INT8 ONNX is symmetric QDQ: the sensitivity and the kept block are measured on it."""
+    out = tmp_path / "trt"
+    assert export(make_run("export_fragile"), "--target", "tensorrt", *INT8, "--keep-float", "auto",
+                  "--max-dice-drop", "0.02", "--out", out) == 0
+    b = read_manifest(out)["build"]
+    assert "symmetric" in b["sensitivity"]["runtime"] and b["activation_type"] == "QInt8"
+    assert b["keep_float_auto"]["kept_blocks"] == ["enc1"]
+    assert b["keep_float"]["nodes"] == b["keep_float_auto"]["float_nodes"]
