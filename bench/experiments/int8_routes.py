@@ -81,7 +81,9 @@ def artifacts(name: str, run: Path, work: Path, data: str, routes: list[str], qa
 
 def bench(name: str, arts: dict[tuple[str, str], Path], work: Path, data: str, log: Path) -> dict[str, Any]:
     report = work / name / "bench"
-    if not (report / "report.json").is_file():
+    done = json.loads((report / "report.json").read_text()) if (report / "report.json").is_file() else {"entries": []}
+    benched = {Path(e["artifact_dir"]).resolve() for e in done["entries"] if e.get("artifact_dir")}
+    if not {d.resolve() for d in arts.values()} <= benched:  # every artifact side by side in one run
         pncd(["bench", *map(str, arts.values()), "--data", data, "--split", "test", "--out", str(report),
               "--threads", "1", "--force"], log)
     return json.loads((report / "report.json").read_text())
