@@ -167,9 +167,14 @@ def pre_process(src: str | Path, dst: str | Path) -> None:
 
 
 def quantize_preprocessed(pre: str | Path, dst: str | Path, images: np.ndarray, input_name: str, method: str,
-                          symmetric: bool, excluded: list[str]) -> dict[str, Any]:
+                          symmetric: bool, excluded: list[str], cache: Path | None = None) -> dict[str, Any]:
     """``quantize_static`` of a pre-processed ONNX (:func:`pre_process`) with the nodes ``excluded``
-    left in floating point; checks ``dst`` and returns the options used."""
+    left in floating point; checks ``dst`` and returns the options used. ``cache``: a file for
+    ONNX Runtime's calibration cache (``calibration_cache_path``, onnxruntime >= 1.32; ignored
+    before), so the candidates of one sensitivity search are calibrated once: the ranges of the
+    float model do not depend on which nodes are left out."""
+    import inspect
+
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from pncd.export.calibration import ort_reader
@@ -178,6 +183,8 @@ def quantize_preprocessed(pre: str | Path, dst: str | Path, images: np.ndarray, 
                "percentile": CalibrationMethod.Percentile}
     act = QuantType.QInt8 if symmetric else QuantType.QUInt8
     extra = dict(TENSORRT_EXTRA_OPTIONS) if symmetric else {}
+    cached = ({"calibration_cache_path": str(cache)}
+              if cache is not None and "calibration_cache_path" in inspect.signature(quantize_static).parameters else {})
     try:
         with warnings.catch_warnings(), redirect_stdout(io.StringIO()):  # the calibrators print progress
             warnings.simplefilter("ignore")
@@ -185,7 +192,7 @@ def quantize_preprocessed(pre: str | Path, dst: str | Path, images: np.ndarray, 
                 str(pre), str(dst), ort_reader(images, input_name),
                 quant_format=QuantFormat.QDQ, per_channel=True, activation_type=act,
                 weight_type=QuantType.QInt8, calibrate_method=methods[method], extra_options=extra,
-                op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=list(excluded),
+                op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=list(excluded), **cached,
             )
     except PncdError:
         raise
