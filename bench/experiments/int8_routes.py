@@ -58,7 +58,7 @@ def has_keep_float_auto() -> bool:
 
 
 def artifacts(name: str, run: Path, work: Path, data: str, routes: list[str], qat_args: list[str],
-              log: Path) -> dict[tuple[str, str], Path]:
+              log: Path, max_drop: float = 0.003) -> dict[tuple[str, str], Path]:
     """Build (or reuse) every (runtime, route) artifact of one student."""
     out: dict[tuple[str, str], Path] = {}
     for route in routes:
@@ -69,7 +69,8 @@ def artifacts(name: str, run: Path, work: Path, data: str, routes: list[str], qa
             if not (source / "config.json").is_file():
                 pncd(["qat", str(run), "--out", str(source), "--data", data, "--threads", "1", *qat_args], log)
         elif route == "ptq-sensitivity":
-            extra = ["--keep-float", "auto", "--sensitivity"]
+            # 0.003 absolute at a Dice near 0.7 is about the 0.5% the issue allows OpenVINO
+            extra = ["--keep-float", "auto", "--sensitivity", "--max-dice-drop", str(max_drop)]
         for rt in RUNTIMES:
             d = work / name / f"{rt}-{route}"
             if not (d / "manifest.json").is_file():
@@ -141,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--routes", default=",".join(ROUTES))
     ap.add_argument("--qat-steps", type=int, default=300)
     ap.add_argument("--qat-lr", type=float, default=1e-5)
+    ap.add_argument("--max-dice-drop", type=float, default=0.003,
+                    help="ptq-sensitivity: the absolute validation Dice drop --keep-float auto may accept")
     a = ap.parse_args(argv)
     routes = [r for r in a.routes.split(",") if r]
     if "ptq-sensitivity" in routes and not has_keep_float_auto():
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         log = a.work / name / "commands.log"
         print(f"[{name}] {run}", flush=True)
         arts = artifacts(name, Path(run), a.work, a.data, routes,
-                         ["--steps", str(a.qat_steps), "--lr", str(a.qat_lr)], log)
+                         ["--steps", str(a.qat_steps), "--lr", str(a.qat_lr)], log, a.max_dice_drop)
         report = bench(name, arts, a.work, a.data, log)
         machine = report["machine"]
         rows += rows_for(name, Path(run), arts, report)
