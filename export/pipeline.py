@@ -113,6 +113,9 @@ def validate(opts: ExportOptions) -> None:
     check_output(opts.out, opts.force)  # exists without --force, or a file
 
 
+SENSITIVITY_TARGETS = ("onnxruntime", "openvino", "tensorrt", "jetson")  # builds that run pncd.export.sensitivity
+
+
 def _validate_sensitivity(opts: ExportOptions) -> None:
     auto = "auto" in opts.keep_float
     if auto and len(opts.keep_float) > 1:
@@ -121,6 +124,9 @@ def _validate_sensitivity(opts: ExportOptions) -> None:
     if (auto or opts.sensitivity) and opts.precision != "int8":
         raise PncdError(f"--{'keep-float auto' if auto else 'sensitivity'} applies to --precision int8 only "
                         f"(this export is {opts.precision})")
+    if (auto or opts.sensitivity) and opts.target not in SENSITIVITY_TARGETS:
+        raise PncdError(f"--{'keep-float auto' if auto else 'sensitivity'} applies to targets "
+                        f"{', '.join(SENSITIVITY_TARGETS)} (not {opts.target})")
     if auto and opts.accuracy_control:
         raise PncdError("--keep-float auto and --accuracy-control both choose the float layers; use one")
 

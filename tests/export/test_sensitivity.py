@@ -168,3 +168,14 @@ def test_tensorrt_sensitivity_runs_its_symmetric_qdq(make_run, tmp_path):
     assert "symmetric" in b["sensitivity"]["runtime"] and b["activation_type"] == "QInt8"
     assert b["keep_float_auto"]["kept_blocks"] == ["enc1"]
     assert b["keep_float"]["nodes"] == b["keep_float_auto"]["float_nodes"]
+
+
+def test_a_target_that_does_not_run_the_search_refuses_it(tmp_path):
+    """A plug-in target's build knows nothing of the sensitivity: the flag must not pass silently."""
+    from pncd.errors import PncdError
+    from pncd.export.pipeline import ExportOptions, _validate_sensitivity
+
+    with pytest.raises(PncdError, match="applies to targets onnxruntime, openvino, tensorrt"):
+        _validate_sensitivity(ExportOptions(target="toy", precision="int8", out=str(tmp_path / "x"), sensitivity=True))
+    _validate_sensitivity(ExportOptions(target="jetson", precision="int8", out=str(tmp_path / "x"),
+                                        keep_float=("auto",)))
