@@ -11,6 +11,7 @@ network would prove nothing).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -179,3 +180,46 @@ def test_a_target_that_does_not_run_the_search_refuses_it(tmp_path):
         _validate_sensitivity(ExportOptions(target="toy", precision="int8", out=str(tmp_path / "x"), sensitivity=True))
     _validate_sensitivity(ExportOptions(target="jetson", precision="int8", out=str(tmp_path / "x"),
                                         keep_float=("auto",)))
+
+
+class _Scripted:
+    """A stand-in backend whose candidate 'Dice' is scripted by the float blocks (dice_of patched)."""
+
+    runtime = "scripted"
+    unmapped: list = []
+
+    def __init__(self, blocks: dict, dice: Callable) -> None:
+        self.blocks, self.dice, self.asked = blocks, dice, []
+
+    def float_fn(self):
+        return 0.80
+
+    def alone_fn(self, block):
+        return {"a": 0.70, "b": 0.79, "c": 0.80, "d": 0.78}[block]
+
+    def quantized_fn(self, float_nodes):
+        self.asked.append(sorted(float_nodes))
+        return self.dice(set(float_nodes))
+
+
+@pytest.mark.parametrize("max_drop, reached, kept", [(0.05, True, ["a"]), (0.005, True, ["a", "d"]),
+                                                      (0.0001, False, ["a", "d"])])
+def test_greedy_keeps_the_most_sensitive_first_and_says_when_it_cannot(monkeypatch, max_drop, reached, kept):
+    from pncd.export import sensitivity as sens
+
+    monkeypatch.setattr(sens, "dice_of", lambda fn, images, k: fn)
+    blocks = {"a": ["a1", "a2"], "b": ["b1"], "c": ["c1"], "d": ["d1"]}
+    # full INT8 0.70; a in float 0.77; a and d 0.797; never better
+    backend = _Scripted(blocks, lambda fl: 0.70 + 0.07 * ("a1" in fl) + 0.027 * ("d1" in fl))
+    lines: list[str] = []
+    from pncd.export.calibration import ImageSet
+
+    images = ImageSet(np.zeros((4, 1, 2, 2), np.float32), np.zeros((4, 2, 2), np.int64), ["c"] * 4, "val", "", 4)
+    nodes, rec = sens.plan(backend, images, 2, max_drop, auto=True, log=lines.append)
+    table = rec["sensitivity"]
+    assert [r["block"] for r in table["blocks"]] == ["a", "d", "b", "c"]
+    chosen = rec["keep_float_auto"]
+    assert chosen["kept_blocks"] == kept and chosen["reached"] is reached and chosen["max_blocks"] == 2
+    assert nodes == [n for b in kept for n in blocks[b]]
+    assert len(chosen["tried"]) == (len(kept) + 1 if reached else 3)
+    assert any(line.startswith("warning:") for line in lines) is (not reached)
