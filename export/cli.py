@@ -60,8 +60,8 @@ class TargetChoice(click.Choice):
                    "whole split up to 512 images (its Dice check is per case), 32 for FP32/FP16.")
 @click.option("--keep-float", default="first", show_default=True,
               help="INT8: network ends left in floating point: first (layers reading the image), last "
-                   "(the classifier), first,last or none; or auto: the fewest blocks (most sensitive first, see "
-                   "--sensitivity) that keep the validation Dice within --max-dice-drop.")
+                   "(the classifier), first,last or none; add auto (auto = first,auto) to also keep the fewest blocks, "
+                   "most sensitive first (see --sensitivity), that bring the validation Dice within --max-dice-drop.")
 @click.option("--sensitivity", is_flag=True,
               help="INT8: quantize each block (first-level torch module) alone on the target's runtime and record "
                    "its validation Dice drop (manifest build.sensitivity; a table on stderr). Costs one "

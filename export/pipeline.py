@@ -54,7 +54,7 @@ class ExportOptions:
     force: bool = False
     parity_images: int = 0  # 0: automatic: for INT8 the held-out split up to INT8_PARITY_MAX images, else 32
     parity_batch: int = 8
-    keep_float: tuple[str, ...] = ("first",)  # or ("auto",): chosen by the sensitivity (pncd.export.sensitivity)
+    keep_float: tuple[str, ...] = ("first",)  # + "auto": blocks chosen by the sensitivity (pncd.export.sensitivity)
     sensitivity: bool = False  # INT8: measure the Dice drop of each block quantized alone (manifest build.sensitivity)
     ov_preset: str | None = None  # OpenVINO INT8 only; None = "mixed"
     ac_images: int = 0  # held-out images --accuracy-control validates on; 0 = the whole val split
@@ -118,9 +118,6 @@ SENSITIVITY_TARGETS = ("onnxruntime", "openvino", "tensorrt", "jetson")  # build
 
 def _validate_sensitivity(opts: ExportOptions) -> None:
     auto = "auto" in opts.keep_float
-    if auto and len(opts.keep_float) > 1:
-        raise PncdError(f"--keep-float {','.join(opts.keep_float)}: auto chooses the float blocks itself; "
-                        "use it alone")
     if (auto or opts.sensitivity) and opts.precision != "int8":
         raise PncdError(f"--{'keep-float auto' if auto else 'sensitivity'} applies to --precision int8 only "
                         f"(this export is {opts.precision})")

@@ -118,8 +118,8 @@ class OrtBackend:
     """Candidates as ONNX Runtime QDQ files (asymmetric, or symmetric for TensorRT)."""
 
     def __init__(self, fp32_onnx: Path, calib: ImageSet, input_name: str, method: str, symmetric: bool,
-                 scratch: Path) -> None:
-        from pncd.export.ort_export import pre_process
+                 scratch: Path, ends: tuple[str, ...] = ()) -> None:
+        from pncd.export.ort_export import float_layers, pre_process
 
         self.runtime = "onnxruntime" + (" (TensorRT's symmetric QDQ)" if symmetric else "")
         self.calib, self.input_name, self.method, self.symmetric = calib, input_name, method, symmetric
@@ -129,6 +129,7 @@ class OrtBackend:
         self.blocks, _ = onnx_blocks(self.pre)
         self.unmapped: list[str] = []
         self.all_nodes = [n for ns in self.blocks.values() for n in ns]
+        self.ends = float_layers(self.pre, ends)  # --keep-float's network ends, float in every auto candidate
         self._count = 0
 
     def _run(self, path: Path) -> InferFn:
@@ -174,8 +175,10 @@ class OpenVinoBackend:
     """Candidates quantized by NNCF on the OpenVINO model, compiled for the CPU."""
 
     def __init__(self, fp32_onnx: Path, calib: ImageSet, input_name: str, method: str, preset: str,
-                 hint: str) -> None:
+                 hint: str, ends: tuple[str, ...] = ()) -> None:
         import openvino as ov
+
+        from pncd.export.openvino_export import float_layers
 
         self.runtime = "openvino"
         self.calib, self.input_name, self.method, self.preset = calib, input_name, method, preset
@@ -183,6 +186,7 @@ class OpenVinoBackend:
         self.core = ov.Core()
         self.model = ov.convert_model(str(fp32_onnx))
         self.names = [op.get_friendly_name() for op in self.model.get_ops()]
+        self.ends = float_layers(self.model, ends)
         ov_name = openvino_names(fp32_onnx, set(self.names))
         onnx_side, members = onnx_blocks(fp32_onnx)
         self.unmapped = [n for ns in onnx_side.values() for n in ns if n not in ov_name]
@@ -246,7 +250,7 @@ def keep_float_auto(backend, table: dict[str, Any], validation: ImageSet, num_cl
     tried: list[dict[str, Any]] = []
     for k in range(0, cap + 1):
         kept = rows[:k]
-        nodes = [n for r in kept for n in r["node_names"]]
+        nodes = list(dict.fromkeys([*backend.ends, *(n for r in kept for n in r["node_names"])]))
         d = dice_of(backend.quantized_fn(nodes), validation, num_classes)
         tried.append({"kept_blocks": [r["block"] for r in kept], "dice": d, "drop": table["float_dice"] - d})
         log(f"keep-float auto: {k} block(s) in float -> Dice {d:.4f} (drop {table['float_dice'] - d:+.4f})")
@@ -262,6 +266,7 @@ def keep_float_auto(backend, table: dict[str, Any], validation: ImageSet, num_cl
     return {"max_dice_drop": max_drop, "drop_type": "absolute", "reached": reached,
             "kept_blocks": best["kept_blocks"],
             "float_nodes": [n for b in best["kept_blocks"] for n in by_name[b]["node_names"]],
+            "ends_in_float": list(backend.ends),
             "float_dice": table["float_dice"], "dice": best["dice"], "drop": best["drop"],
             "max_blocks": cap, "tried": tried, "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -296,9 +301,16 @@ def plan(backend, validation: ImageSet | None, num_classes: int, max_drop: float
     return chosen["float_nodes"], record
 
 
+def ends_of(keep_float: tuple[str, ...]) -> tuple[str, ...]:
+    """The network ends ``--keep-float`` leaves in float: as given, and for ``auto`` alone the
+    default's (first): auto adds blocks to what the default keeps, never fewer."""
+    ends = tuple(k for k in keep_float if k != "auto")
+    return ends or (("first",) if "auto" in keep_float else ())
+
+
 def wanted(flags) -> tuple[bool, bool]:
     """(run the sensitivity, choose the float blocks) for the export flags."""
-    auto = tuple(flags.keep_float) == ("auto",)
+    auto = "auto" in tuple(flags.keep_float)
     return bool(getattr(flags, "sensitivity", False)) or auto, auto
 
 
@@ -311,7 +323,8 @@ def ort_plan(fp32_onnx: Path, calib: ImageSet | None, options, symmetric: bool) 
     if options.prequantized or calib is None:
         raise PncdError("--sensitivity / --keep-float auto apply to calibrated INT8, not to a QAT run's INT8")
     with tempfile.TemporaryDirectory(prefix="pncd-sens-") as scratch:
-        backend = OrtBackend(fp32_onnx, calib, options.input_name, f.calib_method, symmetric, Path(scratch))
+        backend = OrtBackend(fp32_onnx, calib, options.input_name, f.calib_method, symmetric, Path(scratch),
+                             ends=ends_of(f.keep_float))
         return plan(backend, options.validation, options.num_classes, f.max_dice_drop, auto, options.log)
 
 
@@ -323,5 +336,6 @@ def openvino_plan(fp32_onnx: Path, calib: ImageSet | None, options, hint: str) -
         return None, {}
     if options.prequantized or calib is None:
         raise PncdError("--sensitivity / --keep-float auto apply to calibrated INT8, not to a QAT run's INT8")
-    backend = OpenVinoBackend(fp32_onnx, calib, options.input_name, f.calib_method, f.ov_preset or "mixed", hint)
+    backend = OpenVinoBackend(fp32_onnx, calib, options.input_name, f.calib_method, f.ov_preset or "mixed", hint,
+                              ends=ends_of(f.keep_float))
     return plan(backend, options.validation, options.num_classes, f.max_dice_drop, auto, options.log)

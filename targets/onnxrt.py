@@ -111,11 +111,11 @@ class OnnxRuntimeTarget(Target):
 
     def build(self, onnx: Path, out_dir: Path, precision: str, calib, options: BuildOptions) -> Artifact:
         from pncd.export.ort_export import write_precision_onnx
-        from pncd.export.sensitivity import ort_plan
+        from pncd.export.sensitivity import ends_of, ort_plan
 
         float_nodes, found = ort_plan(onnx, calib, options, symmetric=False) if precision == "int8" else (None, {})
         name, build = write_precision_onnx(onnx, out_dir, precision, options.input_name, calib,
-                                           options.flags.calib_method, options.flags.keep_float, symmetric=False,
+                                           options.flags.calib_method, ends_of(options.flags.keep_float), symmetric=False,
                                            prequantized=options.prequantized, float_nodes=float_nodes)
         build.update(found)
         return Artifact(name, name, build, calibration_method=build.get("calibrate_method", ""),

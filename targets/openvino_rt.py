@@ -139,7 +139,7 @@ class OpenVinoTarget(Target):
         from pncd.export.openvino_export import convert
         from pncd.targets.cpu import resolve_inference_precision
 
-        from pncd.export.sensitivity import openvino_plan
+        from pncd.export.sensitivity import ends_of, openvino_plan
 
         f = options.flags
         xml = out_dir / "model.xml"
@@ -147,8 +147,9 @@ class OpenVinoTarget(Target):
         float_nodes, found = openvino_plan(onnx, calib, options, hint) if precision == "int8" else (None, {})
         build = convert(onnx, xml, precision, options.input_name, calib=calib, method=f.calib_method,
                         accuracy_control=f.accuracy_control, validation=options.validation,
-                        max_drop=f.max_dice_drop, num_classes=options.num_classes, keep_float=f.keep_float,
-                        preset=f.ov_preset or "mixed", prequantized=options.prequantized, float_nodes=float_nodes)
+                        max_drop=f.max_dice_drop, num_classes=options.num_classes,
+                        keep_float=ends_of(f.keep_float), preset=f.ov_preset or "mixed", prequantized=options.prequantized,
+                        float_nodes=float_nodes)
         build.update(found)
         build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}
         return Artifact("model.xml", None, build,

@@ -142,12 +142,12 @@ class TensorRTTarget(Target):
         from pncd.export.ort_export import write_precision_onnx
         from pncd.targets.onnxrt import OnnxRuntimeRunner
 
-        from pncd.export.sensitivity import ort_plan
+        from pncd.export.sensitivity import ends_of, ort_plan
 
         f = options.flags
         float_nodes, found = ort_plan(onnx, calib, options, symmetric=True) if precision == "int8" else (None, {})
         name, build = write_precision_onnx(onnx, out_dir, precision, options.input_name, calib, f.calib_method,
-                                           f.keep_float, symmetric=True, prequantized=options.prequantized,
+                                           ends_of(f.keep_float), symmetric=True, prequantized=options.prequantized,
                                            float_nodes=float_nodes)
         build.update(found)
         info = te.maybe_build_engine(self.builds_engine, out_dir / name, out_dir, precision,

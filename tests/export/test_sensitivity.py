@@ -89,7 +89,9 @@ def test_keep_float_auto_keeps_exactly_the_fragile_block_onnxruntime(make_run, t
     producer = {o: n.op_type for n in g.node for o in n.output}
     convs = {n.name: producer.get(n.input[0]) for n in g.node if n.op_type == "Conv"}
     kept = set(chosen["float_nodes"])
-    assert kept and kept <= set(convs) and man["build"]["keep_float"]["nodes"] == chosen["float_nodes"]
+    assert kept and kept <= set(convs) and man["build"]["keep_float"]["layers"] == ["first"]
+    assert man["build"]["keep_float"]["nodes"] == [*chosen["ends_in_float"], *chosen["float_nodes"]]
+    assert chosen["ends_in_float"] and not set(chosen["ends_in_float"]) & set(convs)  # auto keeps the default's too
     assert all((src != "DequantizeLinear") == (name in kept) for name, src in convs.items())
     # the recorded Dice is what the artifact gives on the same images
     assert artifact_dice(auto, validation_of(data_spec)) == pytest.approx(chosen["dice"], abs=1e-9)
@@ -122,7 +124,6 @@ def test_keep_float_auto_keeps_exactly_the_fragile_block_openvino(make_run, tmp_
 
 
 @pytest.mark.parametrize("args, words", [
-    (("--precision", "int8", "--keep-float", "auto,first"), "use it alone"),
     (("--precision", "fp32", "--sensitivity"), "int8 only"),
     (("--precision", "fp16", "--keep-float", "auto"), "int8 only"),
 ])
@@ -168,7 +169,7 @@ def test_tensorrt_sensitivity_runs_its_symmetric_qdq(make_run, tmp_path):
     b = read_manifest(out)["build"]
     assert "symmetric" in b["sensitivity"]["runtime"] and b["activation_type"] == "QInt8"
     assert b["keep_float_auto"]["kept_blocks"] == ["enc1"]
-    assert b["keep_float"]["nodes"] == b["keep_float_auto"]["float_nodes"]
+    assert b["keep_float"]["nodes"] == [*b["keep_float_auto"]["ends_in_float"], *b["keep_float_auto"]["float_nodes"]]
 
 
 def test_a_target_that_does_not_run_the_search_refuses_it(tmp_path):
@@ -187,6 +188,7 @@ class _Scripted:
 
     runtime = "scripted"
     unmapped: list = []
+    ends: list = []
 
     def __init__(self, blocks: dict, dice: Callable) -> None:
         self.blocks, self.dice, self.asked = blocks, dice, []
