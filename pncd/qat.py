@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     from pncd.distill.base import DistillLoss
 
 QDQ_ONNX = "model_qdq.onnx"
+# NNCF's torch names of the operations pncd export also keeps in float (FLOAT_OPS of
+# pncd.export.openvino_export): comparisons, selections, max and max-pooling
+FLOAT_OPS = ("maximum", "minimum", "__eq__", "__ne__", "__gt__", "__ge__", "__lt__", "__le__", "where",
+             "max_pool2d", "__and__", "__or__", "__invert__")
 # NNCF compiles its CPU fake-quantize kernels on first use and gives up after 60 s by default,
 # which a loaded 2-core machine can exceed: wait for the compiler instead (once per machine).
 os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
@@ -136,7 +140,10 @@ def quantize(model: nn.Module, calib: list[torch.Tensor], keep_float: str = "fir
     import nncf
 
     nncf.set_log_level(logging.ERROR)
-    ignored = nncf.IgnoredScope(names=first_layers(model, calib[0])) if keep_float == "first" else None
+    # comparisons and selections stay in float, as in the export's INT8 (FLOAT_OPS there): ENet's
+    # max-unpooling compares each corner with the window's maximum, which quantizing breaks
+    names = first_layers(model, calib[0]) if keep_float == "first" else []
+    ignored = nncf.IgnoredScope(names=names, types=list(FLOAT_OPS), validate=False)
     return nncf.quantize(copy.deepcopy(model).eval(), nncf.Dataset(calib), subset_size=len(calib),
                          preset=nncf.QuantizationPreset.MIXED, ignored_scope=ignored)
 
