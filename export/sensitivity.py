@@ -316,14 +316,21 @@ def wanted(flags) -> tuple[bool, bool]:
     return bool(getattr(flags, "sensitivity", False)) or auto, auto
 
 
+def _asked(options, calib: ImageSet | None) -> tuple[bool, bool]:
+    """:func:`wanted` for a build; refuses a QAT run's INT8 (there is nothing to calibrate)."""
+    run, auto = wanted(options.flags)
+    if run and (options.prequantized or calib is None):
+        raise PncdError("--sensitivity / --keep-float auto apply to calibrated INT8, not to a QAT run's INT8")
+    return run, auto
+
+
 def ort_plan(fp32_onnx: Path, calib: ImageSet | None, options, symmetric: bool) -> tuple[list[str] | None, dict]:
     """:func:`plan` on ONNX Runtime for the onnxruntime / tensorrt targets (nothing when not asked)."""
     f = options.flags
-    run, auto = wanted(f)
+    run, auto = _asked(options, calib)
     if not run:
         return None, {}
-    if options.prequantized or calib is None:
-        raise PncdError("--sensitivity / --keep-float auto apply to calibrated INT8, not to a QAT run's INT8")
+    assert calib is not None  # _asked refuses a build without calibration images
     with tempfile.TemporaryDirectory(prefix="pncd-sens-") as scratch:
         backend = OrtBackend(fp32_onnx, calib, options.input_name, f.calib_method, symmetric, Path(scratch),
                              ends=ends_of(f.keep_float))
@@ -333,11 +340,10 @@ def ort_plan(fp32_onnx: Path, calib: ImageSet | None, options, symmetric: bool) 
 def openvino_plan(fp32_onnx: Path, calib: ImageSet | None, options, hint: str) -> tuple[list[str] | None, dict]:
     """:func:`plan` with NNCF on OpenVINO for the openvino target (nothing when not asked)."""
     f = options.flags
-    run, auto = wanted(f)
+    run, auto = _asked(options, calib)
     if not run:
         return None, {}
-    if options.prequantized or calib is None:
-        raise PncdError("--sensitivity / --keep-float auto apply to calibrated INT8, not to a QAT run's INT8")
+    assert calib is not None  # _asked refuses a build without calibration images
     backend = OpenVinoBackend(fp32_onnx, calib, options.input_name, f.calib_method, f.ov_preset or "mixed", hint,
                               ends=ends_of(f.keep_float))
     return plan(backend, options.validation, options.num_classes, f.max_dice_drop, auto, options.log)
