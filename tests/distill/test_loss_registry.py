@@ -30,6 +30,14 @@ def _rows(run, kind):
     return [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["type"] == kind]
 
 
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_builtin_losses_in_their_order():
     from pncd.distill.base import BUILTIN, LOSSES, loss_names
     from pncd.distill.options import DEFAULT_WEIGHTS, MODULES
@@ -38,9 +46,12 @@ def test_builtin_losses_in_their_order():
     assert [LOSSES.meta(n)["uses_features"] for n in MODULES] == [False, True, True, True]
 
 
-def test_pncd_values_unchanged():
-    """PNCD's terms for fixed inputs and seeds, bit for bit as the code before the registry
-    computed them (hex floats recorded from it), for both PNSCD forms and two steps (memory)."""
+def test_pncd_values_unchanged(one_thread):
+    """PNCD's terms for fixed inputs and seeds as the code before the registry computed them
+    (hex floats recorded from it on an AVX-512 CPU at one thread), for both PNSCD forms and two
+    steps (memory). Bit for bit only holds for that CPU kind and thread count (the order of
+    float32 reductions changes with both: 2 threads moved the last bits), so the values must
+    agree to 1e-5 relative, far below what any change of a formula, weight or RNG stream moves."""
     from pncd.distill.engine import PNCD, DistillOptions
     from pncd.losses import SegLoss
     from pncd.models import create
@@ -67,7 +78,10 @@ def test_pncd_values_unchanged():
                   ("0x1.34360e0000000p+1", "0x1.b958720000000p+0"), ("0x1.789fec0000000p+1", "0x1.beb5500000000p+0")]
     want = [dict(zip(("loss_seg", "seg_ce", "seg_dice", "pmd", "rmd", "rd", "pnscd", "loss"), (*seg[i % 2], *kd[i % 2], *pnscd_loss[i])))
             for i in range(4)]
-    assert got == want
+    assert [list(g) for g in got] == [list(w) for w in want]
+    for g, w in zip(got, want):
+        for k in w:
+            assert float.fromhex(g[k]) == pytest.approx(float.fromhex(w[k]), rel=1e-5, abs=1e-7), k
 
 
 def test_toy_loss_distils_through_the_cli(teacher_run, tmp_path):
