@@ -84,7 +84,9 @@ def bench(name: str, arts: dict[tuple[str, str], Path], work: Path, data: str, l
     report = work / name / "bench"
     done = json.loads((report / "report.json").read_text()) if (report / "report.json").is_file() else {"entries": []}
     benched = {Path(e["artifact_dir"]).resolve() for e in done["entries"] if e.get("artifact_dir")}
-    if not {d.resolve() for d in arts.values()} <= benched:  # every artifact side by side in one run
+    stale = any((d / "manifest.json").stat().st_mtime > (report / "report.json").stat().st_mtime
+                for d in arts.values()) if benched else True  # an artifact rebuilt since the report
+    if stale or not {d.resolve() for d in arts.values()} <= benched:  # all side by side in one run
         pncd(["bench", *map(str, arts.values()), "--data", data, "--split", "test", "--out", str(report),
               "--threads", "1", "--force"], log)
     return json.loads((report / "report.json").read_text())
