@@ -17,8 +17,8 @@ def _weights(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
             out[name.strip()] = float(value)
         except ValueError:
             raise click.BadParameter(f"{item!r}: expected NAME=WEIGHT, e.g. pmd=1") from None
-        if not sep or not name.strip():
-            raise click.BadParameter(f"{item!r}: expected NAME=WEIGHT, e.g. pmd=1")
+        if not sep or not name.strip() or out[name.strip()] < 0:
+            raise click.BadParameter(f"{item!r}: expected NAME=WEIGHT with WEIGHT >= 0, e.g. pmd=1")
     return out or {"pmd": 1.0}
 
 
