@@ -324,26 +324,28 @@ def _asked(options, calib: ImageSet | None) -> tuple[bool, bool]:
     return run, auto
 
 
-def ort_plan(fp32_onnx: Path, calib: ImageSet | None, options, symmetric: bool) -> tuple[list[str] | None, dict]:
-    """:func:`plan` on ONNX Runtime for the onnxruntime / tensorrt targets (nothing when not asked)."""
-    f = options.flags
+def _run_plan(calib: ImageSet | None, options, make_backend) -> tuple[list[str] | None, dict]:
+    """:func:`plan` with the backend ``make_backend(calib, ends, scratch_dir)`` (nothing when not asked)."""
     run, auto = _asked(options, calib)
     if not run:
         return None, {}
     assert calib is not None  # _asked refuses a build without calibration images
+    f = options.flags
     with tempfile.TemporaryDirectory(prefix="pncd-sens-") as scratch:
-        backend = OrtBackend(fp32_onnx, calib, options.input_name, f.calib_method, symmetric, Path(scratch),
-                             ends=ends_of(f.keep_float))
+        backend = make_backend(calib, ends_of(f.keep_float), Path(scratch))
         return plan(backend, options.validation, options.num_classes, f.max_dice_drop, auto, options.log)
+
+
+def ort_plan(fp32_onnx: Path, calib: ImageSet | None, options, symmetric: bool) -> tuple[list[str] | None, dict]:
+    """:func:`plan` on ONNX Runtime for the onnxruntime / tensorrt targets (nothing when not asked)."""
+    f = options.flags
+    return _run_plan(calib, options, lambda images, ends, scratch: OrtBackend(
+        fp32_onnx, images, options.input_name, f.calib_method, symmetric, scratch, ends=ends))
 
 
 def openvino_plan(fp32_onnx: Path, calib: ImageSet | None, options, hint: str) -> tuple[list[str] | None, dict]:
     """:func:`plan` with NNCF on OpenVINO for the openvino target (nothing when not asked)."""
     f = options.flags
-    run, auto = _asked(options, calib)
-    if not run:
-        return None, {}
-    assert calib is not None  # _asked refuses a build without calibration images
-    backend = OpenVinoBackend(fp32_onnx, calib, options.input_name, f.calib_method, f.ov_preset or "mixed", hint,
-                              ends=ends_of(f.keep_float))
-    return plan(backend, options.validation, options.num_classes, f.max_dice_drop, auto, options.log)
+    return _run_plan(calib, options, lambda images, ends, _scratch: OpenVinoBackend(
+        fp32_onnx, images, options.input_name, f.calib_method, f.ov_preset or "mixed", hint, ends=ends))
+
