@@ -128,19 +128,24 @@ def checkpoint_path(run: str | Path, which: str = "best") -> Path:
     return path
 
 
-def load_model(run: str | Path, which: str = "best", device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a run's network from its config.json and load its weights, in eval mode."""
+def build_model(model_cfg: dict[str, Any], where: str | Path = "config.json") -> nn.Module:
+    """A fresh network from the ``model`` part of a run's config (:func:`model_spec`'s output)."""
     from pncd import models
 
-    cfg = read_run_config(run)
-    spec = dict(cfg["model"])
+    spec = dict(model_cfg)
     name = spec.pop("name")
     spec.pop("taps", None)
     spec.pop("parameters", None)
     try:
-        model = models.create(name, **spec)
+        return models.create(name, **spec)
     except TypeError as e:  # a hand-edited or foreign model spec
-        raise PncdError(f"{Path(run)}/{CONFIG}: the 'model' spec does not build {name!r} ({e}); train the run again") from None
+        raise PncdError(f"{where}: the 'model' spec does not build {name!r} ({e}); train the run again") from None
+
+
+def load_model(run: str | Path, which: str = "best", device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a run's network from its config.json and load its weights, in eval mode."""
+    cfg = read_run_config(run)
+    model = build_model(cfg["model"], Path(run) / CONFIG)
     load_weights(model, checkpoint_path(run, which))
     return model.to(device).eval(), cfg
 

@@ -74,17 +74,11 @@ class QatResult:
     best_step: int
 
 
-def _dice(model: nn.Module, sliceset: Any, num_classes: int, batch: int = 32) -> float:
-    """Per-case mean Dice of ``model`` (eval mode, no grad) on a split."""
-    from pncd.evaluation import predict, score
+def _dice(model: nn.Module, sliceset: Any) -> float:
+    """Per-case mean Dice of ``model`` on a split, as training validates."""
+    from pncd.evaluate import evaluate_model
 
-    def infer(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.as_tensor(x)).numpy()
-
-    model.eval()
-    preds = predict(infer, np.asarray(sliceset.images), batch=batch)
-    return float(score(preds, np.asarray(sliceset.masks), list(sliceset.case_ids), num_classes).summary()["dice"])
+    return float(evaluate_model(model, sliceset, progress=False).summary()["dice"])
 
 
 def _teacher(run: Path, student: nn.Module, cfg: dict[str, Any], teacher: str) -> nn.Module:
@@ -181,7 +175,7 @@ def fine_tune(q: nn.Module, teacher: nn.Module, train: Any, val: Any, num_classe
     from pncd.losses import SegLoss
 
     seg = SegLoss(num_classes)
-    best = (copy.deepcopy(q.state_dict()), _dice(q, val, num_classes), 0)
+    best = (copy.deepcopy(q.state_dict()), _dice(q, val), 0)
     log({"step": 0, "val_dice": best[1]})
     opt = torch.optim.Adam([p for p in q.parameters() if p.requires_grad], lr=opts.lr)
     _freeze_bn(q)
@@ -200,7 +194,7 @@ def fine_tune(q: nn.Module, teacher: nn.Module, train: Any, val: Any, num_classe
         loss.backward()
         opt.step()
         if step % opts.eval_every == 0 or step == opts.steps:
-            dice = _dice(q, val, num_classes)
+            dice = _dice(q, val)
             log({"step": step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
                  "val_dice": dice, "seconds": round(time.perf_counter() - t0, 1)})
             if dice > best[1]:
@@ -229,10 +223,9 @@ def export_qdq(q: nn.Module, example: torch.Tensor, path: Path) -> None:
 
 def float_weights(q: nn.Module, model_cfg: dict[str, Any]) -> nn.Module:
     """The fine-tuned weights in a plain network of the run's architecture (no quantizers)."""
-    import pncd.models as M
+    from pncd.checkpoint import build_model
 
-    kw = {k: v for k, v in model_cfg.items() if k not in ("name", "taps", "parameters")}
-    plain = M.create(model_cfg["name"], **kw)
+    plain = build_model(model_cfg)
     own = plain.state_dict()
     plain.load_state_dict({k: v for k, v in q.state_dict().items() if k in own}, strict=True)
     return plain
@@ -253,8 +246,7 @@ def run_qat(run: str | Path, out: str | Path, opts: QatOptions, data: str | None
     student, cfg = load_model(run)
     losses = _losses(opts, int(cfg["model"]["num_classes"]))  # a bad --weight fails before any work
     d = {**cfg["data"], **({"root": str(Path(data).resolve())} if data else {})}
-    spec = DataSpec(root=d["root"], size=d["size"], channels=d["channels"], num_classes=d["num_classes"],
-                    normalization=d["normalization"], split_seed=d.get("split_seed", 0))
+    spec = DataSpec.from_dict(d)
     check_output(out, force, protect=(run, spec.root))
     train, val = load_split(spec, "train"), load_split(spec, "val")
     k = spec.num_classes
@@ -262,7 +254,7 @@ def run_qat(run: str | Path, out: str | Path, opts: QatOptions, data: str | None
     torch.manual_seed(opts.seed)
     idx = np.unique(np.linspace(0, len(train) - 1, min(opts.calib_images, len(train))).astype(int))
     calib = [torch.as_tensor(np.asarray(train.images[i : i + 1])) for i in idx]
-    float_dice = _dice(student, val, k)
+    float_dice = _dice(student, val)
     echo(f"float student {run}: val Dice {float_dice:.4f}; quantizing with NNCF on {len(calib)} training images "
          "(the first run on a machine compiles NNCF's CPU kernels: a minute or two)")
     q = quantize(student, calib, opts.keep_float)

@@ -5,8 +5,7 @@ Issue 15's experiment. For every student run (a float network trained on LGG FLA
 - ``ptq``: ``pncd export --precision int8`` with its defaults (post-training, 128 calibration
   images, the first layers in float);
 - ``ptq-sensitivity``: the same with ``--keep-float auto`` (the fewest most sensitive blocks
-  kept in float that bring INT8 within ``--max-dice-drop`` on the validation split), when this
-  pncd has it;
+  kept in float that bring INT8 within ``--max-dice-drop`` on the validation split);
 - ``qat``: ``pncd qat`` (NNCF quantization-aware training distilled by PMD from the float
   student itself), then ``pncd export --precision int8`` of that run;
 
@@ -31,30 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from reference_grid import _pncd as pncd  # one pncd command in a child process, logged
+
 RUNTIMES = ("openvino", "onnxruntime")
 ROUTES = ("ptq", "ptq-sensitivity", "qat")
-
-
-def pncd(args: list[str], log: Path) -> None:
-    """One pncd command in a child process (its own threads), logged; stops the script on failure."""
-    cmd = [sys.executable, "-m", "pncd", *args]
-    print("  $ pncd " + " ".join(args), flush=True)
-    with open(log, "a") as fh:
-        fh.write(f"\n$ {' '.join(cmd)}\n")
-        fh.flush()
-        rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
-    if rc != 0:
-        raise SystemExit(f"pncd {args[0]} failed (exit {rc}); see {log}")
-
-
-def has_keep_float_auto() -> bool:
-    out = subprocess.run([sys.executable, "-m", "pncd", "export", "--help"], capture_output=True, text=True).stdout
-    return "auto" in out.split("--keep-float", 1)[-1][:400]
 
 
 def artifacts(name: str, run: Path, work: Path, data: str, routes: list[str], qat_args: list[str],
@@ -148,9 +131,6 @@ def main(argv: list[str] | None = None) -> None:
                     help="ptq-sensitivity: the absolute validation Dice drop --keep-float auto may accept")
     a = ap.parse_args(argv)
     routes = [r for r in a.routes.split(",") if r]
-    if "ptq-sensitivity" in routes and not has_keep_float_auto():
-        print("this pncd export has no --keep-float auto: the ptq-sensitivity route is skipped", flush=True)
-        routes.remove("ptq-sensitivity")
     from pncd.io import write_json, write_text
 
     a.results.mkdir(parents=True, exist_ok=True)
