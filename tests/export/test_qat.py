@@ -90,7 +90,13 @@ def test_runtimes_agree_on_the_qat_onnx(qat_exports, held_out):
         with runner:
             labels[target] = np.concatenate([runner.infer({"image": x[i : i + 1]})["logits"].argmax(1)
                                              for i in range(len(x))])
-    assert (labels["onnxruntime"] == labels["tensorrt"]).all()
+    assert (labels["onnxruntime"] == labels["tensorrt"]).all()  # the same file on the same runtime
+    from pncd.targets.cpu import has_vnni
+
+    if not has_vnni():
+        # ONNX Runtime's u8 x s8 kernels add pairs of products in int16 without VNNI and can
+        # saturate (its documentation; test_int8_first_layer_in_float_keeps_the_lesion measures it)
+        pytest.skip("no VNNI: ONNX Runtime's INT8 may saturate, so it need not agree with OpenVINO's")
     assert (labels["onnxruntime"] == labels["openvino"]).mean() >= 0.99
 
 
