@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pncd.errors import RunFailed
+from pncd.export.graph_rewrite import rewrite_file
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -87,12 +88,13 @@ def export_onnx(model, path: str | Path, channels: int, height: int, width: int,
     if side.exists():  # external_data=False must give one file; refuse a split one
         raise RunFailed(f"{path}: the exporter wrote weights to {side.name} despite external_data=False; "
                         "the model may exceed 2 GB (ONNX's single-file limit)")
+    rewrites = rewrite_file(path)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:
         raise RunFailed(f"{path}: the exported ONNX fails onnx.checker ({str(e).splitlines()[0][:200]})") from None
     graph_names(path)  # the names must have survived the exporter's renaming
-    return exporter_options(dynamic_batch)
+    return {**exporter_options(dynamic_batch), "rewrites": rewrites}
 
 
 def graph_names(path: str | Path) -> tuple[str, str]:

@@ -13,6 +13,7 @@ Order of work (everything that can fail on bad input fails before anything is wr
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import click
 from pncd.errors import PncdError
 from pncd.export import calibration as cal
 from pncd.export import parity
+from pncd.export.graph_rewrite import rewrite_file
 from pncd.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from pncd.targets.base import Artifact, BuildOptions, require
 from pncd.targets.cpu import compute_precision
@@ -248,7 +250,8 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
             tempfile.TemporaryDirectory(prefix="pncd-export-") as scratch:
         fp32_onnx = Path(scratch) / "model.onnx"
         if src.qdq_onnx is not None:
-            fp32_onnx, exporter = src.qdq_onnx, {"onnx": f"{src.qdq_onnx.name} written by pncd qat"}
+            shutil.copyfile(src.qdq_onnx, fp32_onnx)
+            exporter = {"onnx": f"{src.qdq_onnx.name} written by pncd qat", "rewrites": rewrite_file(fp32_onnx)}
         else:
             log(f"exporting {src.cfg['model'].get('name')} to ONNX ({size[0]}x{size[1]}, "
                 f"{'dynamic' if opts.dynamic_batch else 'static'} batch)")
