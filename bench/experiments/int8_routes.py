@@ -9,7 +9,8 @@ Issue 15's experiment. For every student run (a float network trained on LGG FLA
 - ``qat``: ``pncd qat`` (NNCF quantization-aware training distilled by PMD from the float
   student itself), then ``pncd export --precision int8`` of that run;
 
-each exported for OpenVINO and ONNX Runtime, then every artifact of the student and the float
+each exported for OpenVINO, ONNX Runtime and TensorRT (its symmetric QDQ ONNX, which this CPU
+machine runs on ONNX Runtime: TensorRT needs an NVIDIA GPU), then every artifact of the student and the float
 student are benched in ONE ``pncd bench`` run on the test split (latencies side by side, one
 thread each). Dice kept = artifact Dice / float student Dice (per-patient mean); its interval
 is a paired bootstrap over patients of the Dice difference to the float student; speed-up =
@@ -22,7 +23,8 @@ float student's torch median latency / artifact's median latency.
 Resumable: an artifact or QAT run that exists is reused (delete it to redo it); rows of students
 not named in this call are kept in summary.json. Writes
 ``--results`` (default bench/results/int8): summary.json ({"rows": [{student, runtime, route,
-dice_kept, speedup_vs_torch, ...}]}), results.md, and each student's bench report.
+dice_kept, speedup_vs_torch, ...}]} for OpenVINO and ONNX Runtime, and the same rows of the
+TensorRT ONNX under "tensorrt_onnx_on_onnxruntime"), results.md, and each student's bench report.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from typing import Any
 
 from reference_grid import _pncd as pncd  # one pncd command in a child process, logged
 
-RUNTIMES = ("openvino", "onnxruntime")
+RUNTIMES = ("openvino", "onnxruntime", "tensorrt")  # tensorrt: its QDQ ONNX, benched on ONNX Runtime here
+SUMMARY_RUNTIMES = ("openvino", "onnxruntime")  # summary.json's "rows" (the issue's shape)
 ROUTES = ("ptq", "ptq-sensitivity", "qat")
 
 
@@ -109,9 +112,12 @@ def render(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
              "measured side by side in one `pncd bench` run per student.", "",
              "| student | runtime | route | Dice | float Dice | Dice kept | 95% CI of ΔDice | median ms | torch ms | speed-up |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    students = list(dict.fromkeys(r["student"] for r in rows))
+    order = sorted(rows, key=lambda r: (students.index(r["student"]), RUNTIMES.index(r["runtime"]), ROUTES.index(r["route"])))
+    for r in order:
         lo, hi = r["dice_diff_ci95"]
-        lines.append(f"| {r['student']} | {r['runtime']} | {r['route']} | {r['dice']:.4f} | {r['float_dice']:.4f} | "
+        runtime = "tensorrt ONNX on onnxruntime" if r["runtime"] == "tensorrt" else r["runtime"]
+        lines.append(f"| {r['student']} | {runtime} | {r['route']} | {r['dice']:.4f} | {r['float_dice']:.4f} | "
                      f"{r['dice_kept']:.2%} | [{lo:+.4f}, {hi:+.4f}] | {r['latency_ms_median']:.1f} | "
                      f"{r['torch_latency_ms_median']:.1f} | {r['speedup_vs_torch']:.1f}x |")
     return "\n".join(lines) + "\n"
@@ -149,11 +155,14 @@ def main(argv: list[str] | None = None) -> None:
     command = "python bench/experiments/int8_routes.py " + " ".join(argv if argv is not None else sys.argv[1:])
     done = {r["student"] for r in rows}
     old = a.results / "summary.json"  # students benched by an earlier call stay (their own command recorded)
-    kept = [r for r in (json.loads(old.read_text())["rows"] if old.is_file() else []) if r["student"] not in done]
-    rows = kept + [{**r, "command": command} for r in rows]
-    write_json(a.results / "summary.json", {"rows": rows, "machine": machine})
-    write_text(a.results / "results.md", render(rows, machine))
-    print(render(rows, machine))
+    prev = json.loads(old.read_text()) if old.is_file() else {}
+    kept = [r for r in prev.get("rows", []) + prev.get("tensorrt_onnx_on_onnxruntime", []) if r["student"] not in done]
+    every = kept + [{**r, "command": command} for r in rows]
+    rows = [r for r in every if r["runtime"] in SUMMARY_RUNTIMES]
+    trt = [r for r in every if r["runtime"] not in SUMMARY_RUNTIMES]
+    write_json(a.results / "summary.json", {"rows": rows, "tensorrt_onnx_on_onnxruntime": trt, "machine": machine})
+    write_text(a.results / "results.md", render(rows + trt, machine))
+    print(render(rows + trt, machine))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ its default options (PNCD). Both share every random stream but the distillation 
     python bench/experiments/lgg_distill.py ... --only 'enet-*'      # a subset (shell patterns)
     python bench/experiments/lgg_distill.py ... --list               # the jobs, in order, and their state
     python bench/experiments/lgg_distill.py ... --tables-only        # rewrite the results from finished runs
+    python bench/experiments/lgg_distill.py ... --ablation enet:0 --only 'enet-only-*'
+        # the single-module ablation: one distillation per module alone (--modules M, its default
+        # weight), same seed and recipe, beside that seed's runs alone and with PNCD
 
 Resumable: a scored job is skipped, an unfinished run continues from its last epoch (kill it at
 any time). Two runners may share the work folder (e.g. --only '*-s0' and --only '*-s1').
@@ -60,7 +63,7 @@ class Recipe:
 @dataclass
 class Job:
     name: str
-    kind: str  # alone | pncd
+    kind: str  # alone | pncd | only-<module> (the ablation)
     student: str
     seed: int
 
@@ -72,6 +75,17 @@ def jobs(recipe: Recipe, students: tuple[str, ...]) -> list[Job]:
         for st in students:
             out += [Job(f"{st}-alone-s{seed}", "alone", st, seed), Job(f"{st}-pncd-s{seed}", "pncd", st, seed)]
     return out
+
+
+MODULES = ("pmd", "rmd", "rd", "pnscd")
+
+
+def ablation_jobs(spec: str | None) -> list[Job]:
+    """``STUDENT:SEED`` -> one distillation per module alone."""
+    if not spec:
+        return []
+    st, _, seed = spec.partition(":")
+    return [Job(f"{st}-only-{m}-s{int(seed or 0)}", f"only-{m}", st, int(seed or 0)) for m in MODULES]
 
 
 def _epochs(run: Path) -> list[dict[str, Any]]:
@@ -103,8 +117,9 @@ def run_job(job: Job, work: Path, data: str, teacher: Path, recipe: Recipe, log)
         _pncd(["train", "--model", job.student, "--data", data, "--out", str(run), *recipe.args(job.seed),
                *_resume_flag(run)], logfile)
     else:
+        only = ["--modules", job.kind.removeprefix("only-")] if job.kind.startswith("only-") else []
         _pncd(["distill", "--teacher", str(teacher), "--student", job.student, "--data", data, "--out", str(run),
-               *recipe.args(job.seed), *_resume_flag(run)], logfile)
+               *recipe.args(job.seed), *only, *_resume_flag(run)], logfile)
     epochs = _epochs(run)
     res = score(run, data, "test")
     return {"job": job.name, "kind": job.kind, "student": job.student, "seed": job.seed,
@@ -127,6 +142,30 @@ def summarise(rows: dict[str, dict[str, Any]], teacher: dict[str, Any], recipe: 
     return out
 
 
+def ablation_summary(rows: dict[str, dict[str, Any]], abl: list[Job]) -> dict[str, Any]:
+    """Test Dice of each module alone, beside the same student and seed alone and with PNCD."""
+    st, seed = abl[0].student, abl[0].seed
+    dice = {name: rows[name]["dice"] if name in rows else None
+            for name in (f"{st}-alone-s{seed}", f"{st}-pncd-s{seed}", *(j.name for j in abl))}
+    return {"student": st, "seed": seed, "alone": dice[f"{st}-alone-s{seed}"], "pncd": dice[f"{st}-pncd-s{seed}"],
+            "only": {j.kind.removeprefix("only-"): dice[j.name] for j in abl}}
+
+
+def render_ablation(ab: dict[str, Any]) -> list[str]:
+    def cell(v: float | None) -> str:
+        return "not run yet" if v is None else f"{v:.4f}"
+
+    def delta(v: float | None) -> str:
+        return "–" if v is None or ab["alone"] is None else f"{v - ab['alone']:+.4f}"
+
+    lines = ["", f"Single-module ablation ({ab['student']}, seed {ab['seed']}; `--modules M` with its default "
+             "weight, everything else as the PNCD runs):", "", "| distillation | test Dice | − alone |", "|---|---|---|",
+             f"| none (alone) | {cell(ab['alone'])} | – |"]
+    lines += [f"| {m} only | {cell(v)} | {delta(v)} |" for m, v in ab["only"].items()]
+    lines.append(f"| all four (PNCD) | {cell(ab['pncd'])} | {delta(ab['pncd'])} |")
+    return lines
+
+
 def render(summary: dict[str, Any], rows: dict[str, dict[str, Any]], command: str) -> str:
     t = summary["teacher"]
     lines = ["# Distillation on LGG FLAIR: each student alone and with the default `pncd distill`", "",
@@ -146,6 +185,8 @@ def render(summary: dict[str, Any], rows: dict[str, dict[str, Any]], command: st
         per = ", ".join(f"s{s}: {x:.3f} / {y:.3f}" for s, x, y in zip(d["alone"]["seeds"], a, p))
         lines.append(f"| {st} | {len(a)} | {statistics.mean(a):.4f} | {statistics.mean(p):.4f} | "
                      f"{statistics.mean(diff):+.4f} ± {sd:.4f} | {sum(x > 0 for x in diff)} of {len(diff)} | {per} |")
+    if summary.get("ablation"):
+        lines += render_ablation(summary["ablation"])
     lines += ["", "Every scored run (best checkpoint by val Dice):", "",
               "| job | best val Dice | test Dice | VOE | RVD | epochs | train s | machine |", "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
@@ -170,12 +211,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", action="append", default=[], help="Shell pattern of job names (repeatable).")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--tables-only", action="store_true")
+    ap.add_argument("--ablation", default=None, metavar="STUDENT:SEED",
+                    help="Add the single-module ablation of one student and seed (e.g. enet:0).")
     a = ap.parse_args(argv)
 
     recipe = Recipe(epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, threads=a.threads,
                     seeds=tuple(int(s) for s in a.seeds.split(",")))
     students = tuple(s.strip() for s in a.students.split(",") if s.strip())
-    all_jobs = jobs(recipe, students)
+    all_jobs = jobs(recipe, students) + ablation_jobs(a.ablation)
     todo = [j for j in all_jobs if not a.only or any(fnmatch.fnmatch(j.name, p) for p in a.only)]
     rows_dir = a.work / "rows"
     rows_dir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +258,8 @@ def main(argv: list[str] | None = None) -> None:
                 distill["clip_grad_norm"] = json.loads(cfg.read_text()).get("options", {}).get("clip_grad_norm")
                 break
         summary = summarise(rows, teacher, recipe, students, distill)
+        if a.ablation:
+            summary["ablation"] = ablation_summary(rows, ablation_jobs(a.ablation))
         a.results.mkdir(parents=True, exist_ok=True)
         write_json(a.results / "summary.json", summary)
         write_json(a.results / "rows.json", {"command": command, "rows": rows})
