@@ -2,7 +2,8 @@
 the active registered losses (by default ``a*PMD + b1*RMD + b2*RD + b3*PNSCD``).
 
 The teacher is frozen (eval mode, ``torch.inference_mode``, no gradients) and its forward
-pass runs once per batch; its logits and tapped features feed every module. Features are
+pass runs once per batch, in eager torch or through OpenVINO (``--teacher-runtime``,
+:mod:`pncd.distill.teacher_runtime`); its logits and tapped features feed every module. Features are
 taken by forward hooks keyed by module path (``pncd.models.FeatureTaps``), so a teacher the
 user wrote works too (``--teacher package.module:function --teacher-weights FILE``).
 
@@ -26,6 +27,7 @@ from torch import nn
 from pncd.distill.base import DistillBatch, DistillLoss, LossContext, build_losses, get_loss
 from pncd.distill.options import DEFAULT_WEIGHTS, MODULES, DistillOptions
 from pncd.distill.teacher import best_val_dice, check_teacher_dice, fuse_conv_bn, load_teacher, prepare_teacher, resolve_taps
+from pncd.distill.teacher_runtime import build_runner, runtime_record
 from pncd.models import FeatureTaps
 from pncd.trainer import Trainer
 
@@ -65,6 +67,9 @@ class PNCD(nn.Module):
         self.s_hooks = FeatureTaps(student, [s for s, _ in self.pairs]) if need_feats else None
         self.t_hooks = FeatureTaps(teacher, [t for _, t in self.pairs]) if need_feats else None
         s_ch, t_ch = self._probe_channels(student, channels, size, device)
+        # the teacher's forward: eager torch or OpenVINO (--teacher-runtime); same tensors either way
+        self.runner = build_runner(d.teacher_runtime, self.teacher, self.t_hooks, [t for _, t in self.pairs] if need_feats else [],
+                                   channels, size, device)
         ctx = LossContext(d, num_classes, s_ch, t_ch, n_region_samples, all_gather_varlen)
         with torch.random.fork_rng(devices=[]):  # the heads draw from their own stream (see above)
             torch.manual_seed(HEAD_SEED_OFFSET + seed)
@@ -85,13 +90,9 @@ class PNCD(nn.Module):
         return [self.s_hooks[m].shape[1] for m, _ in self.pairs], [self.t_hooks[m].shape[1] for _, m in self.pairs]
 
     def teacher_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The teacher's logits and tapped features for a batch (one forward pass, no autograd)."""
-        with torch.inference_mode():
-            t_logits = self.teacher(images.contiguous(memory_format=torch.channels_last))
-        # inference tensors cannot join autograd: clone (into the default layout) the few the losses read
-        t_logits = t_logits.clone(memory_format=torch.contiguous_format)
-        t_feats = [self.t_hooks[t].clone(memory_format=torch.contiguous_format) for _, t in self.pairs] if self.t_hooks else []
-        return t_logits, t_feats
+        """The teacher's logits and tapped features for a batch (one forward pass, no autograd;
+        float32 in the default layout, through ``self.runner``: see :mod:`pncd.distill.teacher_runtime`)."""
+        return self.runner(images)
 
     def forward(self, student: nn.Module, images: torch.Tensor, masks: torch.Tensor, seg_loss: nn.Module,
                 kd_scale: float = 1.0) -> dict[str, torch.Tensor]:
@@ -169,6 +170,7 @@ class DistillTrainer(Trainer):
         d = self.dopts.record()
         d["taps"] = [list(p) for p in self.pairs]
         d["active"] = self.dopts.active()
+        d.update(runtime_record(self.pncd.runner))
         return {"distill": d, "teacher": self.teacher_source}
 
 

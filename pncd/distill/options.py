@@ -20,6 +20,9 @@ DISTILL_CLIP_GRAD_NORM = 5.0  # distill's --clip-grad-norm default (pncd train's
 # collapsed (bench/experiments/distill_gradients.py, bench/results/lgg-cpu/); 0.1/0.1/0.3/0.1 brings each
 # feature term below Loss_seg. The paper's weights stay reachable with --weight (or the --w-* flags).
 DEFAULT_WEIGHTS = {"pmd": 0.1, "rmd": 0.1, "rd": 0.3, "pnscd": 0.1}
+# How the frozen teacher's forward runs (pncd.distill.teacher_runtime); auto: OpenVINO f32 on a CPU
+# where it is installed and agrees with torch, else torch
+TEACHER_RUNTIMES = ("auto", "torch", "openvino")
 
 
 @dataclass
@@ -44,6 +47,7 @@ class DistillOptions:
     pnscd_memory: int | None = None  # per class; None: 256 (infonce), ceil(N / (K - 1)) (crd)
     kd_warmup: float = 0.1  # fraction of all steps over which the distillation weights ramp 0 -> 1
     taps: list[tuple[str, str]] = field(default_factory=list)
+    teacher_runtime: str = "auto"  # one of TEACHER_RUNTIMES
 
     def enabled(self) -> tuple[str, ...]:
         return tuple(self.weights) if self.modules is None else tuple(self.modules)
@@ -136,4 +140,5 @@ class DistillRun(RunOptions):
                 "temperature": d.temperature, "rmd_variant": d.rmd_variant, "tau": d.tau, "n_negatives": d.n_negatives,
                 "pnscd_form": d.pnscd_form, "pnscd_memory": d.pnscd_memory, "pnscd_norm": d.pnscd_norm,
                 "kd_warmup": d.kd_warmup, "student_reference": self.student_reference, "strict": self.strict,
-                "check_teacher": self.check_teacher, "taps": [f"{s}={t}" for s, t in d.taps]}
+                "check_teacher": self.check_teacher, "taps": [f"{s}={t}" for s, t in d.taps],
+                "teacher_runtime": d.teacher_runtime}
