@@ -69,6 +69,25 @@ class Artifact:
                             "bench it anyway")
 
 
+def int8_record(man: dict[str, Any]) -> dict[str, Any] | None:
+    """Where an INT8 artifact's quantization came from, as its manifest records it: the route
+    (ptq / qat), the per-block sensitivity (``--sensitivity``, blocks by Dice drop, largest
+    first) and what ``--keep-float auto`` kept. None for other precisions."""
+    if man.get("precision") != "int8":
+        return None
+    build = man.get("build") or {}
+    sens = build.get("sensitivity") or {}
+    auto = build.get("keep_float_auto") or {}
+    blocks = sorted(({"block": b.get("block"), "dice": b.get("dice"), "drop": b.get("drop")}
+                     for b in sens.get("blocks") or [] if isinstance(b, dict)),
+                    key=lambda b: -(b["drop"] if isinstance(b["drop"], (int, float)) else float("-inf")))
+    return {"route": (build.get("quantization") or {}).get("route"),
+            "float_val_dice": sens.get("float_dice", auto.get("float_dice")),
+            "sensitivity": blocks or None,
+            "keep_float_auto": {k: auto.get(k) for k in ("kept_blocks", "dice", "drop", "max_dice_drop", "reached")}
+            if auto else None}
+
+
 def _onnx_file(man: dict[str, Any], d: Path) -> Path | None:
     for name in (man.get("artifact"), man.get("onnx")):
         if isinstance(name, str) and name.endswith(".onnx") and (d / name).is_file():

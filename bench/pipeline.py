@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pncd.bench import report as rep
-from pncd.bench.artifact import Artifact
+from pncd.bench.artifact import Artifact, int8_record
 from pncd.bench.options import BenchOptions, validate
 from pncd.bench.report import Report
 from pncd.bench.sites import Measured, Site, make_site
@@ -126,7 +126,8 @@ class Bench:
         m = self.site.measure(a, ss.images, aid)
         head = {"id": aid, "key": aid, "kind": "artifact", "name": a.dir.name, "ref_id": ref_id,
                 "source_run": str(a.source_run), "artifact_dir": str(a.dir), "model": a.model, "target": a.target,
-                "runtime": a.runtime, "precision": a.precision, "device": self.o.device}
+                "runtime": a.runtime, "precision": a.precision, "device": self.o.device,
+                "int8": int8_record(a.manifest)}
         self._record(head, m, self.site.latency_what, key, ss)
         return aid
 

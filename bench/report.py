@@ -16,7 +16,7 @@ details sit beside it keyed by entry id. Keys of an entry (``None`` where not me
     n_empty_gt, n_empty_both, dice_lesion_slices,
     dice_diff, dice_rel, voe_diff, rvd_diff, abs_rvd_diff, worst_case, worst_case_dice_drop,
     n_cases_dice_changed, dice_diff_boot_mean, dice_diff_ci_lo, dice_diff_ci_hi,
-    pixel_agreement, n_slices_differ
+    pixel_agreement, n_slices_differ, int8 (INT8 artifacts: route, sensitivity, keep_float_auto; else None)
 """
 
 from __future__ import annotations
@@ -160,6 +160,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                   _f(e["rvd_diff"], 5), _f(e["pixel_agreement"], 6), _f(e["n_slices_differ"])] for e in arts],
             )
         )
+    int8 = [e for e in arts if e.get("int8")]
+    if int8:
+        parts.append(int8_section(int8))
     power = [e for e in entries if e.get("power_mean_mw") is not None or e.get("nvpmodel_mode")]
     if power:
         parts.append("## Device power (tegrastats during the timed batch-1 loop)\n\n" + _table(
@@ -186,6 +189,25 @@ def render_markdown(report: dict[str, Any]) -> str:
         parts.append("## Where artifact and reference disagree most\n\nNo slice differs: every artifact's label "
                      "maps equal its reference's.")
     return "\n\n".join(parts) + "\n"
+
+
+def int8_section(arts: list[dict[str, Any]], top: int = 3) -> str:
+    """Each INT8 artifact's route, what --keep-float auto kept and its most sensitive blocks
+    (validation-split Dice, measured by the export), from the manifests."""
+    rows = []
+    for e in arts:
+        q = e["int8"]
+        auto = q.get("keep_float_auto") or {}
+        kept = (", ".join(auto.get("kept_blocks") or []) or "none beyond the default") if auto else "–"
+        sens = q.get("sensitivity") or []
+        worst = "; ".join(f"{b['block']} ({_f(b['drop'], 4)})" for b in sens[:top]) if sens else "not measured"
+        rows.append([e["name"], _f(q.get("route")), kept,
+                     f"{_f(q.get('float_val_dice'))} -> {_f(auto.get('dice'))}" if auto else "–", worst])
+    return ("## INT8: route and sensitivity (from each export's manifest)\n\nSensitivity: the validation Dice "
+            f"drop when one block alone is quantized (the {top} largest); kept in float: the blocks "
+            "`--keep-float auto` chose.\n\n"
+            + _table(["artifact", "route", "kept in float (auto)", "val Dice float -> INT8 (auto)",
+                      "most sensitive blocks (drop)"], rows))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ network would prove nothing).
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -96,6 +98,19 @@ def test_keep_float_auto_keeps_exactly_the_fragile_block_onnxruntime(make_run, t
     # the recorded Dice is what the artifact gives on the same images
     assert artifact_dice(auto, validation_of(data_spec)) == pytest.approx(chosen["dice"], abs=1e-9)
     assert man["parity"]["dice_gt_export"] == pytest.approx(chosen["dice"], abs=1e-9)
+    # the bench report carries the route and the sensitivity of each INT8 artifact
+    report = tmp_path / "bench"
+    with pytest.raises(SystemExit) as e:
+        main(["bench", str(auto), str(default), "--data", data_spec["root"], "--out", str(report), "--iters", "3",
+              "--warmup", "1", "--batch", "1", "--n-boot", "100", "--overlays", "0", "--no-reference"])
+    assert e.value.code == 0
+    entries = {Path(x["artifact_dir"]).name: x for x in json.loads((report / "report.json").read_text())["entries"]}
+    assert entries["auto"]["int8"]["route"] == "ptq"
+    assert entries["auto"]["int8"]["sensitivity"][0]["block"] == "enc1"
+    assert entries["auto"]["int8"]["keep_float_auto"]["kept_blocks"] == ["enc1"]
+    assert entries["default"]["int8"]["sensitivity"] is None and entries["default"]["int8"]["keep_float_auto"] is None
+    md = (report / "report.md").read_text()
+    assert "## INT8: route and sensitivity" in md and "| auto | ptq | enc1 |" in md
 
 
 def test_keep_float_auto_keeps_exactly_the_fragile_block_openvino(make_run, tmp_path, data_spec):
