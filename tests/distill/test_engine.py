@@ -100,26 +100,15 @@ def test_module_subset_costs_nothing_else(teacher_run, tmp_path):
     assert not any(m._forward_hooks for m in tr.raw_model.modules())
 
 
-def test_user_factory_teacher_with_taps(synthetic_root, tmp_path):
+def test_user_factory_teacher_with_taps(synthetic_root, tmp_path, user_teacher):
     """A network pncd does not know, tapped by module path through forward hooks."""
-    sys.path.insert(0, os.path.dirname(__file__))
-    try:
-        from user_teacher import build
-    finally:
-        sys.path.pop(0)
-    weights = tmp_path / "teacher.pt"
-    torch.save(build().state_dict(), weights)
+    weights, env, taps = user_teacher
     out = tmp_path / "enet"
-    env = {"PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    from pncd.models import create
-
-    student = create("enet")
-    low, high = student.taps["low"].module, student.taps["high"].module
     p = run_cli("distill", "--teacher", "user_teacher:build", "--teacher-weights", weights, "--student", "enet",
-                "--data", synthetic_root, "--taps", f"{low}=stem", "--taps", f"{high}=deep", "--epochs", "1",
-                "--out", out, *TINY, env=env)
+                "--data", synthetic_root, *taps, "--epochs", "1", "--out", out, *TINY, env=env)
     assert p.returncode == 0, p.stderr
-    assert json.loads((out / "config.json").read_text())["distill"]["taps"] == [[low, "stem"], [high, "deep"]]
+    assert json.loads((out / "config.json").read_text())["distill"]["taps"] == [[taps[1].split("=")[0], "stem"],
+                                                                              [taps[3].split("=")[0], "deep"]]
 
     bad = run_cli("distill", "--teacher", "user_teacher:build", "--teacher-weights", weights, "--student", "enet",
                   "--data", synthetic_root, "--epochs", "1", "--out", tmp_path / "no-taps", *TINY, env=env)
@@ -149,21 +138,14 @@ def test_distill_ddp_two_cpu_processes(teacher_run, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["dcsaunet", "unet"])
-def test_prepared_teacher_matches_the_plain_network(name):
+def test_prepared_teacher_matches_the_plain_network(name, eval_net_with_bn_stats):
     """The frozen teacher runs with Conv+BN folded and in channels_last; its logits and tapped
     features must equal the plain eval-mode network's (to float rounding), and hooks on module
     paths must still fire."""
     from pncd.distill.engine import fuse_conv_bn, prepare_teacher
-    from pncd.models import FeatureTaps, create
+    from pncd.models import FeatureTaps
 
-    torch.manual_seed(0)
-    net = create(name).eval()
-    for m in net.modules():  # non-trivial BN statistics, as after training
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
+    net = eval_net_with_bn_stats(name)
     x = torch.randn(2, 1, 32, 32)
     taps = [net.taps["low"].module, net.taps["high"].module]
     with FeatureTaps(net, taps) as h, torch.no_grad():

@@ -8,8 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import sys
 
 import pytest
 import torch
@@ -23,26 +21,26 @@ TOLERANCE = 1e-4
 TINY = ["--size", "32", "--batch", "4", "--epochs", "1", "--steps-per-epoch", "2", "--log-every", "1"]
 
 
-def _teacher(name: str = "dcsaunet"):
+@pytest.fixture
+def teacher_of(eval_net_with_bn_stats):
+    """``make(name)``: (prepared teacher, its taps, their module names)."""
     from pncd.distill.teacher import prepare_teacher
-    from pncd.models import FeatureTaps, create
+    from pncd.models import FeatureTaps
 
-    torch.manual_seed(0)
-    net = create(name).eval()
-    for m in net.modules():  # non-trivial BN statistics, as after training
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-    teacher = prepare_teacher(net, "cpu")
-    names = [net.taps["low"].module, net.taps["high"].module]
-    return teacher, FeatureTaps(teacher, names), names
+    def make(name: str = "dcsaunet"):
+        net = eval_net_with_bn_stats(name)
+        teacher = prepare_teacher(net, "cpu")
+        names = [net.taps["low"].module, net.taps["high"].module]
+        return teacher, FeatureTaps(teacher, names), names
+
+    return make
 
 
-def test_openvino_teacher_equals_torch():
+def test_openvino_teacher_equals_torch(teacher_of):
     """Logits and both tapped features, for a batch size other than the converted example's."""
     from pncd.distill.teacher_runtime import OpenVinoTeacher, TorchTeacher, build_runner, relative_error
 
-    teacher, taps, names = _teacher()
+    teacher, taps, names = teacher_of()
     notes: list[str] = []
     runner = build_runner("openvino", teacher, taps, names, channels=1, size=32, device="cpu", note=notes.append)
     assert isinstance(runner, OpenVinoTeacher) and runner.precision == "f32" and notes == []
@@ -56,11 +54,11 @@ def test_openvino_teacher_equals_torch():
         assert relative_error(got, ref) <= TOLERANCE
 
 
-def test_logits_only_and_auto():
+def test_logits_only_and_auto(teacher_of):
     """No feature loss active: the logits alone; ``auto`` takes OpenVINO on a CPU."""
     from pncd.distill.teacher_runtime import OpenVinoTeacher, TorchTeacher, build_runner, relative_error
 
-    teacher, _, _ = _teacher("unet")
+    teacher, _, _ = teacher_of("unet")
     runner = build_runner("auto", teacher, None, [], channels=1, size=32, device="cpu")
     assert isinstance(runner, OpenVinoTeacher)
     x = torch.randn(2, 1, 32, 32)
@@ -68,11 +66,11 @@ def test_logits_only_and_auto():
     assert feats == [] and relative_error(got, ref) <= TOLERANCE
 
 
-def test_off_the_cpu_auto_keeps_torch_and_openvino_refuses():
+def test_off_the_cpu_auto_keeps_torch_and_openvino_refuses(teacher_of):
     from pncd.distill.teacher_runtime import TorchTeacher, build_runner
     from pncd.errors import PncdError
 
-    teacher, taps, names = _teacher("unet")
+    teacher, taps, names = teacher_of("unet")
     notes: list[str] = []
     runner = build_runner("auto", teacher, taps, names, channels=1, size=32, device="cuda", note=notes.append)
     assert isinstance(runner, TorchTeacher) and len(notes) == 1 and "CPU only" in notes[0]
@@ -110,23 +108,11 @@ def test_losses_are_the_same_through_either_runtime():
         assert terms["openvino"][k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
 
 
-def test_distill_cli_with_openvino_teacher(synthetic_root, tmp_path):
+def test_distill_cli_with_openvino_teacher(synthetic_root, tmp_path, user_teacher):
     """A tiny distillation through the CLI with the OpenVINO teacher; the runtime is recorded."""
-    sys.path.insert(0, os.path.dirname(__file__))
-    try:
-        from user_teacher import build
-    finally:
-        sys.path.pop(0)
-    weights = tmp_path / "teacher.pt"
-    torch.manual_seed(0)
-    torch.save(build().state_dict(), weights)
-    env = {"PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    from pncd.models import create
-
-    student = create("enet")
-    low, high = student.taps["low"].module, student.taps["high"].module
+    weights, env, taps = user_teacher
     base = ["distill", "--teacher", "user_teacher:build", "--teacher-weights", weights, "--student", "enet", "--data",
-            synthetic_root, "--taps", f"{low}=stem", "--taps", f"{high}=deep", "--no-check-teacher", *TINY]
+            synthetic_root, *taps, "--no-check-teacher", *TINY]
     out = tmp_path / "ov"
     p = run_cli(*base, "--out", out, "--teacher-runtime", "openvino", env=env)
     assert p.returncode == 0, p.stderr

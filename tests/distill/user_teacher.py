@@ -17,3 +17,4 @@ class TinyTeacher(nn.Module):
 
 def build() -> nn.Module:
     return TinyTeacher()
+
