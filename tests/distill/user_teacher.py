@@ -17,4 +17,3 @@ class TinyTeacher(nn.Module):
 
 def build() -> nn.Module:
     return TinyTeacher()
-
