@@ -71,16 +71,15 @@ class Artifact:
 
 def int8_record(man: dict[str, Any]) -> dict[str, Any] | None:
     """Where an INT8 artifact's quantization came from, as its manifest records it: the route
-    (ptq / qat), the per-block sensitivity (``--sensitivity``, blocks by Dice drop, largest
-    first) and what ``--keep-float auto`` kept. None for other precisions."""
+    (ptq / qat), the per-block sensitivity (``--sensitivity``; the export writes the blocks by
+    Dice drop, largest first) and what ``--keep-float auto`` kept. None for other precisions."""
     if man.get("precision") != "int8":
         return None
     build = man.get("build") or {}
     sens = build.get("sensitivity") or {}
     auto = build.get("keep_float_auto") or {}
-    blocks = sorted(({"block": b.get("block"), "dice": b.get("dice"), "drop": b.get("drop")}
-                     for b in sens.get("blocks") or [] if isinstance(b, dict)),
-                    key=lambda b: -(b["drop"] if isinstance(b["drop"], (int, float)) else float("-inf")))
+    blocks = [{"block": b.get("block"), "dice": b.get("dice"), "drop": b.get("drop")}
+              for b in sens.get("blocks") or [] if isinstance(b, dict)]
     return {"route": (build.get("quantization") or {}).get("route"),
             "float_val_dice": sens.get("float_dice", auto.get("float_dice")),
             "sensitivity": blocks or None,

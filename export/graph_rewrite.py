@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 PRELU_REWRITE = "PRelu with one constant slope -> LeakyRelu"
 
 
-def _constants(graph) -> dict[str, object]:
+def _constants(graph) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
 
-    values: dict[str, object] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    values: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
@@ -41,9 +43,9 @@ def scalar_prelu_to_leaky_relu(model) -> int:
     changed = 0
     for i, node in enumerate(list(graph.node)):
         slope = consts.get(node.input[1]) if node.op_type == "PRelu" and len(node.input) == 2 else None
-        if slope is None or getattr(slope, "size", 0) != 1 or str(getattr(slope, "dtype", "")) != "float32":
+        if slope is None or slope.size != 1 or slope.dtype != np.float32:
             continue
-        alpha = float(slope.reshape(()))  # type: ignore[attr-defined]
+        alpha = float(slope.reshape(()))
         leaky = helper.make_node("LeakyRelu", [node.input[0]], list(node.output), name=node.name or None, alpha=alpha)
         graph.node.remove(node)
         graph.node.insert(i, leaky)
@@ -66,10 +68,11 @@ def rewrite_file(path: str | Path) -> dict[str, int]:
     changed); returns {rewrite: count} for the manifest."""
     import onnx
 
+    from pncd.io import atomic_path
+
     model = onnx.load(str(path))
     n = scalar_prelu_to_leaky_relu(model)
     if n:
-        tmp = Path(str(path) + ".tmp")
-        onnx.save(model, str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            onnx.save(model, str(tmp))
     return {PRELU_REWRITE: n}
