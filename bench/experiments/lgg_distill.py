@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", type=Path, default=Path("bench/results/lgg-distill"))
     ap.add_argument("--students", default=",".join(STUDENTS))
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--size", type=int, default=Recipe.size, help="Input size (the CPU experiment: 128).")
     ap.add_argument("--epochs", type=int, default=Recipe.epochs)
     ap.add_argument("--steps-per-epoch", type=int, default=Recipe.steps_per_epoch)
     ap.add_argument("--threads", type=int, default=1, help="Torch threads of each child run.")
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="Add the single-module ablation of one student and seed (e.g. enet:0).")
     a = ap.parse_args(argv)
 
-    recipe = Recipe(epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, threads=a.threads,
+    recipe = Recipe(size=a.size, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, threads=a.threads,
                     seeds=tuple(int(s) for s in a.seeds.split(",")))
     students = tuple(s.strip() for s in a.students.split(",") if s.strip())
     all_jobs = jobs(recipe, students) + ablation_jobs(a.ablation)
@@ -237,15 +238,29 @@ def main(argv: list[str] | None = None) -> None:
         return
     command = " ".join(["python bench/experiments/lgg_distill.py", *(shlex.quote(x) for x in (argv or sys.argv[1:]))])
     teacher_file = rows_dir / "teacher.json"
-    if not teacher_file.is_file():
-        cfg = json.loads((a.teacher / "config.json").read_text())
-        val, test = score(a.teacher, a.data, "val"), score(a.teacher, a.data, "test")
-        write_json(teacher_file, {"model": cfg["model"]["name"], "run": str(a.teacher), "val_dice": val["dice"],
-                                  "test_dice": test["dice"]})
-    teacher = json.loads(teacher_file.read_text())
-    print(f"teacher {teacher['model']}: val Dice {teacher['val_dice']:.4f}, test Dice {teacher['test_dice']:.4f}")
+    # Runs alone need no teacher: they may start while it is still training (--only '*-alone-*');
+    # they then write their rows, and the tables wait for a run that has the teacher.
+    teacher_ready = (a.teacher / "best.safetensors").is_file() and len(_epochs(a.teacher)) >= json.loads(
+        (a.teacher / "config.json").read_text())["options"]["epochs"]
+    if not teacher_ready and not teacher_file.is_file():
+        needs = [j.name for j in todo if j.kind != "alone"]
+        if needs or a.tables_only:
+            raise SystemExit(f"{a.teacher}: not a finished teacher run (no best.safetensors, or fewer epochs logged than its config asks); "
+                             f"{', '.join(needs) or 'the tables'} need it")
+        print(f"teacher {a.teacher} not finished yet: running {len(todo)} job(s) alone, rows only (no tables)")
+        teacher = None
+    else:
+        if not teacher_file.is_file():
+            cfg = json.loads((a.teacher / "config.json").read_text())
+            val, test = score(a.teacher, a.data, "val"), score(a.teacher, a.data, "test")
+            write_json(teacher_file, {"model": cfg["model"]["name"], "run": str(a.teacher), "val_dice": val["dice"],
+                                      "test_dice": test["dice"]})
+        teacher = json.loads(teacher_file.read_text())
+        print(f"teacher {teacher['model']}: val Dice {teacher['val_dice']:.4f}, test Dice {teacher['test_dice']:.4f}")
 
     def write_results() -> None:
+        if teacher is None:
+            return
         rows = {j.name: json.loads((rows_dir / f"{j.name}.json").read_text())
                 for j in all_jobs if (rows_dir / f"{j.name}.json").is_file()}
         distill = None
@@ -277,7 +292,8 @@ def main(argv: list[str] | None = None) -> None:
                   flush=True)
             write_results()
     write_results()
-    print(f"results: {a.results / 'results.md'}")
+    if teacher is not None:
+        print(f"results: {a.results / 'results.md'}")
 
 
 if __name__ == "__main__":
