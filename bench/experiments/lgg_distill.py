@@ -96,13 +96,16 @@ def _epochs(run: Path) -> list[dict[str, Any]]:
 
 
 def score(run: Path, data: str, split: str) -> dict[str, Any]:
-    """Per-patient Dice of a run's best checkpoint on ``split`` (with the run's preprocessing)."""
+    """Per-patient Dice of a run's best checkpoint on ``split`` (with the run's preprocessing), on
+    the GPU where there is one (several runs share a GPU machine's CPU cores)."""
+    import torch
+
     from pncd.distill.ablate import score_run
     from pncd.checkpoint import load_model
 
     model, cfg = load_model(run)
     cfg = {**cfg, "data": {**cfg["data"], "root": str(Path(data).resolve())}}
-    return score_run(run, split, loaded=(model, cfg))
+    return score_run(run, split, loaded=(model, cfg), device="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def run_job(job: Job, work: Path, data: str, teacher: Path, recipe: Recipe, log) -> dict[str, Any]:
@@ -203,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--teacher", required=True, type=Path, help="A finished teacher run directory.")
     ap.add_argument("--work", type=Path, default=Path("runs/lgg-distill"))
     ap.add_argument("--results", type=Path, default=Path("bench/results/lgg-distill"))
+    ap.add_argument("--teacher-as-is", action="store_true",
+                    help="Use the teacher's best checkpoint even if its run stopped before its last epoch "
+                         "(teacher.json records the epochs it ran).")
     ap.add_argument("--students", default=",".join(STUDENTS))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--size", type=int, default=Recipe.size, help="Input size (the CPU experiment: 128).")
@@ -215,6 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ablation", default=None, metavar="STUDENT:SEED",
                     help="Add the single-module ablation of one student and seed (e.g. enet:0).")
     a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(a.threads)  # this process scores runs; torch's default (every core) starves the runs beside it
 
     recipe = Recipe(size=a.size, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, threads=a.threads,
                     seeds=tuple(int(s) for s in a.seeds.split(",")))
@@ -240,8 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     teacher_file = rows_dir / "teacher.json"
     # Runs alone need no teacher: they may start while it is still training (--only '*-alone-*');
     # they then write their rows, and the tables wait for a run that has the teacher.
-    teacher_ready = (a.teacher / "best.safetensors").is_file() and len(_epochs(a.teacher)) >= json.loads(
-        (a.teacher / "config.json").read_text())["options"]["epochs"]
+    teacher_ready = (a.teacher / "best.safetensors").is_file() and (a.teacher_as_is or len(_epochs(a.teacher)) >= json.loads(
+        (a.teacher / "config.json").read_text())["options"]["epochs"])
     if not teacher_ready and not teacher_file.is_file():
         needs = [j.name for j in todo if j.kind != "alone"]
         if needs or a.tables_only:
@@ -254,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
             cfg = json.loads((a.teacher / "config.json").read_text())
             val, test = score(a.teacher, a.data, "val"), score(a.teacher, a.data, "test")
             write_json(teacher_file, {"model": cfg["model"]["name"], "run": str(a.teacher), "val_dice": val["dice"],
-                                      "test_dice": test["dice"]})
+                                      "test_dice": test["dice"], "epochs_run": len(_epochs(a.teacher)),
+                                      "epochs_planned": cfg["options"]["epochs"]})
         teacher = json.loads(teacher_file.read_text())
         print(f"teacher {teacher['model']}: val Dice {teacher['val_dice']:.4f}, test Dice {teacher['test_dice']:.4f}")
 

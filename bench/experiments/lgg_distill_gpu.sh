@@ -15,10 +15,14 @@
 # on this GPU is measured if time is left. Runs share the GPU; each has --threads 1 on the CPU.
 #
 # Environment: DEADLINE (s, default 480), SIZE (256), STEPS (steps per epoch, 100), EPOCHS
-# (students, 15), TEACHER_EPOCHS (30), SEEDS (0,1,2), PY (python3), W (work folder, /tmp/lggd).
+# (students, 15), TEACHER_EPOCHS (30), SEEDS (0,1,2), PY (python3), W (work folder, /tmp/lggd),
+# TEACHER_RUN (a finished teacher run carried from an earlier call: no teacher training, the PNCD
+# runs start at once), ROWS_IN (a folder of rows scored in an earlier call: those jobs are skipped).
+# The whole grid does not fit one call of 8 minutes (first call, 2026-11-29: the teacher reached
+# 25 of 30 epochs), so it takes two: the teacher and the runs alone, then TEACHER_RUN + ROWS_IN.
 set -u
 export PYTHONUNBUFFERED=1
-if [ $# -lt 2 ]; then sed -n '2,18p' "$0"; exit 2; fi
+if [ $# -lt 2 ]; then sed -n '2,22p' "$0"; exit 2; fi
 PACK=$(cd "$1" && pwd) OUTD=$2
 PY=${PY:-python3} DEADLINE=${DEADLINE:-480} SIZE=${SIZE:-256} STEPS=${STEPS:-100}
 EPOCHS=${EPOCHS:-15} TEACHER_EPOCHS=${TEACHER_EPOCHS:-30} SEEDS=${SEEDS:-0,1,2}
@@ -46,6 +50,7 @@ DATA=$W/data TEACHER=$W/work/teacher
 G=("$PY" bench/experiments/lgg_distill.py --data "$DATA" --teacher "$TEACHER" --work "$W/work" --results "$W/results"
    --size "$SIZE" --seeds "$SEEDS" --epochs "$EPOCHS" --steps-per-epoch "$STEPS" --threads 1)
 
+if [ -n "${ROWS_IN:-}" ]; then mkdir -p "$W/work/rows" && cp "$ROWS_IN"/*.json "$W/work/rows/"; fi
 pids=()
 stop_all() { for p in "${pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null; done; sleep 2; }
 left() { echo $(( DEADLINE - ($(date +%s) - T0) )); }
@@ -66,11 +71,16 @@ wait_for() {  # wait_for PID...: until they exit or the deadline passes (then 1)
     done
 }
 
+if [ -n "${TEACHER_RUN:-}" ]; then
+    mkdir -p "$TEACHER" && cp "$TEACHER_RUN"/{config.json,log.jsonl,best.safetensors} "$TEACHER/"
+    TEACHER_EPOCHS=$($PY -c "import json; print(json.load(open('$TEACHER/config.json'))['options']['epochs'])")
+    G+=(--teacher-as-is)  # taken as it is, even if its run stopped early (teacher.json says)
+fi
 el "teacher and every student alone"
-setsid "$PY" -m pncd train --model attention_unet --data "$DATA" --size "$SIZE" --batch 8 --epochs "$TEACHER_EPOCHS" \
+[ -n "${TEACHER_RUN:-}" ] && el "teacher carried from $TEACHER_RUN" || setsid "$PY" -m pncd train --model attention_unet --data "$DATA" --size "$SIZE" --batch 8 --epochs "$TEACHER_EPOCHS" \
     --steps-per-epoch "$STEPS" --lesion-fraction 0.5 --seed 0 --threads 1 --out "$TEACHER" \
     > "$W/work/logs/teacher.log" 2>&1 &
-tp=$!; pids+=($tp)
+tp=$!; [ -n "${TEACHER_RUN:-}" ] && tp=""; [ -n "$tp" ] && pids+=($tp)
 for st in enet mobilenetv2 resnet18; do
     for s in ${SEEDS//,/ }; do
         setsid "${G[@]}" --only "$st-alone-s$s" > "$W/work/logs/runner-$st-alone-s$s.out" 2>&1 &
@@ -78,7 +88,7 @@ for st in enet mobilenetv2 resnet18; do
     done
 done
 
-if wait_for "$tp" && [ -f "$TEACHER/best.safetensors" ]; then
+if { [ -z "$tp" ] || wait_for "$tp"; } && [ -f "$TEACHER/best.safetensors" ]; then
     el "teacher done: $(tail -c 300 "$W/work/logs/teacher.log" | tr '\r' '\n' | tail -1)"
     "${G[@]}" --only none > "$W/work/logs/teacher-score.out" 2>&1; tail -1 "$W/work/logs/teacher-score.out"
     el "every student with PNCD"

@@ -89,7 +89,7 @@ def pack(src: Path, dst: Path, budget_mb: float, seed: int, drop_bits: int) -> N
     (dst / "index.json").write_text(json.dumps(index))
     out_splits = {"train": sorted(kept), "val": splits["val"], "test": splits["test"]}
     (dst / "splits.json").write_text(json.dumps(out_splits, indent=1))
-    record = {"source": str(src), "format": "one lossless WebP image and one PNG mask per slice (rows first)",
+    record = {"source": str(src), "format": f"one WebP image (lossless codec, {8 - drop_bits}-bit values) and one PNG mask per slice (rows first)",
               "drop_bits": drop_bits, "budget_mb": budget_mb, "bytes": size(fixed + kept), "shuffle_seed": seed,
               "train_kept": len(kept), "train_total": len(train), "train_dropped": dropped}
     (dst / "pack.json").write_text(json.dumps(record, indent=1))

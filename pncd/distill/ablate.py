@@ -37,7 +37,7 @@ def row_name(mods: tuple[str, ...]) -> str:
     return "+".join(mods) if mods else "student-alone"
 
 
-def score_run(run: Path, split: str, loaded: tuple[Any, dict] | None = None) -> dict[str, Any]:
+def score_run(run: Path, split: str, loaded: tuple[Any, dict] | None = None, device: str = "cpu") -> dict[str, Any]:
     """Dice/VOE/RVD of ``run``'s best weights on ``split``; ``loaded`` = an already loaded (model, config)."""
     from pncd.checkpoint import load_model
     from pncd.data import DataSpec, load_split
@@ -46,7 +46,7 @@ def score_run(run: Path, split: str, loaded: tuple[Any, dict] | None = None) -> 
 
     model, cfg = loaded or load_model(run)
     ss = load_split(DataSpec.from_dict(cfg["data"]), split)
-    summary = evaluate_model(model, ss, progress=False).summary()
+    summary = evaluate_model(model, ss, device=device, progress=False).summary()
     return {"run": str(run), "split": split, "parameters": count_parameters(model), **summary}
 
 
