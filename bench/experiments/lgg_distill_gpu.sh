@@ -76,28 +76,33 @@ if [ -n "${TEACHER_RUN:-}" ]; then
     TEACHER_EPOCHS=$($PY -c "import json; print(json.load(open('$TEACHER/config.json'))['options']['epochs'])")
     G+=(--teacher-as-is)  # taken as it is, even if its run stopped early (teacher.json says)
 fi
-el "teacher and every student alone"
-[ -n "${TEACHER_RUN:-}" ] && el "teacher carried from $TEACHER_RUN" || setsid "$PY" -m pncd train --model attention_unet --data "$DATA" --size "$SIZE" --batch 8 --epochs "$TEACHER_EPOCHS" \
-    --steps-per-epoch "$STEPS" --lesion-fraction 0.5 --seed 0 --threads 1 --out "$TEACHER" \
-    > "$W/work/logs/teacher.log" 2>&1 &
-tp=$!; [ -n "${TEACHER_RUN:-}" ] && tp=""; [ -n "$tp" ] && pids+=($tp)
-for st in enet mobilenetv2 resnet18; do
-    for s in ${SEEDS//,/ }; do
-        setsid "${G[@]}" --only "$st-alone-s$s" > "$W/work/logs/runner-$st-alone-s$s.out" 2>&1 &
-        pids+=($!)
-    done
-done
-
-if { [ -z "$tp" ] || wait_for "$tp"; } && [ -f "$TEACHER/best.safetensors" ]; then
-    el "teacher done: $(tail -c 300 "$W/work/logs/teacher.log" | tr '\r' '\n' | tail -1)"
-    "${G[@]}" --only none > "$W/work/logs/teacher-score.out" 2>&1; tail -1 "$W/work/logs/teacher-score.out"
-    el "every student with PNCD"
+launch() {  # launch KIND: one runner per student and seed, each in its own process group
     for st in enet mobilenetv2 resnet18; do
         for s in ${SEEDS//,/ }; do
-            setsid "${G[@]}" --only "$st-pncd-s$s" > "$W/work/logs/runner-$st-pncd-s$s.out" 2>&1 &
+            setsid "${G[@]}" --only "$st-$1-s$s" > "$W/work/logs/runner-$st-$1-s$s.out" 2>&1 &
             pids+=($!)
         done
     done
+}
+
+el "teacher and every student alone"
+tp=""
+if [ -n "${TEACHER_RUN:-}" ]; then
+    el "teacher carried from $TEACHER_RUN"
+else
+    setsid "$PY" -m pncd train --model attention_unet --data "$DATA" --size "$SIZE" --batch 8 \
+        --epochs "$TEACHER_EPOCHS" --steps-per-epoch "$STEPS" --lesion-fraction 0.5 --seed 0 --threads 1 \
+        --out "$TEACHER" > "$W/work/logs/teacher.log" 2>&1 &
+    tp=$!
+    pids+=($tp)
+fi
+launch alone
+
+if { [ -z "$tp" ] || wait_for "$tp"; } && [ -f "$TEACHER/best.safetensors" ]; then
+    [ -n "$tp" ] && el "teacher done: $(tail -c 300 "$W/work/logs/teacher.log" | tr '\r' '\n' | tail -1)"
+    "${G[@]}" --only none > "$W/work/logs/teacher-score.out" 2>&1; tail -1 "$W/work/logs/teacher-score.out"
+    el "every student with PNCD"
+    launch pncd
 else
     el "teacher not finished by the deadline: no PNCD runs"
 fi
