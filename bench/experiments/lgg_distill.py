@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     import torch
 
-    torch.set_num_threads(a.threads)  # this process scores runs; torch's default (every core) starves the runs beside it
+    torch.set_num_threads(a.threads)  # it scores runs: torch's default (every core) starves the runs beside it
 
     recipe = Recipe(size=a.size, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, threads=a.threads,
                     seeds=tuple(int(s) for s in a.seeds.split(",")))
@@ -249,12 +249,14 @@ def main(argv: list[str] | None = None) -> None:
     teacher_file = rows_dir / "teacher.json"
     # Runs alone need no teacher: they may start while it is still training (--only '*-alone-*');
     # they then write their rows, and the tables wait for a run that has the teacher.
-    teacher_ready = (a.teacher / "best.safetensors").is_file() and (a.teacher_as_is or len(_epochs(a.teacher)) >= json.loads(
-        (a.teacher / "config.json").read_text())["options"]["epochs"])
+    teacher_ready = (a.teacher / "best.safetensors").is_file() and (
+        a.teacher_as_is
+        or len(_epochs(a.teacher)) >= json.loads((a.teacher / "config.json").read_text())["options"]["epochs"])
     if not teacher_ready and not teacher_file.is_file():
         needs = [j.name for j in todo if j.kind != "alone"]
         if needs or a.tables_only:
-            raise SystemExit(f"{a.teacher}: not a finished teacher run (no best.safetensors, or fewer epochs logged than its config asks); "
+            raise SystemExit(f"{a.teacher}: not a finished teacher run (no best.safetensors, or fewer epochs "
+                             f"logged than its config asks; --teacher-as-is takes it anyway); "
                              f"{', '.join(needs) or 'the tables'} need it")
         print(f"teacher {a.teacher} not finished yet: running {len(todo)} job(s) alone, rows only (no tables)")
         teacher = None
