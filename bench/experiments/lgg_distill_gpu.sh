@@ -1,28 +1,30 @@
 #!/usr/bin/env bash
-# Issue 16's experiment (lgg_distill.py) at 256x256 on one CUDA GPU, in one call of a few minutes.
+# Issue 16's experiment (lgg_distill.py) at 256x256 on one CUDA GPU, in calls of about 8 minutes.
 #
 #   bench/experiments/lgg_distill_gpu.sh PACK OUT
 #
 # PACK: LGG FLAIR packed by `bench/experiments/lgg_webp_pack.py pack` (full size; its pack.json
-# records how it was made to fit the transfer limit, and is copied into the results). OUT: where the session log
-# and the packed results (results.tgz.partNN, 15 MB each) go.
+# records how it was made to fit the transfer limit, and is copied into the results). OUT: where
+# the session log and the packed results (results.tgz.partNN, 15 MB each) go.
 #
-# Order: the teacher (Attention U-Net, the CPU teacher's recipe at 256x256, but 30 epochs instead
-# of 40 so that the whole grid fits one call; the CPU teacher reached 0.816 val Dice at epoch 22,
-# 0.836 at its best, epoch 30) and every student alone start together, since runs alone need no teacher; when the teacher has finished, every
-# PNCD run starts. At DEADLINE seconds every run still going is stopped (a stopped run has no
-# row; the tables say which are missing), the tables are written, and the distillation overhead
-# on this GPU is measured if time is left. Runs share the GPU; each has --threads 1 on the CPU.
+# Order: the teacher (Attention U-Net, the CPU teacher's recipe at 256x256 but 30 epochs instead
+# of 40; the CPU teacher reached 0.816 val Dice at epoch 22, 0.836 at its best, epoch 30) and
+# every student alone start together, since runs alone need no teacher; when the teacher has
+# finished, every PNCD run starts. At DEADLINE seconds every run still going is stopped (a
+# stopped run has no row; the tables say which are missing), the tables are written, and the
+# distillation overhead on this GPU is measured if time is left. Runs share the GPU; each has
+# --threads 1 on the CPU.
 #
 # Environment: DEADLINE (s, default 480), SIZE (256), STEPS (steps per epoch, 100), EPOCHS
 # (students, 15), TEACHER_EPOCHS (30), SEEDS (0,1,2), PY (python3), W (work folder, /tmp/lggd),
-# TEACHER_RUN (a finished teacher run carried from an earlier call: no teacher training, the PNCD
-# runs start at once), ROWS_IN (a folder of rows scored in an earlier call: those jobs are skipped).
-# The whole grid does not fit one call of 8 minutes (first call, 2026-11-29: the teacher reached
-# 25 of 30 epochs), so it takes two: the teacher and the runs alone, then TEACHER_RUN + ROWS_IN.
+# TEACHER_RUN (a teacher run carried from an earlier call, taken as it is: no teacher training,
+# the PNCD runs start at once), ROWS_IN (a folder of rows scored in an earlier call: those jobs
+# are skipped). The whole grid does not fit one call of 8 minutes (first call, 2026-11-29: the
+# teacher reached 25 of 30 epochs), so it takes two: the teacher and the runs alone, then
+# TEACHER_RUN + ROWS_IN.
 set -u
 export PYTHONUNBUFFERED=1
-if [ $# -lt 2 ]; then sed -n '2,22p' "$0"; exit 2; fi
+if [ $# -lt 2 ]; then sed -n '2,24p' "$0"; exit 2; fi
 PACK=$(cd "$1" && pwd) OUTD=$2
 PY=${PY:-python3} DEADLINE=${DEADLINE:-480} SIZE=${SIZE:-256} STEPS=${STEPS:-100}
 EPOCHS=${EPOCHS:-15} TEACHER_EPOCHS=${TEACHER_EPOCHS:-30} SEEDS=${SEEDS:-0,1,2}
@@ -40,7 +42,8 @@ if ! $PY -c "import pncd.export" 2>/dev/null; then
     export PYTHONPATH=$W/pkg:$W/site
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-$PY -c "import sys, torch, numpy; print('python', sys.version.split()[0], 'torch', torch.__version__, 'numpy', numpy.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
+$PY -c "import sys, torch, numpy; print('python', sys.version.split()[0], 'torch', torch.__version__, 'numpy', \
+    numpy.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
 nproc
 
 el "unpacking $PACK"
@@ -57,7 +60,9 @@ left() { echo $(( DEADLINE - ($(date +%s) - T0) )); }
 progress() {  # teacher epochs, rows scored
     local te=0
     [ -f "$TEACHER/log.jsonl" ] && te=$(grep -c '"type": "epoch"' "$TEACHER/log.jsonl")
-    el "teacher $te/$TEACHER_EPOCHS epochs; scored: $(ls "$W/work/rows" 2>/dev/null | grep -v teacher | sed 's/.json//' | tr '\n' ' ')"
+    local rows
+    rows=$(ls "$W/work/rows" 2>/dev/null | grep -v teacher | sed 's/.json//' | tr '\n' ' ')
+    el "teacher $te/$TEACHER_EPOCHS epochs; scored: $rows"
 }
 wait_for() {  # wait_for PID...: until they exit or the deadline passes (then 1)
     local n=0
@@ -123,7 +128,8 @@ el "packing"
 mkdir -p "$W/pack/teacher"
 cp "$TEACHER"/{config.json,log.jsonl} "$W/pack/teacher/" 2>/dev/null
 cp "$TEACHER/best.safetensors" "$W/pack/teacher/" 2>/dev/null
-cp -r "$W/results" "$W/pack/results"; cp -r "$W/work/rows" "$W/pack/rows" 2>/dev/null; cp -r "$W/work/logs" "$W/pack/logs"
+cp -r "$W/results" "$W/pack/results"; cp -r "$W/work/logs" "$W/pack/logs"
+cp -r "$W/work/rows" "$W/pack/rows" 2>/dev/null
 for r in "$W"/work/runs/*/; do
     j=$(basename "$r"); mkdir -p "$W/pack/runs/$j"; cp "$r"/{config.json,log.jsonl} "$W/pack/runs/$j/" 2>/dev/null
 done
