@@ -221,9 +221,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ablation", default=None, metavar="STUDENT:SEED",
                     help="Add the single-module ablation of one student and seed (e.g. enet:0).")
     a = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(a.threads)  # it scores runs: torch's default (every core) starves the runs beside it
 
     recipe = Recipe(size=a.size, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, threads=a.threads,
                     seeds=tuple(int(s) for s in a.seeds.split(",")))
@@ -245,6 +242,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"{len(_epochs(a.work / 'runs' / j.name))}/{recipe.epochs} epochs")
             print(f"{j.name:<24} {state}{'' if j in todo else '  (not selected)'}")
         return
+    import torch
+
+    torch.set_num_threads(a.threads)  # it scores runs: torch's default (every core) starves the runs beside it
     command = " ".join(["python bench/experiments/lgg_distill.py", *(shlex.quote(x) for x in (argv or sys.argv[1:]))])
     teacher_file = rows_dir / "teacher.json"
     # Runs alone need no teacher: they may start while it is still training (--only '*-alone-*');
