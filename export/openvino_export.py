@@ -63,7 +63,7 @@ def convert(
     elif precision == "int8":
         if calib is None:
             raise PncdError("OpenVINO INT8 needs calibration images")
-        q, qrec = _quantize(model, input_name, calib, method, accuracy_control, validation, max_drop, num_classes,
+        q, qrec = quantize(model, input_name, calib, method, accuracy_control, validation, max_drop, num_classes,
                             keep_float, preset, float_nodes)
         ov.save_model(q, str(xml_path), compress_to_fp16=False)
         record.update(qrec, compress_to_fp16=False)
@@ -101,9 +101,11 @@ def float_layers(model, keep: tuple[str, ...]) -> list[str]:
     return names
 
 
-def _quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_control: bool,
-              validation: ImageSet | None, max_drop: float, num_classes: int, keep_float: tuple[str, ...],
-              preset: str = "mixed", float_nodes: list[str] | None = None):
+def quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_control: bool,
+             validation: ImageSet | None, max_drop: float, num_classes: int, keep_float: tuple[str, ...],
+             preset: str = "mixed", float_nodes: list[str] | None = None):
+    """``model`` (an OpenVINO model) quantized to INT8 by NNCF on ``calib``, and the record of
+    how; used by the export, its sensitivity search and ``pncd distill --teacher-runtime openvino-int8``."""
     nncf = require("nncf", "nncf", "OpenVINO INT8 quantization")
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet

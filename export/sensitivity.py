@@ -206,9 +206,9 @@ class OpenVinoBackend:
         return self._compile(self.model)
 
     def quantized_fn(self, float_nodes: list[str]) -> InferFn:
-        from pncd.export.openvino_export import _quantize
+        from pncd.export.openvino_export import quantize
 
-        q, _ = _quantize(self.model.clone(), self.input_name, self.calib, self.method, False, None, 0.01, 2,
+        q, _ = quantize(self.model.clone(), self.input_name, self.calib, self.method, False, None, 0.01, 2,
                          keep_float=(), preset=self.preset, float_nodes=float_nodes)
         return self._compile(q)
 

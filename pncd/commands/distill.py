@@ -57,7 +57,9 @@ TEACHER_DATA = frozenset({"data", "size", "channels", "num_classes", "normalizat
 @click.option("--taps", multiple=True, help="A feature pair STUDENT_MODULE=TEACHER_MODULE (repeat; last pair feeds PNSCD).")
 @click.option("--teacher-runtime", type=click.Choice(TEACHER_RUNTIMES), default=_O.teacher_runtime, show_default=True,
               help="How the frozen teacher's forward runs. openvino: converted to OpenVINO, float32, on the CPU (2-4x faster "
-                   "than torch for DCSAU-Net); auto: openvino on a CPU where it is installed and agrees with torch, else torch.")
+                   "than torch for DCSAU-Net); auto: openvino on a CPU where it is installed and agrees with torch, else torch; "
+                   "openvino-int8: quantized by NNCF on 64 training slices, 2.5x faster again, refused when its argmax "
+                   "keeps under 99% of the float teacher's pixels.")
 @click.pass_context
 def distill_command(ctx: click.Context, **params_in: Any) -> None:
     """Distil a frozen teacher into a student with PNCD (PMD, RMD, RD, PNSCD).
@@ -76,6 +78,7 @@ def distill_command(ctx: click.Context, **params_in: Any) -> None:
       pncd distill --teacher runs/dcsaunet --student enet --weight pmd=0.1 --weight rmd=0.9 \\
           --weight rd=0.9 --weight pnscd=0.9 --out runs/enet-paper   # the paper's weights (eq. 10)
       pncd distill --teacher runs/dcsaunet --student enet --student-reference runs/enet --strict --out runs/enet-kd
+      pncd distill --teacher runs/dcsaunet --student enet --teacher-runtime openvino-int8 --out runs/enet-kd8
       pncd distill --teacher runs/dcsaunet --student enet --pnscd-form crd --rmd-variant paper \\
           --kd-warmup 0 --clip-grad-norm 0 --out runs/enet-old          # the behaviour before issue 16
       pncd distill --teacher mypkg.nets:build --teacher-weights t.safetensors \\

@@ -2,7 +2,7 @@
 the active registered losses (by default ``a*PMD + b1*RMD + b2*RD + b3*PNSCD``).
 
 The teacher is frozen (eval mode, ``torch.inference_mode``, no gradients) and its forward
-pass runs once per batch, in eager torch or through OpenVINO (``--teacher-runtime``,
+pass runs once per batch, in eager torch or through OpenVINO, float32 or INT8 (``--teacher-runtime``,
 :mod:`pncd.distill.teacher_runtime`); its logits and tapped features feed every module. Features are
 taken by forward hooks keyed by module path (``pncd.models.FeatureTaps``), so a teacher the
 user wrote works too (``--teacher package.module:function --teacher-weights FILE``).
@@ -54,7 +54,8 @@ class PNCD(nn.Module):
     teacher: nn.Module  # set through __dict__: not a submodule
 
     def __init__(self, student: nn.Module, teacher: nn.Module, dopts: DistillOptions, num_classes: int, channels: int, size: int,
-                 n_region_samples: int, device: torch.device | str = "cpu", seed: int = 0) -> None:
+                 n_region_samples: int, device: torch.device | str = "cpu", seed: int = 0,
+                 calibration: np.ndarray | None = None) -> None:
         from pncd.runtime import all_gather_varlen
 
         super().__init__()
@@ -67,9 +68,10 @@ class PNCD(nn.Module):
         self.s_hooks = FeatureTaps(student, [s for s, _ in self.pairs]) if need_feats else None
         self.t_hooks = FeatureTaps(teacher, [t for _, t in self.pairs]) if need_feats else None
         s_ch, t_ch = self._probe_channels(student, channels, size, device)
-        # the teacher's forward: eager torch or OpenVINO (--teacher-runtime); same tensors either way
+        # the teacher's forward: eager torch or OpenVINO (--teacher-runtime); same tensors either way, or
+        # nearly (openvino-int8, calibrated on ``calibration``: training images)
         self.runner = build_runner(d.teacher_runtime, self.teacher, self.t_hooks, [t for _, t in self.pairs] if need_feats else [],
-                                   channels, size, device)
+                                   channels, size, device, calibration=calibration)
         ctx = LossContext(d, num_classes, s_ch, t_ch, n_region_samples, all_gather_varlen)
         with torch.random.fork_rng(devices=[]):  # the heads draw from their own stream (see above)
             torch.manual_seed(HEAD_SEED_OFFSET + seed)
@@ -141,7 +143,8 @@ class DistillTrainer(Trainer):
     def setup(self) -> None:
         s = self.data_spec
         self.pncd = PNCD(self.raw_model, self.teacher, self.dopts, s.num_classes, s.channels, s.size,
-                         count_region_samples(self.train_set.masks, s.num_classes), self.device, seed=self.opts.seed)
+                         count_region_samples(self.train_set.masks, s.num_classes), self.device, seed=self.opts.seed,
+                         calibration=self.train_set.images if self.dopts.teacher_runtime == "openvino-int8" else None)
         self.losses, self.pairs = self.pncd.losses, self.pncd.pairs
 
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -21,8 +21,9 @@ DISTILL_CLIP_GRAD_NORM = 5.0  # distill's --clip-grad-norm default (pncd train's
 # feature term below Loss_seg. The paper's weights stay reachable with --weight (or the --w-* flags).
 DEFAULT_WEIGHTS = {"pmd": 0.1, "rmd": 0.1, "rd": 0.3, "pnscd": 0.1}
 # How the frozen teacher's forward runs (pncd.distill.teacher_runtime); auto: OpenVINO f32 on a CPU
-# where it is installed and agrees with torch, else torch
-TEACHER_RUNTIMES = ("auto", "torch", "openvino")
+# where it is installed and agrees with torch, else torch; openvino-int8: NNCF INT8, calibrated on
+# training slices (opt-in: it changes the teacher's outputs a little)
+TEACHER_RUNTIMES = ("auto", "torch", "openvino", "openvino-int8")
 
 
 @dataclass
