@@ -14,6 +14,9 @@ its default options (PNCD). Both share every random stream but the distillation 
     python bench/experiments/lgg_distill.py ... --ablation enet:0 --only 'enet-only-*'
         # the single-module ablation: one distillation per module alone (--modules M, its default
         # weight), same seed and recipe, beside that seed's runs alone and with PNCD
+    python bench/experiments/lgg_distill.py ... --int8-teacher enet --only 'enet-pncd8-*'
+        # PNCD with the teacher quantized to INT8 (--teacher-runtime openvino-int8), every seed,
+        # beside the float teacher's PNCD runs: does the cheaper teacher cost the student Dice?
 
 Resumable: a scored job is skipped, an unfinished run continues from its last epoch (kill it at
 any time). Two runners may share the work folder (e.g. --only '*-s0' and --only '*-s1').
@@ -63,7 +66,7 @@ class Recipe:
 @dataclass
 class Job:
     name: str
-    kind: str  # alone | pncd | only-<module> (the ablation)
+    kind: str  # alone | pncd | only-<module> (the ablation) | pncd8 (PNCD, INT8 teacher)
     student: str
     seed: int
 
@@ -86,6 +89,40 @@ def ablation_jobs(spec: str | None) -> list[Job]:
         return []
     st, _, seed = spec.partition(":")
     return [Job(f"{st}-only-{m}-s{int(seed or 0)}", f"only-{m}", st, int(seed or 0)) for m in MODULES]
+
+
+def int8_jobs(recipe: Recipe, spec: str | None) -> list[Job]:
+    """``STUDENT[,STUDENT]`` -> PNCD with the INT8 teacher, for every seed."""
+    students = [s.strip() for s in (spec or "").split(",") if s.strip()]
+    return [Job(f"{st}-pncd8-s{seed}", "pncd8", st, seed) for seed in recipe.seeds for st in students]
+
+
+def int8_summary(rows: dict[str, dict[str, Any]], recipe: Recipe, spec: str) -> dict[str, Any]:
+    """Per student: the seeds where PNCD ran with both teachers, and the test Dice alone, with the
+    float teacher and with the INT8 one (paired by position)."""
+    out: dict[str, Any] = {}
+    for st in (s.strip() for s in spec.split(",") if s.strip()):
+        seeds = [s for s in recipe.seeds if all(f"{st}-{k}-s{s}" in rows for k in ("alone", "pncd", "pncd8"))]
+        out[st] = {"seeds": seeds, **{key: [rows[f"{st}-{k}-s{s}"]["dice"] for s in seeds]
+                                      for key, k in (("alone", "alone"), ("pncd_float", "pncd"), ("pncd_int8", "pncd8"))}}
+    return out
+
+
+def render_int8(summary: dict[str, Any]) -> list[str]:
+    lines = ["", "PNCD with the teacher in INT8 (`--teacher-runtime openvino-int8`) beside the float teacher "
+             "(per-patient test Dice, paired by seed):", "",
+             "| student | seeds | alone | PNCD, float teacher | PNCD, INT8 teacher | INT8 − float (mean ± std) | INT8 − alone |",
+             "|---|---|---|---|---|---|---|"]
+    for st, d in summary.items():
+        if not d["seeds"]:
+            lines.append(f"| {st} | – | – | – | – | – | not run yet |")
+            continue
+        d8 = [y - x for x, y in zip(d["pncd_float"], d["pncd_int8"])]
+        da = [y - x for x, y in zip(d["alone"], d["pncd_int8"])]
+        sd = statistics.stdev(d8) if len(d8) > 1 else 0.0
+        lines.append(f"| {st} | {len(d8)} | {statistics.mean(d['alone']):.4f} | {statistics.mean(d['pncd_float']):.4f} | "
+                     f"{statistics.mean(d['pncd_int8']):.4f} | {statistics.mean(d8):+.4f} ± {sd:.4f} | {statistics.mean(da):+.4f} |")
+    return lines
 
 
 def _epochs(run: Path) -> list[dict[str, Any]]:
@@ -121,6 +158,8 @@ def run_job(job: Job, work: Path, data: str, teacher: Path, recipe: Recipe, log)
                *_resume_flag(run)], logfile)
     else:
         only = ["--modules", job.kind.removeprefix("only-")] if job.kind.startswith("only-") else []
+        if job.kind == "pncd8":
+            only = ["--teacher-runtime", "openvino-int8"]
         _pncd(["distill", "--teacher", str(teacher), "--student", job.student, "--data", data, "--out", str(run),
                *recipe.args(job.seed), *only, *_resume_flag(run)], logfile)
     epochs = _epochs(run)
@@ -190,6 +229,8 @@ def render(summary: dict[str, Any], rows: dict[str, dict[str, Any]], command: st
                      f"{statistics.mean(diff):+.4f} ± {sd:.4f} | {sum(x > 0 for x in diff)} of {len(diff)} | {per} |")
     if summary.get("ablation"):
         lines += render_ablation(summary["ablation"])
+    if summary.get("int8_teacher"):
+        lines += render_int8(summary["int8_teacher"])
     lines += ["", "Every scored run (best checkpoint by val Dice):", "",
               "| job | best val Dice | test Dice | VOE | RVD | epochs | train s | machine |", "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
@@ -220,12 +261,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tables-only", action="store_true")
     ap.add_argument("--ablation", default=None, metavar="STUDENT:SEED",
                     help="Add the single-module ablation of one student and seed (e.g. enet:0).")
+    ap.add_argument("--int8-teacher", default=None, metavar="STUDENTS",
+                    help="Add PNCD runs with the INT8 teacher (--teacher-runtime openvino-int8) for these students, every seed.")
     a = ap.parse_args(argv)
 
     recipe = Recipe(size=a.size, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, threads=a.threads,
                     seeds=tuple(int(s) for s in a.seeds.split(",")))
     students = tuple(s.strip() for s in a.students.split(",") if s.strip())
-    all_jobs = jobs(recipe, students) + ablation_jobs(a.ablation)
+    all_jobs = jobs(recipe, students) + ablation_jobs(a.ablation) + int8_jobs(recipe, a.int8_teacher)
     todo = [j for j in all_jobs if not a.only or any(fnmatch.fnmatch(j.name, p) for p in a.only)]
     rows_dir = a.work / "rows"
     rows_dir.mkdir(parents=True, exist_ok=True)
@@ -287,6 +330,8 @@ def main(argv: list[str] | None = None) -> None:
         summary = summarise(rows, teacher, recipe, students, distill)
         if a.ablation:
             summary["ablation"] = ablation_summary(rows, ablation_jobs(a.ablation))
+        if a.int8_teacher:
+            summary["int8_teacher"] = int8_summary(rows, recipe, a.int8_teacher)
         a.results.mkdir(parents=True, exist_ok=True)
         write_json(a.results / "summary.json", summary)
         write_json(a.results / "rows.json", {"command": command, "rows": rows})
