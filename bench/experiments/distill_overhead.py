@@ -17,7 +17,10 @@ load from other processes on this shared machine hits all of them alike; the med
 is reported.
 
     python bench/experiments/distill_overhead.py [--size 256] [--batch 8] [--steps 10] [--students enet,mobilenetv2,resnet18]
-        [--teacher-runtime torch,openvino] [--threads 1] [--json FILE]
+        [--teacher-runtime torch,openvino,openvino-int8] [--threads 1] [--json FILE]
+
+``openvino-int8`` calibrates the (random-weight) teacher on random images: its speed is what
+this measures; what INT8 does to the students is measured by lgg_distill.py --int8-teacher.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (CUDA: timed with torch.cuda.synchronize)")
     ap.add_argument("--amp", action="store_true", help="float16 autocast around every step, as pncd train/distill do on CUDA")
     ap.add_argument("--teacher-runtime", default="torch",
-                    help="comma-separated teacher runtimes to time side by side (pncd distill --teacher-runtime: auto, torch, openvino)")
+                    help="comma-separated teacher runtimes to time side by side (pncd distill --teacher-runtime: auto, torch, openvino, openvino-int8)")
     a = ap.parse_args()
     dev = torch.device(a.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -92,14 +95,20 @@ def time_student(a, name, runtimes, teacher, x, y, seg, dev, sync, amp) -> list[
         opt_p.step()
 
     fns = {"plain": plain_step}
-    used = {}
+    used: dict[str, str] = {}
+    agreement: dict[str, float] = {}
     for rt in runtimes:
         student = create(name).to(dev)
         student.load_state_dict(plain.state_dict())
         # M as in training: (slice, class present) samples; here a lesion in half the slices of a 1000-slice set
-        pncd = PNCD(student, copy.deepcopy(teacher), DistillOptions(teacher_runtime=rt), num_classes=2, channels=1, size=a.size,
-                    n_region_samples=1500, device=dev)
+        # openvino-int8 calibrates on random images and is not held to --int8-agreement: the teacher's
+        # weights are random too, so only its speed means anything here (its agreement is recorded)
+        calib = torch.randn(128, 1, a.size, a.size, generator=torch.Generator().manual_seed(1)).numpy() if rt == "openvino-int8" else None
+        pncd = PNCD(student, copy.deepcopy(teacher), DistillOptions(teacher_runtime=rt, int8_agreement=0.0), num_classes=2,
+                    channels=1, size=a.size, n_region_samples=1500, device=dev, calibration=calib)
         used[rt] = pncd.runner.name
+        if getattr(pncd.runner, "quantization", None):
+            agreement[rt] = pncd.runner.quantization["check"]["argmax_agreement"]
         opt_d = torch.optim.Adam(list(student.parameters()) + list(pncd.losses.parameters()), lr=1e-3)
 
         def distill_step(student=student, pncd=pncd, opt_d=opt_d):
@@ -133,8 +142,8 @@ def time_student(a, name, runtimes, teacher, x, y, seg, dev, sync, amp) -> list[
                      "size": a.size, "batch": a.batch, "device": str(dev), "amp": a.amp,
                      "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None, "threads": torch.get_num_threads(),
                      "steps": a.steps, "plain_s": p, "distill_s": d, "teacher_fwd_s": t, "ratio": d / p,
-                     "beyond_teacher_ratio": (d - t) / p})
-        print(f"{name:12s} {rt:9s} plain {p*1e3:8.1f} ms  distill {d*1e3:8.1f} ms  teacher fwd {t*1e3:8.1f} ms"
+                     "beyond_teacher_ratio": (d - t) / p, **({"int8_argmax_agreement": agreement[rt]} if rt in agreement else {})})
+        print(f"{name:12s} {rt:13s} plain {p*1e3:8.1f} ms  distill {d*1e3:8.1f} ms  teacher fwd {t*1e3:8.1f} ms"
               f"  ratio {d / p:.2f}  (distill - teacher)/plain {(d - t) / p:.2f}", flush=True)
     return rows
 

@@ -59,7 +59,10 @@ TEACHER_DATA = frozenset({"data", "size", "channels", "num_classes", "normalizat
               help="How the frozen teacher's forward runs. openvino: converted to OpenVINO, float32, on the CPU (2-4x faster "
                    "than torch for DCSAU-Net); auto: openvino on a CPU where it is installed and agrees with torch, else torch; "
                    "openvino-int8: quantized by NNCF on 64 training slices, 2.5x faster again, refused when its argmax "
-                   "keeps under 99% of the float teacher's pixels.")
+                   "keeps under --int8-agreement of the float teacher's pixels.")
+@click.option("--int8-agreement", type=click.FloatRange(0, 1), default=_O.int8_agreement, show_default=True,
+              help="openvino-int8: the least fraction of pixels (on 64 training slices it was not calibrated on) "
+                   "whose argmax must agree with the float teacher's.")
 @click.pass_context
 def distill_command(ctx: click.Context, **params_in: Any) -> None:
     """Distil a frozen teacher into a student with PNCD (PMD, RMD, RD, PNSCD).
@@ -143,7 +146,7 @@ def distill_run(ctx: click.Context, p: dict[str, Any]) -> DistillRun:
     dopts = DistillOptions(modules=modules, weights=weights, temperature=p["temperature"], rmd_variant=p["rmd_variant"],
                            tau=p["tau"], n_negatives=p["n_negatives"], pnscd_norm=p["pnscd_norm"], pnscd_form=p["pnscd_form"],
                            pnscd_memory=p["pnscd_memory"], kd_warmup=p["kd_warmup"], taps=parse_taps(p["taps"]),
-                           teacher_runtime=p["teacher_runtime"])
+                           teacher_runtime=p["teacher_runtime"], int8_agreement=p["int8_agreement"])
     inherit = frozenset(k for k in TEACHER_DATA if not _given(ctx, k))
     return DistillRun(teacher=p["teacher"], teacher_weights=p["teacher_weights"], student=p["student"], out=p["out"],
                       resume=p["resume"], force=p["force"], distill=dopts, data=data_options(p, inherit), train=train_options(p),

@@ -71,7 +71,7 @@ class PNCD(nn.Module):
         # the teacher's forward: eager torch or OpenVINO (--teacher-runtime); same tensors either way, or
         # nearly (openvino-int8, calibrated on ``calibration``: training images)
         self.runner = build_runner(d.teacher_runtime, self.teacher, self.t_hooks, [t for _, t in self.pairs] if need_feats else [],
-                                   channels, size, device, calibration=calibration)
+                                   channels, size, device, calibration=calibration, min_agreement=d.int8_agreement)
         ctx = LossContext(d, num_classes, s_ch, t_ch, n_region_samples, all_gather_varlen)
         with torch.random.fork_rng(devices=[]):  # the heads draw from their own stream (see above)
             torch.manual_seed(HEAD_SEED_OFFSET + seed)

@@ -49,6 +49,7 @@ class DistillOptions:
     kd_warmup: float = 0.1  # fraction of all steps over which the distillation weights ramp 0 -> 1
     taps: list[tuple[str, str]] = field(default_factory=list)
     teacher_runtime: str = "auto"  # one of TEACHER_RUNTIMES
+    int8_agreement: float = 0.99  # openvino-int8: least argmax agreement with the float teacher (else refused)
 
     def enabled(self) -> tuple[str, ...]:
         return tuple(self.weights) if self.modules is None else tuple(self.modules)
@@ -142,4 +143,4 @@ class DistillRun(RunOptions):
                 "pnscd_form": d.pnscd_form, "pnscd_memory": d.pnscd_memory, "pnscd_norm": d.pnscd_norm,
                 "kd_warmup": d.kd_warmup, "student_reference": self.student_reference, "strict": self.strict,
                 "check_teacher": self.check_teacher, "taps": [f"{s}={t}" for s, t in d.taps],
-                "teacher_runtime": d.teacher_runtime}
+                "teacher_runtime": d.teacher_runtime, "int8_agreement": d.int8_agreement}

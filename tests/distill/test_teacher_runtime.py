@@ -1,7 +1,8 @@
 """``pncd distill --teacher-runtime``: the frozen teacher through OpenVINO (real OpenVINO, no
 mocks) gives the losses the tensors the torch teacher gives (float32, same shapes, to 1e-4
 relative), and so the same loss terms; a tiny run works end to end through the command line,
-and the runtime is recorded in config.json."""
+and the runtime is recorded in config.json. ``openvino-int8`` (real NNCF): quantized, checked against
+the float teacher, refused below --int8-agreement, recorded."""
 
 from __future__ import annotations
 
@@ -124,3 +125,67 @@ def test_distill_cli_with_openvino_teacher(synthetic_root, tmp_path, user_teache
 
     bad = run_cli(*base, "--out", tmp_path / "bad", "--teacher-runtime", "onnx", env=env)
     assert bad.returncode == 2 and "onnx" in error_line(bad)
+
+
+def test_int8_teacher_is_quantized_checked_and_recorded(teacher_of):
+    """openvino-int8: NNCF calibrates on the given slices and checks on others; the outputs are
+    the INT8 model's (close to the float teacher's, not equal), and no random stream moves."""
+    import numpy as np
+
+    from pncd.distill.teacher_runtime import CALIBRATION_SLICES, OpenVinoTeacher, TorchTeacher, build_runner, relative_error, runtime_record
+
+    teacher, taps, names = teacher_of("unet")
+    images = np.random.RandomState(0).randn(150, 1, 32, 32).astype(np.float32)
+    torch.manual_seed(123)
+    np.random.seed(7)
+    before = torch.random.get_rng_state(), np.random.get_state()[1].copy()
+    runner = build_runner("openvino-int8", teacher, taps, names, 1, 32, "cpu", calibration=images, min_agreement=0.0)
+    assert torch.equal(torch.random.get_rng_state(), before[0]) and np.array_equal(np.random.get_state()[1], before[1])
+    assert isinstance(runner, OpenVinoTeacher) and runner.name == "openvino-int8"
+    rec = runtime_record(runner)
+    q = rec["teacher_quantization"]
+    assert rec["teacher_runtime_used"] == "openvino-int8" and rec["teacher_runtime_precision"].startswith("int8")
+    assert q["calibration_slices"] == CALIBRATION_SLICES == q["check"]["check_slices"] and q["quantizer"] == "nncf.quantize"
+    assert 0.5 < q["check"]["argmax_agreement"] <= 1.0
+    x = torch.from_numpy(images[:3])
+    (got, got_feats), (ref, ref_feats) = runner(x), TorchTeacher(teacher, taps, names)(x)
+    assert len(got_feats) == len(ref_feats) == 2
+    for g, r in [(got, ref), *zip(got_feats, ref_feats)]:
+        assert g.shape == r.shape and g.dtype == torch.float32 and not g.requires_grad
+    # quantized for real (f32 agrees to ~1e-6), yet near the float teacher
+    assert 1e-4 < relative_error(got, ref) < 0.5 and q["check"]["logits_relative_error"] > 1e-4
+
+
+def test_int8_teacher_refusals(teacher_of):
+    import numpy as np
+
+    from pncd.distill.teacher_runtime import build_runner
+    from pncd.errors import PncdError
+
+    teacher, taps, names = teacher_of("unet")
+    images = np.random.RandomState(0).randn(40, 1, 32, 32).astype(np.float32)
+    with pytest.raises(PncdError, match="needs training images"):
+        build_runner("openvino-int8", teacher, taps, names, 1, 32, "cpu")
+    with pytest.raises(PncdError, match=r"argmax agrees with the float teacher's on .* of 40 training slices.*needed"):
+        build_runner("openvino-int8", teacher, taps, names, 1, 32, "cpu", calibration=images, min_agreement=1.01)
+    with pytest.raises(PncdError, match="CPU only"):
+        build_runner("openvino-int8", teacher, taps, names, 1, 32, "cuda", calibration=images)
+
+
+def test_distill_cli_with_int8_teacher(synthetic_root, tmp_path, user_teacher):
+    """A tiny distillation through the CLI with the INT8 teacher, calibrated on the run's own
+    training slices; config.json records the quantization and its check. --int8-agreement 0:
+    this teacher is untrained, its logits near ties (the refusal is tested above)."""
+    weights, env, taps = user_teacher
+    out = tmp_path / "ov8"
+    p = run_cli("distill", "--teacher", "user_teacher:build", "--teacher-weights", weights, "--student", "enet", "--data",
+                synthetic_root, *taps, "--no-check-teacher", *TINY, "--out", out, "--teacher-runtime", "openvino-int8",
+                "--int8-agreement", "0", env=env)
+    assert p.returncode == 0, p.stderr
+    cfg = json.loads((out / "config.json").read_text())
+    d = cfg["distill"]
+    assert (d["teacher_runtime"], d["teacher_runtime_used"], d["int8_agreement"]) == ("openvino-int8", "openvino-int8", 0.0)
+    q = d["teacher_quantization"]
+    assert q["calibration_slices"] == 36 and q["check"]["check_slices"] == 36  # 6 train cases x 6 slices: all of them
+    assert 0.0 <= q["check"]["argmax_agreement"] <= 1.0
+    assert all(all(map(math.isfinite, (r["loss"], r["pnscd"], r["rd"]))) for r in _steps(out))
