@@ -58,7 +58,7 @@ TEACHER_DATA = frozenset({"data", "size", "channels", "num_classes", "normalizat
 @click.option("--teacher-runtime", type=click.Choice(TEACHER_RUNTIMES), default=_O.teacher_runtime, show_default=True,
               help="How the frozen teacher's forward runs. openvino: converted to OpenVINO, float32, on the CPU (2-4x faster "
                    "than torch for DCSAU-Net); auto: openvino on a CPU where it is installed and agrees with torch, else torch; "
-                   "openvino-int8: quantized by NNCF on 64 training slices, 2.5x faster again, refused when its argmax "
+                   "openvino-int8: quantized by NNCF on 64 training slices, about 2x faster again, refused when its argmax "
                    "keeps under --int8-agreement of the float teacher's pixels.")
 @click.option("--int8-agreement", type=click.FloatRange(0, 1), default=_O.int8_agreement, show_default=True,
               help="openvino-int8: the least fraction of pixels (on 64 training slices it was not calibrated on) "

@@ -24,10 +24,11 @@ over the training split, before any augmentation or sampling (no random stream i
 outputs are not torch's: at start-up it is checked on as many other training slices, and refused
 when its per-pixel argmax agrees with the float teacher's on less than ``INT8_MIN_AGREEMENT`` of
 the pixels; the agreement and the largest relative error of the logits and features are recorded in
-config.json. Measured on one thread, batch 8, 128x128 (bench/results/distill_overhead-*-int8-*.json):
-the trained LGG Attention U-Net teacher 2.5x faster than OpenVINO f32 (29 vs 74 ms), 99.98% of its
-val pixels' argmax kept; random-weight DCSAU-Net 2.6x (74 vs 195 ms). The LGG experiment measured
-what it does to the students (bench/results/lgg-distill/).
+config.json. Measured on one thread, batch 8 (bench/results/distill_overhead-cpu-*-int8-*.json):
+DCSAU-Net's forward as distillation runs it 2.0x faster than OpenVINO f32 (95 vs 192 ms at
+128x128, 380 vs 771 ms at 256x256); the trained LGG Attention U-Net teacher 2.5x (29 vs 74 ms at
+128x128), its argmax kept on 99.98% of the val pixels. What it does to the students is measured
+by bench/experiments/lgg_distill.py --int8-teacher (bench/results/lgg-distill/).
 """
 
 from __future__ import annotations
