@@ -271,6 +271,7 @@ def build_runner(requested: str, teacher: nn.Module, taps: FeatureTaps | None, n
     if requested == "torch":
         return reference
     why = _why_torch(torch.device(device))
+    no_openvino = why is not None  # then neither OpenVINO runtime can run here
     runner: TeacherRunner | None = None
     if why is None and requested == "openvino-int8":
         runner, why = _openvino_int8(teacher, taps, names, calibration, reference, min_agreement)
@@ -280,7 +281,7 @@ def build_runner(requested: str, teacher: nn.Module, taps: FeatureTaps | None, n
         return runner
     if requested != "auto":
         raise PncdError(f"--teacher-runtime {requested}: {why}; use --teacher-runtime torch"
-                        + (" or openvino" if requested == "openvino-int8" else ""))
+                        + (" or openvino" if requested == "openvino-int8" and not no_openvino else ""))
     note(f"note: the teacher runs in torch ({why})")
     return reference
 
