@@ -111,17 +111,19 @@ def int8_summary(rows: dict[str, dict[str, Any]], recipe: Recipe, spec: str) -> 
 def render_int8(summary: dict[str, Any]) -> list[str]:
     lines = ["", "PNCD with the teacher in INT8 (`--teacher-runtime openvino-int8`) beside the float teacher "
              "(per-patient test Dice, paired by seed):", "",
-             "| student | seeds | alone | PNCD, float teacher | PNCD, INT8 teacher | INT8 − float (mean ± std) | INT8 − alone |",
-             "|---|---|---|---|---|---|---|"]
+             "| student | seeds | alone | PNCD, float teacher | PNCD, INT8 teacher | INT8 − float (mean ± std) | INT8 − alone "
+             "| per seed: alone / float / INT8 |",
+             "|---|---|---|---|---|---|---|---|"]
     for st, d in summary.items():
         if not d["seeds"]:
-            lines.append(f"| {st} | – | – | – | – | – | not run yet |")
+            lines.append(f"| {st} | – | – | – | – | – | – | not run yet |")
             continue
+        per = ", ".join(f"s{s}: {a:.3f} / {f:.3f} / {q:.3f}" for s, a, f, q in zip(d["seeds"], d["alone"], d["pncd_float"], d["pncd_int8"]))
         d8 = [y - x for x, y in zip(d["pncd_float"], d["pncd_int8"])]
         da = [y - x for x, y in zip(d["alone"], d["pncd_int8"])]
         sd = statistics.stdev(d8) if len(d8) > 1 else 0.0
         lines.append(f"| {st} | {len(d8)} | {statistics.mean(d['alone']):.4f} | {statistics.mean(d['pncd_float']):.4f} | "
-                     f"{statistics.mean(d['pncd_int8']):.4f} | {statistics.mean(d8):+.4f} ± {sd:.4f} | {statistics.mean(da):+.4f} |")
+                     f"{statistics.mean(d['pncd_int8']):.4f} | {statistics.mean(d8):+.4f} ± {sd:.4f} | {statistics.mean(da):+.4f} | {per} |")
     return lines
 
 
