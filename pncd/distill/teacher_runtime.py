@@ -233,7 +233,7 @@ def _failed(what: str, e: Exception) -> str:
     return f"OpenVINO could not {what} the teacher ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})"
 
 
-def _openvino_int8(teacher: nn.Module, taps: FeatureTaps | None, names: list[str], images: np.ndarray,
+def _openvino_int8(teacher: nn.Module, taps: FeatureTaps | None, names: list[str], images: np.ndarray | None,
                    reference: TeacherRunner, min_agreement: float) -> tuple[OpenVinoTeacher | None, str]:
     """The INT8 OpenVINO teacher calibrated on training ``images`` and checked on others; (None, why)."""
     if images is None or len(images) == 0:
