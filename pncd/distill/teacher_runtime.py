@@ -26,9 +26,10 @@ when its per-pixel argmax agrees with the float teacher's on less than ``INT8_MI
 the pixels; the agreement and the largest relative error of the logits and features are recorded in
 config.json. Measured on one thread, batch 8 (bench/results/distill_overhead-cpu-*-int8-*.json):
 DCSAU-Net's forward as distillation runs it 2.0x faster than OpenVINO f32 (95 vs 192 ms at
-128x128, 380 vs 771 ms at 256x256); the trained LGG Attention U-Net teacher 2.5x (29 vs 74 ms at
-128x128), its argmax kept on 99.98% of the val pixels. What it does to the students is measured
-by bench/experiments/lgg_distill.py --int8-teacher (bench/results/lgg-distill/).
+128x128, 380 vs 771 ms at 256x256). The LGG Attention U-Net teacher kept its argmax on 99.97%
+of the check slices' pixels (the distilled runs' config.json). What it does to the students is
+measured by bench/experiments/lgg_distill.py --int8-teacher (bench/results/lgg-distill/): on ENet
+it cost 0.020 Dice on average against the float teacher, so it is opt-in.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from pncd.models import FeatureTaps
 # |OpenVINO f32 - torch| / max|torch| allowed per output in the check at start-up (f32 agrees to ~1e-5)
 AGREEMENT_TOLERANCE = 1e-3
 # openvino-int8: training slices NNCF calibrates on (and as many others that check it), and the least
-# fraction of pixels whose argmax must agree with the float teacher's (the LGG teacher: 99.98%)
+# fraction of pixels whose argmax must agree with the float teacher's (the LGG teacher: 99.97%)
 CALIBRATION_SLICES = 64
 INT8_MIN_AGREEMENT = 0.99
 
@@ -251,7 +252,7 @@ def _openvino_int8(teacher: nn.Module, taps: FeatureTaps | None, names: list[str
     runner.quantization["check"] = agreement
     if not agreement["argmax_agreement"] >= min_agreement:
         return None, (f"the INT8 teacher's argmax agrees with the float teacher's on {agreement['argmax_agreement']:.2%} "
-                      f"of {len(check)} training slices' pixels (at least {min_agreement:.0%} needed)")
+                      f"of {len(check)} training slices' pixels (at least {min_agreement:.1%} needed)")
     return runner, ""
 
 
