@@ -144,7 +144,7 @@ class DistillTrainer(Trainer):
         s = self.data_spec
         self.pncd = PNCD(self.raw_model, self.teacher, self.dopts, s.num_classes, s.channels, s.size,
                          count_region_samples(self.train_set.masks, s.num_classes), self.device, seed=self.opts.seed,
-                         calibration=self.train_set.images if self.dopts.teacher_runtime == "openvino-int8" else None)
+                         calibration=self.train_set.images)  # read by --teacher-runtime openvino-int8 only
         self.losses, self.pairs = self.pncd.losses, self.pncd.pairs
 
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -24,6 +24,9 @@ DEFAULT_WEIGHTS = {"pmd": 0.1, "rmd": 0.1, "rd": 0.3, "pnscd": 0.1}
 # where it is installed and agrees with torch, else torch; openvino-int8: NNCF INT8, calibrated on
 # training slices (opt-in: it changes the teacher's outputs a little)
 TEACHER_RUNTIMES = ("auto", "torch", "openvino", "openvino-int8")
+# openvino-int8: the least fraction of pixels whose argmax must agree with the float teacher's (the
+# LGG teacher: 99.97%), else the INT8 teacher is refused (--int8-agreement)
+INT8_MIN_AGREEMENT = 0.99
 
 
 @dataclass
@@ -49,7 +52,7 @@ class DistillOptions:
     kd_warmup: float = 0.1  # fraction of all steps over which the distillation weights ramp 0 -> 1
     taps: list[tuple[str, str]] = field(default_factory=list)
     teacher_runtime: str = "auto"  # one of TEACHER_RUNTIMES
-    int8_agreement: float = 0.99  # openvino-int8: least argmax agreement with the float teacher (else refused)
+    int8_agreement: float = INT8_MIN_AGREEMENT
 
     def enabled(self) -> tuple[str, ...]:
         return tuple(self.weights) if self.modules is None else tuple(self.modules)

@@ -43,16 +43,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from pncd.distill.options import TEACHER_RUNTIMES
+from pncd.distill.options import INT8_MIN_AGREEMENT, TEACHER_RUNTIMES
 from pncd.errors import PncdError
 from pncd.models import FeatureTaps
 
 # |OpenVINO f32 - torch| / max|torch| allowed per output in the check at start-up (f32 agrees to ~1e-5)
 AGREEMENT_TOLERANCE = 1e-3
-# openvino-int8: training slices NNCF calibrates on (and as many others that check it), and the least
-# fraction of pixels whose argmax must agree with the float teacher's (the LGG teacher: 99.97%)
+# openvino-int8: training slices NNCF calibrates on (and as many others that check it)
 CALIBRATION_SLICES = 64
-INT8_MIN_AGREEMENT = 0.99
 
 
 class TeacherRunner:
