@@ -34,14 +34,11 @@ def foreground(run: Path, images: np.ndarray, batch: int = 32) -> np.ndarray:
     return np.concatenate(out)
 
 
-def per_patient_dice(prob: np.ndarray, gt: np.ndarray, cases: np.ndarray) -> float:
-    pred = prob > 0.5
-    scores = []
-    for cid in np.unique(cases):
-        p, g = pred[cases == cid], gt[cases == cid]
-        den = int(p.sum() + g.sum())
-        scores.append(1.0 if den == 0 else 2.0 * int((p & g).sum()) / den)
-    return float(np.mean(scores))
+def per_patient_dice(prob: np.ndarray, labels: np.ndarray, cases: list[str]) -> float:
+    """pncd eval's per-patient Dice of the prediction ``prob > 0.5``."""
+    from pncd.evaluation import score
+
+    return float(score((prob > 0.5).astype(np.int64), labels, cases, num_classes=2).summary()["dice"])
 
 
 def main() -> None:
@@ -70,7 +67,7 @@ def main() -> None:
     truth = {}
     for split in ("val", "test"):
         ds = load_split(DataSpec(**data), split)
-        truth[split] = (np.asarray(ds.masks) > 0, np.asarray(ds.case_ids))
+        truth[split] = (np.asarray(ds.masks), list(ds.case_ids))
         probs[split] = {name: foreground(run, ds.images) for name, run in runs.items()}
 
     def score(names: list[str]) -> dict[str, float]:
