@@ -87,6 +87,18 @@ def int8_record(man: dict[str, Any]) -> dict[str, Any] | None:
             if auto else None}
 
 
+def requires_vnni(man: dict[str, Any]) -> bool:
+    """Whether an artifact computes correctly only on x86 CPUs with VNNI: INT8 for a CPU runtime
+    with 8-bit weights (``pncd export --int8-cpu vnni``, and every INT8 export before 7-bit weights
+    were the default, whose manifests say nothing), whose u8 x s8 pair sums saturate in int16 elsewhere."""
+    from pncd.export.pipeline import CPU_INT8_TARGETS
+
+    if man.get("precision") != "int8" or man.get("target") not in CPU_INT8_TARGETS:
+        return False
+    q = (man.get("build") or {}).get("quantization") or {}
+    return bool(q.get("requires_vnni", True))
+
+
 def _onnx_file(man: dict[str, Any], d: Path) -> Path | None:
     for name in (man.get("artifact"), man.get("onnx")):
         if isinstance(name, str) and name.endswith(".onnx") and (d / name).is_file():

@@ -73,6 +73,9 @@ class BenchOptions:
     verify: bool = field(default=True, metadata=cli(
         "Do not check each artifact's files against the SHA-256 in its manifest (recorded in the report).",
         flag="--no-verify", param="no_verify", invert=True))
+    allow_int8_saturation: bool = field(default=False, metadata=cli(
+        "Bench an INT8 artifact with 8-bit weights (pncd export --int8-cpu vnni) on a CPU without VNNI, where its "
+        "int16 sums may saturate (refused by default; the report records the CPU)."))
     threads: int | None = field(default=None, metadata=cli(
         "Intra-op threads for local runtimes and torch (default: the usable physical cores, divided among the "
         "processes of a torchrun; printed).", low=1))

@@ -63,7 +63,22 @@ class LocalSite:
         self.device, self.options, self.threads, self.log = device, options, threads, log
 
     def check(self, artifact: Artifact) -> None:
-        pass
+        from pncd.bench.artifact import requires_vnni
+        from pncd.targets.cpu import has_vnni, isa_summary
+
+        if self.device != "cpu" or artifact.precision != "int8":
+            return
+        if requires_vnni(artifact.manifest) and not has_vnni():
+            if not self.options.allow_int8_saturation:
+                raise PncdError(f"{artifact.dir}: INT8 with 8-bit weights (exported with --int8-cpu vnni, or before pncd "
+                                f"made 7-bit weights the default) computes wrongly on this CPU without VNNI "
+                                f"({isa_summary()}): its int16 sums saturate. Re-export it with --int8-cpu any, or pass "
+                                "--allow-int8-saturation to measure it anyway")
+            self.log(f"warning: {artifact.dir.name}: 8-bit INT8 weights on a CPU without VNNI; its int16 sums may "
+                     "saturate (--allow-int8-saturation)")
+        elif artifact.runtime == "tensorrt" and not has_vnni():
+            self.log(f"warning: {artifact.dir.name}: TensorRT's 8-bit INT8 ONNX runs on ONNX Runtime on this CPU "
+                     "without VNNI, whose int16 sums may saturate: its Dice here need not be TensorRT's")
 
     def local_runtime(self, a: Artifact) -> str | None:
         """TensorRT artifacts on a CPU run their ONNX on ONNX Runtime (TensorRT needs an NVIDIA GPU)."""

@@ -12,6 +12,12 @@
   per-channel weights, asymmetric activations): on ENet trained on LGG it kept 98.2% of the
   FP32 test Dice where PERFORMANCE (symmetric activations) kept 89.6% (bench/results/lgg-cpu).
 
+CPU portability: ``OverflowFix.ENABLE`` by default, so every quantized convolution and MatMul
+keeps its weights in half the 8-bit range (7 bits): oneDNN's u8 x s8 kernels on CPUs without
+VNNI add pairs of products in int16 and saturate otherwise (NNCF's own default, FIRST_LAYER,
+fixes only the first layer, which pncd leaves in float anyway). ``portable=False``
+(``--int8-cpu vnni``) keeps 8-bit weights for artifacts that will only meet VNNI or AMX CPUs.
+
 Calibration methods map to NNCF's range estimators: minmax -> MINMAX, percentile ->
 MEAN_QUANTILE, entropy -> HISTOGRAM (NNCF has no KL-entropy calibrator; its histogram
 estimator is the closest, and the manifest records which one ran).
@@ -47,10 +53,12 @@ def convert(
     preset: str = "mixed",
     prequantized: bool = False,
     float_nodes: list[str] | None = None,
+    portable: bool = True,
 ) -> dict[str, Any]:
     """Write ``xml_path`` (+ ``.bin``) for ``precision``; returns the options used. ``prequantized``:
     ``onnx_path`` is a QAT run's QDQ ONNX, whose Quantize/DequantizeLinear pairs OpenVINO runs as INT8.
-    ``float_nodes``: further op friendly names NNCF leaves in floating point (``--keep-float auto``)."""
+    ``float_nodes``: further op friendly names NNCF leaves in floating point (``--keep-float auto``).
+    ``portable``: 7-bit weights, correct on CPUs without VNNI (see the module docstring)."""
     ov = require("openvino", "openvino", "the openvino target")
     model = ov.convert_model(str(onnx_path))
     record: dict[str, Any] = {"converter": "openvino.convert_model (from the ONNX file)"}
@@ -64,7 +72,7 @@ def convert(
         if calib is None:
             raise PncdError("OpenVINO INT8 needs calibration images")
         q, qrec = quantize(model, input_name, calib, method, accuracy_control, validation, max_drop, num_classes,
-                            keep_float, preset, float_nodes)
+                            keep_float, preset, float_nodes, portable=portable)
         ov.save_model(q, str(xml_path), compress_to_fp16=False)
         record.update(qrec, compress_to_fp16=False)
     else:
@@ -103,18 +111,20 @@ def float_layers(model, keep: tuple[str, ...]) -> list[str]:
 
 def quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_control: bool,
              validation: ImageSet | None, max_drop: float, num_classes: int, keep_float: tuple[str, ...],
-             preset: str = "mixed", float_nodes: list[str] | None = None):
+             preset: str = "mixed", float_nodes: list[str] | None = None, portable: bool = True):
     """``model`` (an OpenVINO model) quantized to INT8 by NNCF on ``calib``, and the record of
-    how; used by the export, its sensitivity search and ``pncd distill --teacher-runtime openvino-int8``."""
+    how; used by the export, its sensitivity search and ``pncd distill --teacher-runtime openvino-int8``.
+    ``portable``: NNCF's overflow fix on every layer (7-bit weights; see the module docstring)."""
     nncf = require("nncf", "nncf", "OpenVINO INT8 quantization")
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     if method not in NNCF_METHODS:
         raise PncdError(f"--calib-method {method!r} is unknown; use one of {', '.join(NNCF_METHODS)}")
     nncf.set_log_level(logging.ERROR)
     estimator = getattr(RangeEstimatorParametersSet, NNCF_METHODS[method])
-    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=estimator)
+    overflow_fix = OverflowFix.ENABLE if portable else OverflowFix.DISABLE
+    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=estimator, overflow_fix=overflow_fix)
     calib_ds = nncf.Dataset([calib.images[i : i + 1] for i in range(len(calib))])
     # Comparisons and selections stay in float (as in the ONNX Runtime INT8 path): ENet's
     # max-unpooling mask compares a max with its inputs, which quantization breaks.
@@ -127,6 +137,7 @@ def quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_cont
         "nncf_range_estimator": NNCF_METHODS[method],
         "preset": "MIXED (asymmetric activations)" if preset == "mixed" else "PERFORMANCE (symmetric activations)",
         "subset_size": len(calib), "fast_bias_correction": True, "ignored_types": list(FLOAT_OPS),
+        "overflow_fix": overflow_fix.name, "weight_bits": 7 if portable else 8,
         "keep_float": {"layers": list(keep_float), "nodes": kept},
     }
     try:

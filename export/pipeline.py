@@ -52,7 +52,7 @@ class ExportOptions:
     dynamic_batch: bool = False
     accuracy_control: bool = False
     max_dice_drop: float = 0.01
-    strict: bool = False
+    strict: bool = True  # INT8 below MIN_INT8_DICE_RATIO of the FP32 Dice fails the export (--no-strict: a warning)
     force: bool = False
     parity_images: int = 0  # 0: automatic: for INT8 the held-out split up to INT8_PARITY_MAX images, else 32
     parity_batch: int = 8
@@ -61,6 +61,29 @@ class ExportOptions:
     ov_preset: str | None = None  # OpenVINO INT8 only; None = "mixed"
     ac_images: int = 0  # held-out images --accuracy-control validates on; 0 = the whole val split
     inference_precision: str = "auto"  # OpenVINO: auto|f32|f16|bf16 (pncd.targets.cpu.resolve_inference_precision)
+    int8_cpu: str | None = None  # CPU INT8: "any" (7-bit weights, the default) or "vnni" (8-bit; VNNI/AMX CPUs only)
+
+
+INT8_CPUS = ("any", "vnni")
+CPU_INT8_TARGETS = ("onnxruntime", "openvino")  # INT8 that runs on an x86 CPU (u8 x s8 kernels)
+
+
+def int8_portable(flags) -> bool:
+    """Whether a CPU target's INT8 keeps 7-bit weights (``--int8-cpu any``, the default): correct
+    on x86 CPUs without VNNI, where 8-bit weights saturate the int16 pair sums (pncd.targets.cpu)."""
+    return getattr(flags, "int8_cpu", None) != "vnni"
+
+
+def cpu_int8_record(target: str, build: dict[str, Any], qat: dict[str, Any] | None) -> dict[str, Any]:
+    """What CPUs an INT8 artifact computes correctly on (manifest ``build.quantization``):
+    ``weight_bits`` and ``requires_vnni`` (True: 8-bit weights on a CPU runtime, which saturate
+    without VNNI; pncd bench refuses such an artifact on a CPU without VNNI). None for a GPU target."""
+    bits = int(qat.get("weight_bits", 8) if qat is not None else build.get("weight_bits", 8))
+    if target not in CPU_INT8_TARGETS:
+        return {"weight_bits": bits, "requires_vnni": None, "cpus": "NVIDIA GPUs (TensorRT computes in int32)"}
+    return {"weight_bits": bits, "requires_vnni": bits > 7,
+            "cpus": "every x86 CPU (7-bit weights: no int16 saturation without VNNI)" if bits <= 7
+            else "x86 CPUs with VNNI or AMX (8-bit weights saturate int16 sums on AVX2 / AVX-512 without VNNI)"}
 
 
 def validate(opts: ExportOptions) -> None:
@@ -92,6 +115,12 @@ def validate(opts: ExportOptions) -> None:
     if opts.inference_precision != "auto" and opts.target != "openvino":
         raise PncdError("--inference-precision applies to --target openvino only (ONNX Runtime computes in the "
                         "graph's own precision)")
+    if opts.int8_cpu is not None:
+        if opts.int8_cpu not in INT8_CPUS:
+            raise PncdError(f"--int8-cpu {opts.int8_cpu!r} is unknown; use any or vnni")
+        if opts.precision != "int8" or opts.target not in CPU_INT8_TARGETS:
+            raise PncdError(f"--int8-cpu applies to --precision int8 with --target {' or '.join(CPU_INT8_TARGETS)} "
+                            f"(this export is {opts.target} {opts.precision})")
     if opts.parity_images < 0:
         raise PncdError(f"--parity-images {opts.parity_images} is invalid; use 0 (automatic) or a positive count")
     if opts.input_size is not None:
@@ -260,8 +289,9 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
         built = build_target(opts, fp32_onnx, tmp, calib, validation, src.num_classes,
                              input_chw=(src.channels, size[0], size[1]), log=log, prequantized=src.qdq_onnx is not None)
         if opts.precision == "int8":
-            built.build["quantization"] = ({"route": "qat", **src.cfg["qat"]} if src.qdq_onnx is not None
-                                           else {"route": "ptq"})
+            qat = src.cfg["qat"] if src.qdq_onnx is not None else None
+            built.build["quantization"] = {"route": "qat", **qat} if qat is not None else {"route": "ptq"}
+            built.build["quantization"].update(cpu_int8_record(opts.target, built.build, qat))
         results = _check_parity(built, opts, ref, held, src.num_classes, log)
         man = _manifest(tmp, run, src, opts, built, calib, exporter, results, options, command)
         write_json(tmp / mf.MANIFEST, man)

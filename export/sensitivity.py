@@ -120,11 +120,12 @@ class OrtBackend:
     """Candidates as ONNX Runtime QDQ files (asymmetric, or symmetric for TensorRT)."""
 
     def __init__(self, fp32_onnx: Path, calib: ImageSet, input_name: str, method: str, symmetric: bool,
-                 scratch: Path, ends: tuple[str, ...] = ()) -> None:
+                 scratch: Path, ends: tuple[str, ...] = (), reduce_range: bool = False) -> None:
         from pncd.export.ort_export import float_layers, pre_process
 
         self.runtime = "onnxruntime" + (" (TensorRT's symmetric QDQ)" if symmetric else "")
         self.calib, self.input_name, self.method, self.symmetric = calib, input_name, method, symmetric
+        self.reduce_range = reduce_range  # the 7-bit weights the export will write (--int8-cpu any)
         self.scratch = scratch
         self.pre = scratch / "preprocessed.onnx"
         pre_process(fp32_onnx, self.pre)
@@ -149,7 +150,7 @@ class OrtBackend:
         self._count += 1
         dst = self.scratch / f"candidate-{self._count}.onnx"
         quantize_preprocessed(self.pre, dst, self.calib.images, self.input_name, self.method, self.symmetric,
-                              float_nodes, cache=self.scratch / "calibration.json")
+                              float_nodes, cache=self.scratch / "calibration.json", reduce_range=self.reduce_range)
         return self._run(dst)
 
     def alone_fn(self, block: str) -> InferFn:
@@ -177,13 +178,14 @@ class OpenVinoBackend:
     """Candidates quantized by NNCF on the OpenVINO model, compiled for the CPU."""
 
     def __init__(self, fp32_onnx: Path, calib: ImageSet, input_name: str, method: str, preset: str,
-                 hint: str, ends: tuple[str, ...] = ()) -> None:
+                 hint: str, ends: tuple[str, ...] = (), portable: bool = True) -> None:
         import openvino as ov
 
         from pncd.export.openvino_export import float_layers
 
         self.runtime = "openvino"
         self.calib, self.input_name, self.method, self.preset = calib, input_name, method, preset
+        self.portable = portable  # NNCF's overflow fix, as the export will apply it (--int8-cpu any)
         self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
         self.core = ov.Core()
         self.model = ov.convert_model(str(fp32_onnx))
@@ -209,7 +211,7 @@ class OpenVinoBackend:
         from pncd.export.openvino_export import quantize
 
         q, _ = quantize(self.model.clone(), self.input_name, self.calib, self.method, False, None, 0.01, 2,
-                         keep_float=(), preset=self.preset, float_nodes=float_nodes)
+                         keep_float=(), preset=self.preset, float_nodes=float_nodes, portable=self.portable)
         return self._compile(q)
 
     def alone_fn(self, block: str) -> InferFn:
@@ -338,14 +340,20 @@ def _run_plan(calib: ImageSet | None, options, make_backend) -> tuple[list[str] 
 
 def ort_plan(fp32_onnx: Path, calib: ImageSet | None, options, symmetric: bool) -> tuple[list[str] | None, dict]:
     """:func:`plan` on ONNX Runtime for the onnxruntime / tensorrt targets (nothing when not asked)."""
+    from pncd.export.pipeline import int8_portable
+
     f = options.flags
     return _run_plan(calib, options, lambda images, ends, scratch: OrtBackend(
-        fp32_onnx, images, options.input_name, f.calib_method, symmetric, scratch, ends=ends))
+        fp32_onnx, images, options.input_name, f.calib_method, symmetric, scratch, ends=ends,
+        reduce_range=not symmetric and int8_portable(f)))
 
 
 def openvino_plan(fp32_onnx: Path, calib: ImageSet | None, options, hint: str) -> tuple[list[str] | None, dict]:
     """:func:`plan` with NNCF on OpenVINO for the openvino target (nothing when not asked)."""
+    from pncd.export.pipeline import int8_portable
+
     f = options.flags
     return _run_plan(calib, options, lambda images, ends, _scratch: OpenVinoBackend(
-        fp32_onnx, images, options.input_name, f.calib_method, f.ov_preset or "mixed", hint, ends=ends))
+        fp32_onnx, images, options.input_name, f.calib_method, f.ov_preset or "mixed", hint, ends=ends,
+        portable=int8_portable(f)))
 

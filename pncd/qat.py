@@ -63,6 +63,7 @@ class QatOptions:
     eval_every: int = 100
     seed: int = 0
     keep_float: str = "first"  # "first": the layers reading the image stay float (as pncd export's PTQ); "none"
+    int8_cpu: str = "any"  # "any": 7-bit weights (NNCF's overflow fix), correct without VNNI; "vnni": 8-bit
 
 
 @dataclass
@@ -122,24 +123,28 @@ def first_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
     return [n.node_name for inp in graph.get_input_nodes() for n in graph.get_next_nodes(inp)]
 
 
-def quantize(model: nn.Module, calib: list[torch.Tensor], keep_float: str = "first") -> nn.Module:
+def quantize(model: nn.Module, calib: list[torch.Tensor], keep_float: str = "first", portable: bool = True) -> nn.Module:
     """NNCF post-training quantization of a copy of ``model`` (the QAT starting point).
 
     ``keep_float="first"`` leaves the layers that read the image in float, as ``pncd export``'s
     INT8 does by default: a lesion is often the brightest outlier of a normalised scan, which a
     calibrated input range clips, and ONNX Runtime's u8 x s8 kernels can saturate on CPUs without
-    VNNI (see ``pncd.export.ort_export.float_layers``)."""
+    VNNI (see ``pncd.export.ort_export.float_layers``). ``portable``: NNCF's overflow fix on every
+    layer, 7-bit weights, so the QDQ ONNX computes the same on CPUs without VNNI (as the export's
+    PTQ, see ``pncd.export.openvino_export``)."""
     import logging
 
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     nncf.set_log_level(logging.ERROR)
     # comparisons and selections stay in float, as in the export's INT8 (FLOAT_OPS there): ENet's
     # max-unpooling compares each corner with the window's maximum, which quantizing breaks
     names = first_layers(model, calib[0]) if keep_float == "first" else []
     ignored = nncf.IgnoredScope(names=names, types=list(FLOAT_OPS), validate=False)
+    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE if portable else OverflowFix.DISABLE)
     return nncf.quantize(copy.deepcopy(model).eval(), nncf.Dataset(calib), subset_size=len(calib),
-                         preset=nncf.QuantizationPreset.MIXED, ignored_scope=ignored)
+                         preset=nncf.QuantizationPreset.MIXED, ignored_scope=ignored, advanced_parameters=advanced)
 
 
 def _freeze_bn(model: nn.Module) -> None:
@@ -257,7 +262,7 @@ def run_qat(run: str | Path, out: str | Path, opts: QatOptions, data: str | None
     float_dice = _dice(student, val)
     echo(f"float student {run}: val Dice {float_dice:.4f}; quantizing with NNCF on {len(calib)} training images "
          "(the first run on a machine compiles NNCF's CPU kernels: a minute or two)")
-    q = quantize(student, calib, opts.keep_float)
+    q = quantize(student, calib, opts.keep_float, portable=opts.int8_cpu != "vnni")
     rows: list[dict[str, Any]] = []
 
     def log(row: dict[str, Any]) -> None:
@@ -272,7 +277,7 @@ def run_qat(run: str | Path, out: str | Path, opts: QatOptions, data: str | None
         save_weights(plain, tmp / "best.safetensors")
         qat = {"parent": str(run.resolve()), "options": asdict(opts), "float_val_dice": float_dice,
                "ptq_val_dice": rows[0]["val_dice"], "qat_val_dice": best_dice, "best_step": best_step,
-               "qdq_onnx": QDQ_ONNX, "library": "nncf"}
+               "qdq_onnx": QDQ_ONNX, "library": "nncf", "weight_bits": 8 if opts.int8_cpu == "vnni" else 7}
         write_json(tmp / "config.json", {**cfg, "kind": "qat", "model": model_spec(plain), "data": d, "qat": qat})
         write_json(tmp / "log.json", rows)
     return QatResult(Path(out), float_dice, rows[0]["val_dice"], best_dice, best_step)

@@ -14,7 +14,14 @@ Two effects matter to pncd:
 - ONNX Runtime's x86 integer kernels multiply u8 activations by s8 weights; without VNNI they
   use ``vpmaddubsw``, whose 16-bit intermediate sums can saturate (ONNX Runtime's quantization
   docs: "on x86-64 with AVX2 or AVX-512 (without VNNI) U8S8 may suffer from saturation").
-  :func:`has_vnni` tells which case a machine is.
+  :func:`has_vnni` tells which case a machine is. OpenVINO's oneDNN kernels do the same on such
+  CPUs. So ``pncd export``'s INT8 for the CPU runtimes keeps its weights in 7 bits by default
+  (ONNX Runtime's ``reduce_range``, NNCF's ``OverflowFix.ENABLE``): a pair of u8 x s7 products
+  fits in int16, and the artifact computes the same on every x86 CPU (``--int8-cpu``).
+
+The features come from the CPUID instruction, as NumPy's runtime dispatch reads it
+(``__cpu_features__``), not from /proc/cpuinfo: the runtimes pick their kernels by CPUID, and
+under an emulator (``qemu-x86_64 -cpu Haswell``) /proc/cpuinfo still describes the host.
 """
 
 from __future__ import annotations
@@ -57,18 +64,53 @@ def cpu_model() -> str:
     return _cpuinfo_field("model name") or platform.processor() or "unknown CPU"
 
 
+# /proc/cpuinfo flag -> NumPy's CPUID feature name, for the features that decide the kernels
+_CPUID_NAME = {"avx2": "AVX2", "avx512f": "AVX512F", "avx512_vnni": "AVX512VNNI", "avx512_bf16": "AVX512BF16",
+               "avx512_fp16": "AVX512FP16"}
+
+
+@functools.lru_cache(maxsize=1)
+def cpuid_features() -> frozenset[str] | None:
+    """The x86 features CPUID reports to this process (NumPy's names: "AVX2", "AVX512VNNI", ...),
+    or None where NumPy does not expose them (then /proc/cpuinfo is used)."""
+    import importlib
+
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # NumPy 2, NumPy 1
+        try:
+            features = importlib.import_module(module).__cpu_features__
+        except (ImportError, AttributeError):
+            continue
+        return frozenset(name for name, present in features.items() if present)
+    return None
+
+
+def _has(flag: str) -> bool:
+    """``flag`` (a /proc/cpuinfo name) as CPUID reports it where NumPy tells, else /proc/cpuinfo."""
+    features = cpuid_features()
+    if features is not None and flag in _CPUID_NAME:
+        return _CPUID_NAME[flag] in features
+    return flag in cpu_flags()
+
+
 def has_vnni() -> bool:
-    """INT8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX-INT8)."""
+    """INT8 dot-product instructions with 32-bit sums (AVX-512 VNNI; every AMX CPU has it too).
+
+    AVX-VNNI alone (client CPUs without AVX-512) is not seen by CPUID through NumPy and counts as
+    no VNNI: the safe side, an artifact made for VNNI is then refused there, never run wrongly."""
+    features = cpuid_features()
+    if features is not None:
+        return "AVX512VNNI" in features
     return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def isa_summary() -> str:
     """One line naming the instruction sets that decide the runtimes' kernels."""
-    flags = cpu_flags()
+    # CPUID and /proc/cpuinfo disagree under an emulator; AMX is known from /proc/cpuinfo only
+    emulated = cpuid_features() is not None and ("avx512f" in cpu_flags()) != _has("avx512f")
     names = [n for n, f in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("VNNI", None), ("BF16", "avx512_bf16"),
                             ("AVX-512 FP16", "avx512_fp16"), ("AMX", "amx_tile"))
-             if (f in flags if f else has_vnni())]
-    return f"{cpu_model()} ({', '.join(names) or 'no AVX2'})"
+             if (has_vnni() if f is None else _has(f) and not (emulated and f not in _CPUID_NAME))]
+    return f"{cpu_model()}{' as emulated' if emulated else ''} ({', '.join(names) or 'no AVX2'})"
 
 
 @functools.lru_cache(maxsize=8)

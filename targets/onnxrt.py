@@ -114,9 +114,12 @@ class OnnxRuntimeTarget(Target):
         from pncd.export.sensitivity import ends_of, ort_plan
 
         float_nodes, found = ort_plan(onnx, calib, options, symmetric=False) if precision == "int8" else (None, {})
+        from pncd.export.pipeline import int8_portable
+
         name, build = write_precision_onnx(onnx, out_dir, precision, options.input_name, calib,
                                            options.flags.calib_method, ends_of(options.flags.keep_float), symmetric=False,
-                                           prequantized=options.prequantized, float_nodes=float_nodes)
+                                           prequantized=options.prequantized, float_nodes=float_nodes,
+                                           reduce_range=int8_portable(options.flags))
         build.update(found)
         return Artifact(name, name, build, calibration_method=build.get("calibrate_method", ""),
                         parity_runners=[(self.name, OnnxRuntimeRunner(out_dir / name))])

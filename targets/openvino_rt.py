@@ -139,6 +139,7 @@ class OpenVinoTarget(Target):
         from pncd.export.openvino_export import convert
         from pncd.targets.cpu import resolve_inference_precision
 
+        from pncd.export.pipeline import int8_portable
         from pncd.export.sensitivity import ends_of, openvino_plan
 
         f = options.flags
@@ -149,7 +150,7 @@ class OpenVinoTarget(Target):
                         accuracy_control=f.accuracy_control, validation=options.validation,
                         max_drop=f.max_dice_drop, num_classes=options.num_classes,
                         keep_float=ends_of(f.keep_float), preset=f.ov_preset or "mixed", prequantized=options.prequantized,
-                        float_nodes=float_nodes)
+                        float_nodes=float_nodes, portable=int8_portable(f))
         build.update(found)
         build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}
         return Artifact("model.xml", None, build,

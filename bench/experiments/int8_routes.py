@@ -100,6 +100,7 @@ def rows_for(name: str, run: Path, arts: dict[tuple[str, str], Path], report: di
             "latency_ms_median": e["latency_ms_median"], "torch_latency_ms_median": ref["latency_ms_median"],
             "computes_in": e.get("compute_precision"),
             "kept_float": (man["build"].get("keep_float") or {}).get("layers"),
+            "weight_bits": (man["build"].get("quantization") or {}).get("weight_bits", 8),
         })
     return out
 
@@ -110,14 +111,15 @@ def render(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
              *[f"Command: `{c}`" for c in commands], "",
              f"Machine: {machine.get('cpu_isa') or machine.get('cpu_model')}, one thread per runtime; latencies "
              "measured side by side in one `pncd bench` run per student.", "",
-             "| student | runtime | route | Dice | float Dice | Dice kept | 95% CI of ΔDice | median ms | torch ms | speed-up |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| student | runtime | route | weights | Dice | float Dice | Dice kept | 95% CI of ΔDice | median ms | torch ms | speed-up |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     students = list(dict.fromkeys(r["student"] for r in rows))
     order = sorted(rows, key=lambda r: (students.index(r["student"]), RUNTIMES.index(r["runtime"]), ROUTES.index(r["route"])))
     for r in order:
         lo, hi = r["dice_diff_ci95"]
         runtime = "tensorrt ONNX on onnxruntime" if r["runtime"] == "tensorrt" else r["runtime"]
-        lines.append(f"| {r['student']} | {runtime} | {r['route']} | {r['dice']:.4f} | {r['float_dice']:.4f} | "
+        lines.append(f"| {r['student']} | {runtime} | {r['route']} | {r.get('weight_bits', 8)}-bit | {r['dice']:.4f} | "
+                     f"{r['float_dice']:.4f} | "
                      f"{r['dice_kept']:.2%} | [{lo:+.4f}, {hi:+.4f}] | {r['latency_ms_median']:.1f} | "
                      f"{r['torch_latency_ms_median']:.1f} | {r['speedup_vs_torch']:.1f}x |")
     return "\n".join(lines) + "\n"
@@ -153,10 +155,11 @@ def main(argv: list[str] | None = None) -> None:
         rows += rows_for(name, Path(run), arts, report)
         shutil.copyfile(a.work / name / "bench" / "report.md", a.results / f"{name}-bench.md")
     command = "python bench/experiments/int8_routes.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    done = {r["student"] for r in rows}
-    old = a.results / "summary.json"  # students benched by an earlier call stay (their own command recorded)
+    done = {(r["student"], r["route"]) for r in rows}
+    old = a.results / "summary.json"  # rows of students / routes not run by this call stay (their own command recorded)
     prev = json.loads(old.read_text()) if old.is_file() else {}
-    kept = [r for r in prev.get("rows", []) + prev.get("tensorrt_onnx_on_onnxruntime", []) if r["student"] not in done]
+    kept = [r for r in prev.get("rows", []) + prev.get("tensorrt_onnx_on_onnxruntime", [])
+            if (r["student"], r["route"]) not in done]
     every = kept + [{**r, "command": command} for r in rows]
     rows = [r for r in every if r["runtime"] in SUMMARY_RUNTIMES]
     trt = [r for r in every if r["runtime"] not in SUMMARY_RUNTIMES]

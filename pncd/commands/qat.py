@@ -46,6 +46,9 @@ def _weights(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option("--keep-float", type=click.Choice(["first", "none"]), default="first", show_default=True,
               help="first: the layers reading the image stay in float (as pncd export's INT8 default); none: "
                    "quantize every layer.")
+@click.option("--int8-cpu", type=click.Choice(["any", "vnni"]), default="any", show_default=True,
+              help="any: 7-bit weights (NNCF's overflow fix), so the INT8 ONNX computes the same on every x86 CPU; "
+                   "vnni: 8-bit weights, for CPUs with VNNI or AMX only (pncd bench refuses it elsewhere).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 @threads_option
