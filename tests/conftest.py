@@ -39,3 +39,23 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+CI_GATE_RUN = Path(__file__).resolve().parents[1] / "bench" / "results" / "ci-gate" / "enet-pncd"
+CI_GATE_BASELINE = Path(__file__).resolve().parents[1] / "bench" / "baselines" / "ci-synthetic.json"
+CI_GATE_EXPORTS = ("onnxruntime:int8", "openvino:fp32", "openvino:int8")
+
+
+@pytest.fixture(scope="session")
+def ci_gate_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The committed CI checkpoint (``bench/results/ci-gate``) exported as ``CI_GATE_EXPORTS`` with
+    pncd export's defaults, once per session: {"target:precision": artifact directory}."""
+    from pncd.export.pipeline import ExportOptions, export_run
+
+    out = tmp_path_factory.mktemp("ci-gate")
+    dirs = {}
+    for spec in CI_GATE_EXPORTS:
+        target, precision = spec.split(":")
+        dirs[spec] = out / f"enet-pncd-{target}-{precision}"
+        export_run(CI_GATE_RUN, ExportOptions(target=target, precision=precision, out=str(dirs[spec])), log=lambda _m: None)
+    return dirs

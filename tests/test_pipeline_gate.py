@@ -1,24 +1,18 @@
-"""The project's own accuracy gate: a short seeded pipeline on the synthetic phantoms.
+"""The project's own accuracy gate: exports of a committed checkpoint against a committed baseline.
 
-train (U-Net teacher) -> distil (Attention U-Net student, PNCD) -> export (ORT INT8, OpenVINO FP32 and INT8) ->
-bench -> gate against ``bench/baselines/ci-synthetic.json``, committed in the repository.
+``bench/results/ci-gate/enet-pncd`` (ENet distilled by ``pncd demo``'s recipe on the built-in
+synthetic phantoms; its README says how it was made) is exported with pncd export's defaults
+(ONNX Runtime INT8, OpenVINO FP32 and INT8), benched on the whole test split and gated against
+``bench/baselines/ci-synthetic.json``.
 
-Why it does not flake: every stage is seeded and runs single-threaded on the CPU, where the
-training loop is bit-reproducible (``tests/test_train.py`` checks that two runs, one of them
-killed and resumed, end with identical weights), calibration takes fixed images, and the
-bench reads the whole test split. On the machine that wrote the baseline the Dice values are
-reproduced exactly; across CPUs, oneDNN / OpenVINO may pick other kernels (AVX2 vs AVX-512),
-which moves logits by ~1e-6 and flips a handful of boundary pixels: far inside the gate's
-tolerance of 0.005 absolute Dice. A real regression (a broken preprocessing step, a wrong
-calibration, a perturbed weight) moves Dice by more than that: ``tests/bench`` shows the gate
-failing a perturbed model.
-
-The student is a small U-shaped network rather than ENet: ENet at 64x64 reaches a Dice of
-only ~0.06 in 80 steps, and on such a model INT8 and FP16 noise flip a large share of its few
-foreground pixels, so the gate would measure noise. FP16 is not in this pipeline for the same
-reason (a briefly trained model has many pixels near the decision boundary and fails the 99.9%
-argmax-agreement check at export time, as that check should); ``tests/export`` covers FP16 on
-every model.
+Why it holds on every x86 CPU kind: nothing is retrained here. A model retrained in CI differs
+between CPU kinds (float rounding in training: its torch FP32 Dice was 0.015 below the baseline on
+an AVX2-only EPYC, issue 22); the weights here are fixed. What remains CPU-dependent is small:
+float kernels (AVX2, AVX-512) move logits by ~1e-6, and INT8 keeps 7-bit weights by default, so
+its integer sums are exact with and without VNNI (``tests/export/test_avx2_emulated.py`` gates the
+INT8 exports on an emulated AVX2 CPU against this same baseline). Training reproducibility is
+tested within one machine: ``tests/test_train.py`` and ``tests/faults/test_resume.py`` (a killed
+and resumed run ends with the weights of an uninterrupted one).
 
 Regenerate the baseline on purpose with::
 
@@ -32,47 +26,48 @@ from pathlib import Path
 
 import pytest
 
-BASELINE = Path(__file__).resolve().parents[1] / "bench" / "baselines" / "ci-synthetic.json"
-# The 99% MLPerf quality target (the gate's default) is for trained models; this 80-step model
-# keeps 84-85% of its FP32 Dice in INT8 (measured when the baseline was written), so here the
-# reference rule only catches a collapse, and the baseline rules (Dice drop <= 0.005 absolute,
-# VOE, RVD against the committed values) catch regressions.
-MIN_REF_RATIO = 0.75
+from tests.conftest import CI_GATE_BASELINE as BASELINE
+
+# The checkpoint keeps 98.6-101% of its torch Dice in INT8 on the 4 test cases (OpenVINO 98.6%
+# with and without VNNI, measured when the baseline was written): the reference rule allows 97%, the baseline
+# rules (Dice drop <= 0.005 absolute, VOE, RVD against the committed values) catch regressions.
+MIN_REF_RATIO = 0.97
 
 
-def ci_recipe():
-    from pncd.distill.options import DistillOptions
-    from pncd.pipeline import DemoRecipe
-
-    # the distillation options spelled out: the CI recipe must not follow distill's defaults
-    distill = DistillOptions(rmd_variant="emkd", weights={"pmd": 0.1, "rmd": 0.9, "rd": 0.9, "pnscd": 0.9})
-    return DemoRecipe(teacher="unet", student="attention_unet", size=64, batch=8, teacher_epochs=4, student_epochs=4, steps_per_epoch=20,
-                      teacher_lr=1e-3, student_lr=1e-3,
-                      exports=("onnxruntime:int8", "openvino:fp32", "openvino:int8"), calib_size=32, bench_iters=10, n_boot=200,
-                      distill=distill)
-
-
-@pytest.mark.timeout(1500)
-def test_seeded_pipeline_passes_committed_gate(tmp_path):
+def bench_and_gate(artifacts: list[Path], out: Path) -> tuple[bool, list[dict], Path]:
+    """Bench ``artifacts`` on the test split into ``out``; (gate verdict, rows, report.json)."""
     from pncd.bench.gate import run_gate
-    from pncd.pipeline import run_pipeline
+    from pncd.bench.options import BenchOptions
+    from pncd.bench.pipeline import run as run_bench
 
-    messages: list[str] = []
-    result = run_pipeline(ci_recipe(), tmp_path / "ci", baseline=None, echo=messages.append)
-    assert not result["export_failures"], result["export_failures"]
-    report = result["report"] / "report.json"
-    assert report.is_file() and (result["report"] / "report.md").is_file()
+    run_bench(artifacts, BenchOptions(split="test", out=out, iters=10, n_boot=200, overlays=0, threads=1, progress=False),
+              log=lambda _m: None)
+    ok, rows = run_gate(out / "report.json", BASELINE, require_all=True, min_ref_ratio=MIN_REF_RATIO)
+    return ok, rows, out / "report.json"
+
+
+@pytest.mark.timeout(900)
+def test_committed_checkpoint_exports_pass_committed_gate(ci_gate_exports, tmp_path):
+    ok, rows, report = bench_and_gate(list(ci_gate_exports.values()), tmp_path / "report")
     if os.environ.get("PNCD_UPDATE_BASELINE"):
         from pncd.bench.gate import gate_command
 
         gate_command.main(args=[str(report), "--baseline", str(BASELINE), "--update-baseline"], standalone_mode=False)
-    ok, rows = run_gate(report, BASELINE, require_all=True, min_ref_ratio=MIN_REF_RATIO)
+        ok, rows, report = bench_and_gate(list(ci_gate_exports.values()), tmp_path / "report-again")
     failed = [r for r in rows if r["status"] == "fail"]
     assert ok, failed
     checked = {r["rule"] for r in rows if r["status"] == "pass"}
     assert {"ref_ratio", "dice_drop"} <= checked, rows
-    # the student segments something: a gate on an all-background model would be vacuous
+    # every artifact was compared with the baseline, and the model segments something: a gate on
+    # an all-background model would be vacuous
     from pncd.io import read_json
 
     entries = read_json(report)["entries"]
-    assert all(e["dice"] is not None and e["dice"] > 0.15 for e in entries), [(e["key"], e["dice"]) for e in entries]
+    assert {e["key"] for e in entries if e["kind"] == "artifact"} == {
+        k for k, v in read_json(BASELINE)["entries"].items() if v["kind"] == "artifact"}
+    assert all(e["dice"] is not None and e["dice"] > 0.5 for e in entries), [(e["key"], e["dice"]) for e in entries]
+    # the INT8 exports keep 7-bit weights: correct on CPUs without VNNI (tests/export/test_avx2_emulated.py)
+    for spec, d in ci_gate_exports.items():
+        if spec.endswith("int8"):
+            q = read_json(d / "manifest.json")["build"]["quantization"]
+            assert q["weight_bits"] == 7 and q["requires_vnni"] is False, q
