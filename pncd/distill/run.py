@@ -27,17 +27,27 @@ def distill(run: DistillRun, *, record: dict[str, Any] | None = None) -> RunResu
     """Distil ``run.teacher`` into a new ``run.student`` in ``run.out`` (or continue it:
     ``run.resume``). ``record``: the options config.json records (default: ``run.params()``
     with the teacher's path and the data options resolved; the command line passes its own)."""
+    from pncd.outlock import is_main_process, out_lock
+    from pncd.train import apply_run_threads
+
+    run.check()
+    run.distill.check()
+    if run.strict and not run.student_reference:
+        raise PncdError("--strict compares the teacher with a run of the student alone: pass --student-reference RUN")
+    apply_run_threads(run.threads)
+    # one process per --out, from before the teacher is loaded to the end (resume and --force too)
+    with out_lock(run.out, "pncd distill", enabled=is_main_process()):
+        return _distill(run, record)
+
+
+def _distill(run: DistillRun, record: dict[str, Any] | None) -> RunResult:
     from pncd import models
     from pncd.distill.engine import DistillTrainer
     from pncd.distill.teacher import check_teacher_dice, load_teacher
     from pncd.rundir import prepare_out
     from pncd.runtime import resolve_device, seed_everything
-    from pncd.train import apply_run_threads, check_size, fit_run
+    from pncd.train import check_size, fit_run
 
-    run.distill.check()
-    if run.strict and not run.student_reference:
-        raise PncdError("--strict compares the teacher with a run of the student alone: pass --student-reference RUN")
-    apply_run_threads(run.threads)
     device = resolve_device(run.train.device)
     t_model, t_cfg = load_teacher(run.teacher, run.teacher_weights, device)
     data = run.data.resolved(t_cfg["data"] if t_cfg is not None else None)
