@@ -86,7 +86,9 @@ def export_command(ctx: click.Context, config, run, target, precision, out, data
     RUN is a run directory of pncd train / distill (config.json + best.safetensors). The export
     is compared with the torch model on held-out images; FP32 must agree on >= 99.99% of
     pixels, FP16 on >= 99.9%, or nothing is written. INT8 is calibrated on training images and
-    reports its Dice relative to FP32 (warning below 99%, error with --strict).
+    reports its Dice relative to FP32 (warning below 99%, error with --strict). A run that
+    stopped before its last epoch is exported with a warning, and the manifest says so
+    (source.complete, source.epochs_done, source.epochs).
 
     \b
     Examples:
