@@ -65,7 +65,7 @@ class BenchOptions:
     batch: int = field(default=8, metadata=cli("Batch size for the throughput measurement (1: skip).", low=1))
     accuracy_batch: int = field(default=8, metadata=cli(low=1))
     n_boot: int = field(default=2000, metadata=cli("Bootstrap resamples for the Dice difference interval.", low=100))
-    seed: int = field(default=0, metadata=cli("Bootstrap seed."))
+    seed: int = field(default=0, metadata=cli("Bootstrap seed.", low=0))
     overlays: int = field(default=4, metadata=cli(
         "Overlay PNGs per artifact: the slices where it disagrees most with its reference.", low=0))
     reference: bool = field(default=True, metadata=cli("Skip the torch reference (no comparison).",

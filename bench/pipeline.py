@@ -77,6 +77,11 @@ def prepare(artifacts: Sequence[str | os.PathLike | Artifact], o: BenchOptions, 
     if o.verify:
         for a in arts:
             a.verify()
+    for a in arts:  # an export of a run stopped early (its manifest's source.complete, pncd.rundir.RunProgress)
+        src = a.manifest.get("source") or {}
+        if src.get("complete") is False:
+            log(f"warning: {a.dir} was exported from {a.source_run} at epoch {src.get('epochs_done')} of "
+                f"{src.get('epochs')} (the run had not finished); its numbers are those of an unfinished run")
     check_output(o.out, o.force, protect=tuple(a.dir for a in arts) + tuple(a.source_run for a in arts)
                  + ((o.data,) if o.data is not None else ()))
     for a in arts:

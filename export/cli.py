@@ -45,7 +45,7 @@ class TargetChoice(click.Choice):
                    "run's config.json (a run trained on another machine).")
 @click.option("--calib-data", type=click.Path(), default=None,
               help="Data set root for INT8 calibration (its train split); default: the run's data set.")
-@click.option("--calib-size", type=int, default=128, show_default=True, help="Training images used to calibrate INT8.")
+@click.option("--calib-size", type=click.IntRange(1), default=128, show_default=True, help="Training images used to calibrate INT8.")
 @click.option("--calib-method", default="minmax", show_default=True, help="minmax, entropy or percentile.")
 @click.option("--input-size", default=None, help="HxW of the exported input (default: the run's data size).")
 @click.option("--dynamic-batch", is_flag=True, help="Export a dynamic batch dimension (default: batch 1).")
@@ -94,7 +94,8 @@ def export_command(ctx: click.Context, config, run, target, precision, out, data
     pixels, FP16 on >= 99.9%, or nothing is written. INT8 is calibrated on training images and
     must keep >= 99% of the FP32 Dice (else nothing is written; --no-strict: a warning). INT8
     for the CPU runtimes keeps 7-bit weights, so it computes the same on CPUs with and without
-    VNNI (--int8-cpu).
+    VNNI (--int8-cpu). A run that stopped before its last epoch is exported with a warning, and the manifest says so
+    (source.complete, source.epochs_done, source.epochs).
 
     \b
     Examples:

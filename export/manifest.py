@@ -7,7 +7,8 @@ a manifest is complete. Keys (the bench reads the first group, see
 - ``target``, ``precision``, ``runtime``, ``artifact`` (file the runner loads), ``onnx`` (the
   ONNX file, if any), ``input_name``, ``output_name``, ``input`` / ``output`` (name, shape,
   dtype, layout), ``data`` (the run's DataSpec dict: preprocess identically), ``source_run``;
-- ``source`` (run path, config.json and checkpoint SHA-256), ``model`` (name, channels,
+- ``source`` (run path, config.json and checkpoint SHA-256, ``complete``: False for a run that
+  stopped before its last epoch, ``epochs_done`` of ``epochs``), ``model`` (name, channels,
   classes, parameters, role), ``calibration`` (data root, split, count, method) or null,
   ``exporter`` (the pinned torch.onnx options), ``build`` (the backend's conversion options),
   ``tensorrt`` (engine build plans, targets tensorrt/jetson), ``parity`` and ``checks``,
@@ -93,8 +94,10 @@ def package_versions() -> dict[str, str]:
 
 
 def source_record(run: str | os.PathLike, checkpoint: Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Where the weights came from, with hashes that tie the export to them."""
+    """Where the weights came from, with hashes that tie the export to them, and whether the run
+    finished (``complete``: False for a run stopped early; ``epochs_done`` of ``epochs``)."""
     from pncd.checkpoint import CONFIG
+    from pncd.rundir import run_progress
 
     run = Path(run)
     run_dir = run.parent if run.is_file() else run
@@ -105,6 +108,7 @@ def source_record(run: str | os.PathLike, checkpoint: Path, cfg: dict[str, Any])
         "checkpoint": checkpoint.name,
         "checkpoint_sha256": sha256_file(checkpoint),
         "kind": cfg.get("kind"),
+        **run_progress(run_dir, cfg).record(),
     }
 
 

@@ -203,6 +203,11 @@ def _load_source(run: str | Path, opts: ExportOptions) -> _Source:
     check_output(opts.out, opts.force, protect=(run_dir,))  # --force must not replace the run it reads
     ckpt = checkpoint_path(run)
     model, cfg = load_model(run)
+    from pncd.rundir import incomplete_warning, run_progress
+
+    stopped = incomplete_warning(run, run_progress(run, cfg), "exporting")  # the manifest records it too
+    if stopped:
+        _stderr(stopped)
     data = dict(cfg.get("data") or {})
     if not data:
         raise PncdError(f"{run}/config.json has no data spec; re-run training with this pncd version")

@@ -57,10 +57,12 @@ def evaluate_run(run: str | Path, split: str = "test", *, data: str | None = Non
                  options: dict[str, Any] | None = None, echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
     """Score a run's ``which`` checkpoint on ``split``; write ``metrics.json`` and overlay PNGs to
     ``out`` (default ``RUN/eval-SPLIT``) and return what metrics.json holds. ``options``: what
-    metrics.json records as the options (default: these arguments)."""
+    metrics.json records as the options (default: these arguments). A run that stopped before
+    its last epoch is evaluated with a warning (``run_progress`` in metrics.json records it)."""
     from pncd.checkpoint import load_model
     from pncd.data import DataSpec, load_split
     from pncd.io import atomic_dir, check_output, write_json
+    from pncd.rundir import incomplete_warning, run_progress
     from pncd.runtime import resolve_device
     from pncd.viz import OVERLAY_TITLES, overlay, save_png
 
@@ -72,6 +74,10 @@ def evaluate_run(run: str | Path, split: str = "test", *, data: str | None = Non
     check_output(out_dir, force, protect=(run_dir,))  # before any work: --force never replaces the run
     dev = resolve_device(device)
     model, cfg = load_model(run, which, dev)
+    progress = run_progress(run_dir, cfg)
+    stopped = incomplete_warning(run, progress, "evaluating")
+    if stopped:
+        click.echo(stopped, err=True)
     spec = DataSpec.from_dict(cfg["data"])
     if data:
         spec.root = data
@@ -81,7 +87,8 @@ def evaluate_run(run: str | Path, split: str = "test", *, data: str | None = Non
     preds = predict(model, ss.images, dev)
     metrics = score(preds, ss)
     result: dict[str, Any] = {"run": str(run), "checkpoint": which, "split": split, "data": spec.to_dict(),
-              "summary": metrics.summary(), "per_case": metrics.per_case(), "options": options}
+              "summary": metrics.summary(), "per_case": metrics.per_case(), "options": options,
+              "run_progress": progress.record()}
     with atomic_dir(out_dir, force=force, protect=(run_dir,)) as tmp:
         write_json(tmp / "metrics.json", result)
         for rank, i in enumerate(evaluation.extreme_slices(preds, ss.masks, overlays)):

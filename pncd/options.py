@@ -14,6 +14,55 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric option accepts: ``low``/``high`` (None: unbounded), ``low_open``: ``low``
+    itself excluded. ``hint`` ends the refusal. One table (:data:`RANGES`) serves the click options
+    (:func:`pncd.commands.training.ranged`) and :meth:`RunOptions.check` (runs built in Python)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    hint: str = ""
+
+    def admits(self, v: float) -> bool:
+        low_ok = self.low is None or (v > self.low if self.low_open else v >= self.low)
+        return low_ok and (self.high is None or v <= self.high)
+
+    def text(self) -> str:
+        """``>= 1``, ``> 0``, ``in [0, 1]``."""
+        num = lambda x: f"{int(x)}" if float(x).is_integer() else f"{x:g}"  # noqa: E731
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {num(self.low)}" if self.low is not None else "a number"
+        if self.low is None:
+            return f"<= {num(self.high)}"
+        return f"in {'(' if self.low_open else '['}{num(self.low)}, {num(self.high)}]"
+
+
+SEED_RANGE = Range(0, 2**32 - 1)
+# The numeric options of pncd train and pncd distill (and of TrainOptions/DataOptions), by field name
+RANGES: dict[str, Range] = {
+    "epochs": Range(1), "batch": Range(1), "lr": Range(0, low_open=True), "min_lr": Range(0), "weight_decay": Range(0),
+    "seed": SEED_RANGE, "split_seed": SEED_RANGE, "workers": Range(0, hint="0 loads in the main process"),
+    "rotation": Range(0, 180), "lesion_fraction": Range(0, 1),
+    "steps_per_epoch": Range(1, hint="leave it out for one pass over the train split per epoch"),
+    "log_every": Range(1), "clip_grad_norm": Range(0, hint="0 disables clipping"), "size": Range(16), "num_classes": Range(2),
+}
+
+
+def check_ranges(obj: Any, ranges: dict[str, Range]) -> None:
+    """PncdError for the first field of ``obj`` outside its range (None fields: not set, skipped)."""
+    from pncd.errors import PncdError
+
+    for f in fields(obj):
+        v, r = getattr(obj, f.name), ranges.get(f.name)
+        if r is None or v is None or isinstance(v, bool):
+            continue
+        if not isinstance(v, (int, float)) or not r.admits(v):
+            hint = f"; {r.hint}" if r.hint else ""
+            raise PncdError(f"--{f.name.replace('_', '-')} must be {r.text()} (got {v!r}){hint}")
+
+
 @dataclass
 class TrainOptions:
     """The training loop's settings (saved in config.json as ``options``)."""
@@ -102,6 +151,15 @@ class RunOptions:
     on_step: list[StepCallback] = field(default_factory=list)
 
     default_clip_grad_norm: ClassVar[float] = 0.0  # what ``train.clip_grad_norm = None`` means
+
+    def check(self) -> None:
+        """Every numeric option within its range (:data:`RANGES`), or PncdError naming the flag."""
+        from pncd.errors import PncdError
+
+        check_ranges(self.train, RANGES)
+        check_ranges(self.data, RANGES)
+        if self.threads is not None and self.threads < 1:
+            raise PncdError(f"--threads must be >= 1 (got {self.threads!r})")
 
     def train_options(self) -> TrainOptions:
         """``train`` with ``clip_grad_norm`` None replaced by this command's default."""

@@ -200,13 +200,13 @@ def verdict_line(ok: bool, rows: list[dict[str, Any]], export_failures: dict[str
 @click.option("--teacher", default=DemoRecipe.teacher, show_default=True, help="Teacher network (trained first).")
 @click.option("--student", default=DemoRecipe.student, show_default=True,
               help="Student network (distilled): one of the paper's, enet, mobilenetv2 or resnet18.")
-@click.option("--size", type=int, default=DemoRecipe.size, show_default=True)
-@click.option("--teacher-epochs", type=int, default=DemoRecipe.teacher_epochs, show_default=True)
-@click.option("--student-epochs", type=int, default=DemoRecipe.student_epochs, show_default=True)
-@click.option("--steps-per-epoch", type=int, default=DemoRecipe.steps_per_epoch, show_default=True)
-@click.option("--teacher-lr", type=float, default=DemoRecipe.teacher_lr, show_default=True)
-@click.option("--student-lr", type=float, default=DemoRecipe.student_lr, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--size", type=click.IntRange(16), default=DemoRecipe.size, show_default=True)
+@click.option("--teacher-epochs", type=click.IntRange(1), default=DemoRecipe.teacher_epochs, show_default=True)
+@click.option("--student-epochs", type=click.IntRange(1), default=DemoRecipe.student_epochs, show_default=True)
+@click.option("--steps-per-epoch", type=click.IntRange(1), default=DemoRecipe.steps_per_epoch, show_default=True)
+@click.option("--teacher-lr", type=click.FloatRange(0, min_open=True), default=DemoRecipe.teacher_lr, show_default=True)
+@click.option("--student-lr", type=click.FloatRange(0, min_open=True), default=DemoRecipe.student_lr, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--baseline", type=click.Path(dir_okay=False, exists=True), default=None, help="Also gate against this committed baseline.")
 def demo_command(config: str | None, out: str, data: str | None, teacher: str, student: str, size: int, teacher_epochs: int,
                  student_epochs: int, steps_per_epoch: int, teacher_lr: float, student_lr: float, seed: int,

@@ -238,7 +238,16 @@ def float_weights(q: nn.Module, model_cfg: dict[str, Any]) -> nn.Module:
 
 def run_qat(run: str | Path, out: str | Path, opts: QatOptions, data: str | None = None, force: bool = False,
             echo: Callable[[str], None] = print) -> QatResult:
-    """``pncd qat``: see the module docstring. Writes ``out`` atomically."""
+    """``pncd qat``: see the module docstring. Writes ``out`` atomically, holding its lock
+    (:mod:`pncd.outlock`: a second process on the same ``out`` is refused) from the start."""
+    from pncd.outlock import out_lock
+
+    with out_lock(out, "pncd qat"):
+        return _run_qat(Path(run), out, opts, data, force, echo)
+
+
+def _run_qat(run: Path, out: str | Path, opts: QatOptions, data: str | None, force: bool,
+             echo: Callable[[str], None]) -> QatResult:
     from pncd.checkpoint import load_model, model_spec, save_weights
     from pncd.data import load_split
     from pncd.data.spec import DataSpec
@@ -247,7 +256,6 @@ def run_qat(run: str | Path, out: str | Path, opts: QatOptions, data: str | None
 
     for module in ("nncf", "torchao"):
         require(module, "pncd[qat]", "pncd qat")
-    run = Path(run)
     student, cfg = load_model(run)
     losses = _losses(opts, int(cfg["model"]["num_classes"]))  # a bad --weight fails before any work
     d = {**cfg["data"], **({"root": str(Path(data).resolve())} if data else {})}

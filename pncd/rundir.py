@@ -2,12 +2,19 @@
 
 With ``--force`` onto an existing run the new run is trained in a staging directory beside it
 (:func:`staging_dir`) and swapped in by :class:`pncd.trainer.Trainer` when it finishes, so the
-old run stays whole until then.
+old run stays whole until then. ``pncd.train.train`` and ``pncd.distill.run.distill`` hold the
+lock of ``--out`` (:mod:`pncd.outlock`) around all of this, so one process at a time writes a run.
+
+:func:`run_progress` tells whether a run finished its epochs; :func:`incomplete_warning` is the
+line that export, eval, and distill (of a teacher run) print for one that did not.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pncd import checkpoint as ckpt
 from pncd.errors import PncdError
@@ -52,3 +59,84 @@ def prepare_out(out: str | Path, resume: bool, force: bool, protect: tuple[str |
     if force and path.exists() and any(path.iterdir()):
         _STAGED[path.resolve()] = path
     return path
+
+
+@dataclass
+class RunProgress:
+    """How far a run got: epochs finished (of its ``log.jsonl`` epoch rows and the epoch that
+    ``last.safetensors`` records, whichever is further) against the epochs it was asked for
+    (``config.json``), and the live pncd process still writing it (its lock), if any."""
+
+    kind: str | None
+    epochs_done: int | None
+    epochs: int | None  # None: not recorded (a QAT run, written whole, or a foreign run)
+    writer: dict[str, Any] | None = None
+
+    @property
+    def complete(self) -> bool | None:
+        """True: every epoch finished; False: stopped early (killed, interrupted, diverged) or
+        still training; None: unknown (no epoch count recorded)."""
+        if self.epochs is None:
+            return None
+        return (self.epochs_done or 0) >= self.epochs and self.writer is None
+
+    def record(self) -> dict[str, Any]:
+        """The manifest's ``source`` fields: ``complete``, ``epochs_done``, ``epochs``."""
+        return {"complete": self.complete, "epochs_done": self.epochs_done, "epochs": self.epochs}
+
+
+def run_progress(run: str | Path, cfg: dict[str, Any] | None = None) -> RunProgress:
+    """The :class:`RunProgress` of a run directory (or of the run holding a checkpoint file)."""
+    from pncd.outlock import holder
+
+    run_dir = Path(run).parent if Path(run).is_file() else Path(run)
+    cfg = cfg if cfg is not None else ckpt.read_run_config(run_dir)
+    kind = cfg.get("kind")
+    epochs = (cfg.get("options") or {}).get("epochs") if kind in ("train", "distill") else None
+    if not isinstance(epochs, int) or isinstance(epochs, bool):
+        return RunProgress(kind, None, None)
+    done = [_logged_epochs(run_dir / "log.jsonl"), _weights_epoch(run_dir / ckpt.LAST)]
+    return RunProgress(kind, max(done), epochs, holder(run_dir))
+
+
+def _logged_epochs(path: Path) -> int:
+    """Epochs with a row in ``log.jsonl`` (the last epoch number + 1; 0 without any)."""
+    last = -1
+    try:
+        with open(path) as f:
+            for line in f:
+                if '"type": "epoch"' in line:
+                    try:
+                        last = max(last, int(json.loads(line)["epoch"]))
+                    except (ValueError, KeyError, TypeError):
+                        continue
+    except OSError:
+        pass
+    return last + 1
+
+
+def _weights_epoch(path: Path) -> int:
+    """The epochs ``last.safetensors`` was saved after (its ``epoch`` metadata + 1; 0 if unknown)."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n)) if 0 < n < 100_000_000 else {}
+        return int(header.get("__metadata__", {}).get("epoch")) + 1
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
+
+
+def incomplete_warning(run: str | Path, progress: RunProgress, doing: str) -> str | None:
+    """The one-line warning for using a run that did not finish (None when it did, or unknown):
+    ``doing`` is what the command does with it ("exporting", "evaluating")."""
+    from pncd.outlock import describe
+
+    if progress.complete is not False:
+        return None
+    at = f"epoch {progress.epochs_done} of {progress.epochs}"
+    if progress.writer is not None:
+        return (f"warning: {run} is still being trained by another pncd process ({describe(progress.writer)}), "
+                f"{at} done; {doing} its best checkpoint so far")
+    resume = f"pncd {progress.kind} --out {run} --resume"
+    return (f"warning: {run} stopped at {at} (interrupted: killed, stopped or diverged); {doing} its best "
+            f"checkpoint so far; finish it with {resume}")

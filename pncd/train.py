@@ -59,10 +59,19 @@ def train(run: TrainRun, *, record: dict[str, Any] | None = None) -> RunResult:
     """Train ``run.model`` into ``run.out`` (or continue it: ``run.resume``; replace it:
     ``run.force``). ``record``: the options config.json records (default: ``run.params()``
     with the data options resolved; the command line passes its own, --config included)."""
+    from pncd.outlock import is_main_process, out_lock
+
+    run.check()
+    apply_run_threads(run.threads)
+    # one process per --out, from before it is looked at to the end (resume and --force too)
+    with out_lock(run.out, "pncd train", enabled=is_main_process()):
+        return _train(run, record)
+
+
+def _train(run: TrainRun, record: dict[str, Any] | None) -> RunResult:
     from pncd import models
     from pncd.runtime import seed_everything
 
-    apply_run_threads(run.threads)
     spec = run.data.spec()
     out = prepare_out(run.out, run.resume, run.force, protect=(run.data.data,))
     kw = {"pretrained": run.pretrained} if run.pretrained else {}

@@ -8,13 +8,19 @@ from typing import Any
 
 import click
 
-from pncd.commands.training import CONFIG, check_resume, common_training_options, data_options, train_options
+from pncd.commands.training import CONFIG, check_resume, common_training_options, data_options, ranged, train_options
 from pncd.config import resolved_params
-from pncd.distill.options import (DEFAULT_WEIGHTS, MODULES, TEACHER_RUNTIMES, DistillOptions, DistillRun,
+from pncd.distill.options import (DEFAULT_WEIGHTS, DISTILL_RANGES, MODULES, TEACHER_RUNTIMES, DistillOptions, DistillRun,
                                   parse_modules, parse_taps, parse_weights)
 from pncd.errors import PncdError
 
 _O = DistillOptions()  # the defaults (one definition: pncd.distill.options)
+
+
+def _ranged(kind: type, name: str) -> click.ParamType:
+    return ranged(kind, name, DISTILL_RANGES)
+
+
 # Data options a distillation takes from its teacher run when they are not given
 TEACHER_DATA = frozenset({"data", "size", "channels", "num_classes", "normalization", "split_seed"})
 
@@ -30,24 +36,24 @@ TEACHER_DATA = frozenset({"data", "size", "channels", "num_classes", "normalizat
                    f"{', '.join(f'{k}={v}' for k, v in DEFAULT_WEIGHTS.items())}; the paper's: pmd=0.1, others 0.9).")
 @click.option("--modules", default=",".join(MODULES), show_default=True,
               help="Comma-separated built-in losses to switch on (or 'none'); --weight adds to them.")
-@click.option("--w-pmd", type=float, default=DEFAULT_WEIGHTS["pmd"], show_default=True, help="Same as --weight pmd=W.")
-@click.option("--w-rmd", type=float, default=DEFAULT_WEIGHTS["rmd"], show_default=True, help="Same as --weight rmd=W.")
-@click.option("--w-rd", type=float, default=DEFAULT_WEIGHTS["rd"], show_default=True, help="Same as --weight rd=W.")
-@click.option("--w-pnscd", type=float, default=DEFAULT_WEIGHTS["pnscd"], show_default=True, help="Same as --weight pnscd=W.")
-@click.option("--temperature", type=float, default=_O.temperature, show_default=True, help="PMD softmax temperature T.")
+@click.option("--w-pmd", type=_ranged(float, "weight"), default=DEFAULT_WEIGHTS["pmd"], show_default=True, help="Same as --weight pmd=W.")
+@click.option("--w-rmd", type=_ranged(float, "weight"), default=DEFAULT_WEIGHTS["rmd"], show_default=True, help="Same as --weight rmd=W.")
+@click.option("--w-rd", type=_ranged(float, "weight"), default=DEFAULT_WEIGHTS["rd"], show_default=True, help="Same as --weight rd=W.")
+@click.option("--w-pnscd", type=_ranged(float, "weight"), default=DEFAULT_WEIGHTS["pnscd"], show_default=True, help="Same as --weight pnscd=W.")
+@click.option("--temperature", type=_ranged(float, "temperature"), default=_O.temperature, show_default=True, help="PMD softmax temperature T.")
 @click.option("--rmd-variant", type=click.Choice(["paper", "emkd"]), default=_O.rmd_variant, show_default=True,
               help="emkd: |e|^4 maps, squared L2 (EMKD's); paper: |e|^2 maps, L1 (eqs. 2-4).")
-@click.option("--tau", type=float, default=_O.tau, show_default=True, help="PNSCD temperature.")
-@click.option("--n-negatives", type=int, default=_O.n_negatives, show_default=True, help="PNSCD negatives N (batch + memory).")
+@click.option("--tau", type=_ranged(float, "tau"), default=_O.tau, show_default=True, help="PNSCD temperature.")
+@click.option("--n-negatives", type=_ranged(int, "n_negatives"), default=_O.n_negatives, show_default=True, help="PNSCD negatives N (batch + memory).")
 @click.option("--pnscd-form", type=click.Choice(["infonce", "crd"]), default=_O.pnscd_form, show_default=True,
               help="infonce: each positive against the log-sum-exp of the negatives (bounded in N); "
                    "crd: eq. 8's noise-contrastive sum over negatives (the form before issue 16).")
-@click.option("--pnscd-memory", type=click.IntRange(min=1), default=_O.pnscd_memory,
+@click.option("--pnscd-memory", type=_ranged(int, "pnscd_memory"), default=_O.pnscd_memory,
               help="PNSCD memory per class. Default: 256 teacher region vectors (infonce), ceil(N/(K-1)) embeddings (crd).")
 @click.option("--pnscd-norm", type=click.Choice(["crd", "none"]), default=_O.pnscd_norm, show_default=True,
               help="crd form only. crd: divide e^s by CRD's constant Z (loss of order 1); none: h = e^s/(e^s + N/M) "
                    "literally, whose negative sum is of order N and swamps Loss_seg.")
-@click.option("--kd-warmup", type=click.FloatRange(0, 1), default=_O.kd_warmup, show_default=True,
+@click.option("--kd-warmup", type=_ranged(float, "kd_warmup"), default=_O.kd_warmup, show_default=True,
               help="Ramp the distillation weights linearly 0 -> 1 over this fraction of all steps (0: off).")
 @click.option("--student-reference", type=click.Path(file_okay=False, exists=True), default=None,
               help="A run of the student trained alone: warn when the teacher's val Dice is not above its best.")
@@ -60,7 +66,7 @@ TEACHER_DATA = frozenset({"data", "size", "channels", "num_classes", "normalizat
                    "than torch for DCSAU-Net); auto: openvino on a CPU where it is installed and agrees with torch, else torch; "
                    "openvino-int8: quantized by NNCF on 64 training slices, about 2x faster again, refused when its argmax "
                    "keeps under --int8-agreement of the float teacher's pixels.")
-@click.option("--int8-agreement", type=click.FloatRange(0, 1), default=_O.int8_agreement, show_default=True,
+@click.option("--int8-agreement", type=_ranged(float, "int8_agreement"), default=_O.int8_agreement, show_default=True,
               help="openvino-int8: the least fraction of pixels (on 64 training slices it was not calibrated on) "
                    "whose argmax must agree with the float teacher's.")
 @click.pass_context

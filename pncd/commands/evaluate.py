@@ -16,7 +16,7 @@ from pncd.config import config_option, threads_option
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test", "all"]))
 @click.option("--which", default="best", show_default=True, type=click.Choice(["best", "last"]))
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output directory (default: RUN/eval-SPLIT).")
-@click.option("--overlays", type=int, default=6, show_default=True, help="How many overlay PNGs to write.")
+@click.option("--overlays", type=click.IntRange(0), default=6, show_default=True, help="How many overlay PNGs to write.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @threads_option

@@ -25,7 +25,8 @@ def _weights(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.command("qat")
 @config_option
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="The QAT run directory to write.")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="The QAT run directory to write (locked while qat runs: a second pncd process on it is refused).")
 @click.option("--teacher", default="self", show_default=True,
               help="Distillation teacher: 'self' (the float student) or a run directory (e.g. the PNCD teacher).")
 @click.option("--data", type=click.Path(file_okay=False), default=None,
@@ -49,7 +50,7 @@ def _weights(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option("--int8-cpu", type=click.Choice(["any", "vnni"]), default="any", show_default=True,
               help="any: 7-bit weights (NNCF's overflow fix), so the INT8 ONNX computes the same on every x86 CPU; "
                    "vnni: 8-bit weights, for CPUs with VNNI or AMX only (pncd bench refuses it elsewhere).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 @threads_option
 def qat_command(run: str, out: str, data: str | None, force: bool, config: str | None, **params: Any) -> None:

@@ -13,13 +13,24 @@ import click
 
 from pncd.config import config_option, resolved_params, threads_option
 from pncd.errors import PncdError
-from pncd.options import DATA_DEFAULTS, DataOptions, TrainOptions, TrainRun
+from pncd.options import DATA_DEFAULTS, RANGES, DataOptions, Range, TrainOptions, TrainRun
 
 CONFIG = "config.json"  # pncd.checkpoint.CONFIG (that module imports torch)
 
 
 _T = TrainOptions()  # the defaults of every loop option (one definition: pncd.options)
 _D = DATA_DEFAULTS
+
+
+def ranged(kind: type, name: str, ranges: dict[str, Range] = RANGES) -> click.ParamType:
+    """The click type of a numeric option, bounded by its :class:`pncd.options.Range` (the one
+    table that :meth:`pncd.options.RunOptions.check` applies too): --help shows the range and a
+    value outside it is a usage error (exit 2) before anything is loaded."""
+    r = ranges[name]
+    if kind is int:
+        low = None if r.low is None else int(r.low) + (1 if r.low_open else 0)
+        return click.IntRange(min=low, max=None if r.high is None else int(r.high))
+    return click.FloatRange(min=r.low, max=r.high, min_open=r.low_open)
 
 
 def common_training_options(fn=None, *, clip_grad_norm: float = TrainRun.default_clip_grad_norm):
@@ -33,27 +44,28 @@ def common_training_options(fn=None, *, clip_grad_norm: float = TrainRun.default
     opts = [
         click.option("--data", type=click.Path(file_okay=False), default=None, help="Data set directory (default: the built-in synthetic phantoms)."),
         click.option("--out", type=click.Path(file_okay=False), required=True, is_eager=True, callback=_restore_recorded,
-                     help="Run directory to write."),
-        click.option("--epochs", type=int, default=_T.epochs, show_default=True),
-        click.option("--batch", type=int, default=_T.batch, show_default=True),
-        click.option("--size", type=int, default=_D["size"], show_default=True, help="Square input side, divisible by 16."),
+                     help="Run directory to write. Locked while the command runs (.NAME.pncd-lock beside it): "
+                          "a second pncd process given the same --out is refused at once."),
+        click.option("--epochs", type=ranged(int, "epochs"), default=_T.epochs, show_default=True),
+        click.option("--batch", type=ranged(int, "batch"), default=_T.batch, show_default=True),
+        click.option("--size", type=ranged(int, "size"), default=_D["size"], show_default=True, help="Square input side, divisible by 16."),
         click.option("--channels", type=click.Choice(["1", "3"]), default=str(_D["channels"]), show_default=True),
-        click.option("--num-classes", type=int, default=_D["num_classes"], show_default=True, help="Classes including background."),
+        click.option("--num-classes", type=ranged(int, "num_classes"), default=_D["num_classes"], show_default=True, help="Classes including background."),
         click.option("--normalization", type=click.Choice(["zscore", "minmax"]), default=_D["normalization"], show_default=True),
-        click.option("--lr", type=float, default=_T.lr, show_default=True),
-        click.option("--min-lr", type=float, default=_T.min_lr, show_default=True),
-        click.option("--weight-decay", type=float, default=_T.weight_decay, show_default=True),
-        click.option("--seed", type=int, default=_T.seed, show_default=True),
-        click.option("--split-seed", type=int, default=_D["split_seed"], show_default=True,
+        click.option("--lr", type=ranged(float, "lr"), default=_T.lr, show_default=True),
+        click.option("--min-lr", type=ranged(float, "min_lr"), default=_T.min_lr, show_default=True),
+        click.option("--weight-decay", type=ranged(float, "weight_decay"), default=_T.weight_decay, show_default=True),
+        click.option("--seed", type=ranged(int, "seed"), default=_T.seed, show_default=True),
+        click.option("--split-seed", type=ranged(int, "split_seed"), default=_D["split_seed"], show_default=True,
                      help="Seed of the case-level split when there is no splits.json."),
-        click.option("--workers", type=int, default=_T.workers, show_default=True, help="DataLoader worker processes."),
+        click.option("--workers", type=ranged(int, "workers"), default=_T.workers, show_default=True, help="DataLoader worker processes."),
         click.option("--device", default=_T.device, show_default=True, help="auto, cpu or cuda."),
         click.option("--amp/--no-amp", default=_T.amp, show_default=True, help="Mixed precision (CUDA only)."),
-        click.option("--rotation", type=float, default=_T.rotation, show_default=True, help="Max random rotation in degrees."),
-        click.option("--lesion-fraction", type=float, default=_T.lesion_fraction, help="Oversample: this fraction of draws are lesion-bearing slices."),
-        click.option("--steps-per-epoch", type=int, default=_T.steps_per_epoch, help="Fixed number of batches per epoch (default: one pass)."),
-        click.option("--log-every", type=click.IntRange(min=1), default=_T.log_every, show_default=True, help="Write every loss term to log.jsonl every N steps."),
-        click.option("--clip-grad-norm", type=click.FloatRange(min=0), default=clip_grad_norm, show_default=True,
+        click.option("--rotation", type=ranged(float, "rotation"), default=_T.rotation, show_default=True, help="Max random rotation in degrees."),
+        click.option("--lesion-fraction", type=ranged(float, "lesion_fraction"), default=_T.lesion_fraction, help="Oversample: this fraction of draws are lesion-bearing slices."),
+        click.option("--steps-per-epoch", type=ranged(int, "steps_per_epoch"), default=_T.steps_per_epoch, help="Fixed number of batches per epoch (default: one pass)."),
+        click.option("--log-every", type=ranged(int, "log_every"), default=_T.log_every, show_default=True, help="Write every loss term to log.jsonl every N steps."),
+        click.option("--clip-grad-norm", type=ranged(float, "clip_grad_norm"), default=clip_grad_norm, show_default=True,
                      help="Clip the global gradient norm of every trained parameter to this; 0 disables."),
         click.option("--resume", is_flag=True, is_eager=True, callback=_restore_recorded,
                      help="Continue the run in --out from its last finished epoch, with the settings it recorded "
@@ -157,7 +169,8 @@ def train_command(ctx: click.Context, model_name: str, pretrained: str | None, *
     """Train one network alone (a teacher, or a student baseline) with the paper's recipe.
 
     Validates every epoch (per-case Dice on the val split) and keeps best.safetensors,
-    last.safetensors and config.json in --out. Also runs under torchrun (DDP).
+    last.safetensors and config.json in --out. Also runs under torchrun (DDP). Numeric options
+    outside their range (shown below, e.g. --epochs 0) are refused before anything is written.
 
     \b
     Examples:

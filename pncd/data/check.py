@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from pncd.errors import PncdError
 from pncd.data.layout import SPLIT_NAMES, Layout, Problem, discover
 from pncd.data.readers import read_image, read_mask
-from pncd.data.splits import resolve_splits, unassigned
+from pncd.data.splits import TRAINING_SPLITS, empty_split, resolve_splits, unassigned
 
 
 def _problem(severity: str, path: Path, err: Exception) -> Problem:
@@ -108,6 +108,19 @@ def _foreground_warnings(layout: Layout, n_slices: int, n_fg: int, train: dict[s
                                        "any mask; training would learn to predict nothing"))
 
 
+def _empty_split_problems(layout: Layout, splits: dict[str, list[str]], origin: str) -> None:
+    """An empty train or val split is an error (pncd train refuses it: the same rule,
+    :func:`pncd.data.splits.empty_split`); an empty test split a warning (eval and bench read it)."""
+    if not layout.cases:
+        return  # the empty data set is its own error
+    for name in SPLIT_NAMES:
+        empty = empty_split(layout.root, splits, origin, name)
+        if empty is not None:
+            need = "pncd train and distill need it" if name in TRAINING_SPLITS else "pncd eval and bench read it by default"
+            layout.problems.append(Problem("error" if name in TRAINING_SPLITS else "warning", str(empty[0]),
+                                           f"{empty[1]} ({need})"))
+
+
 def _num_classes(layout: Layout, num_classes: int | None) -> tuple[int, str]:
     """The class count to check against and where it came from (option, dataset.json, default)."""
     if num_classes is None:
@@ -139,6 +152,7 @@ def check_dataset(
         tally.read_case(cid, case, layout.problems)
     for c in unassigned(layout, splits) if split_source == "splits.json" else []:
         layout.problems.append(Problem("warning", str(layout.root / "splits.json"), f"case {c!r} is on disk but in no split"))
+    _empty_split_problems(layout, splits, split_source)
 
     per_case, total = tally.per_case, int(tally.pixels.sum())
     n_slices = sum(c["slices"] for c in per_case.values())

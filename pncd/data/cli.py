@@ -34,8 +34,9 @@ def check_command(config: str | None, directory: Path, num_classes: int | None, 
                   json_path: Path | None) -> None:
     """Report cases, slices, image sizes, channels, class balance, empty masks, split sizes and
     every problem found (with its file) in the data set DIRECTORY. Exits non-zero when any
-    problem is an error (unreadable file, image without mask, size mismatch, labels out of range,
-    case in splits.json missing on disk, empty data set).
+    problem is an error (unreadable or corrupt file, e.g. a .nii.gz that fails its gzip CRC check,
+    image without mask, size mismatch, labels out of range, case in splits.json missing on disk,
+    empty data set, a train or val split with no case: pncd train would refuse it).
 
     \b
     Layouts: images/ + labels/ (or masks/) paired by stem (PNG, JPEG, TIFF, BMP, NIfTI), or an

@@ -20,7 +20,7 @@ from pncd.errors import PncdError
 from pncd.data.layout import Case, Layout, discover
 from pncd.data.readers import read_pair
 from pncd.data.spec import SPLITS, DataSpec, SliceSet
-from pncd.data.splits import resolve_splits
+from pncd.data.splits import empty_split, resolve_splits
 
 SYNTHETIC_NAME = "synthetic-v1"
 SYNTHETIC_DEFAULT: dict[str, Any] = {"n_cases": 24, "n_slices": 8, "size": 128, "seed": 0}
@@ -145,11 +145,9 @@ def split_case_ids(spec: DataSpec, split: str) -> tuple[Layout, list[str]]:
         )
     splits, origin = resolve_splits(layout, spec.split_seed, spec.val_fraction, spec.test_fraction)
     ids = list(layout.cases) if split == "all" else splits[split]
-    if not ids:
-        raise PncdError(
-            f"{layout.root}: split {split!r} has no cases (from {origin}); list some in splits.json "
-            "or change val_fraction/test_fraction"
-        )
+    empty = None if split == "all" else empty_split(layout.root, splits, origin, split)
+    if empty is not None:
+        raise PncdError(f"{empty[0]}: {empty[1]}")
     return layout, ids
 
 

@@ -7,7 +7,9 @@ Every reader returns slices first, ``(S, H, W)`` or ``(S, H, W, C)``, rows befor
   (a palette *mask* keeps its palette indices, which are its labels).
 - NIfTI volumes (``.nii``, ``.nii.gz``) through nibabel, cut along the last axis. NIfTI stores
   axes as (x = column, y = row, z = slice), so slice ``z`` is ``vol[:, :, z].T``; images and
-  masks are cut the same way, so they stay aligned.
+  masks are cut the same way, so they stay aligned. A ``.nii.gz`` is decompressed whole first,
+  its gzip CRC-32 and length checked (:func:`gunzip_checked`): a file cut short or with a
+  flipped bit is refused, naming it, instead of being read as valid.
 
 Masks are turned into integer class labels by :func:`to_labels` (rules in its docstring).
 """
@@ -55,11 +57,45 @@ def read_raw(path: Path, as_mask: bool = False) -> tuple[np.ndarray, bool]:
     return _read_pillow(path, as_mask)
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def gunzip_checked(path: Path) -> bytes:
+    """The whole decompressed content of a gzip file, every member's CRC-32 and length checked
+    (Python's gzip checks them at the end of each stream). nibabel stops reading once it has the
+    voxels, so a file cut short or with a flipped bit would pass it with wrong or no error.
+    A file that is not gzip at all (no magic number) is returned as it is."""
+    import gzip
+    import zlib
+
+    data = path.read_bytes()
+    if not data.startswith(GZIP_MAGIC):
+        return data
+    try:
+        return gzip.decompress(data)
+    except EOFError:
+        why = "the stream is cut short"
+    except (zlib.error, gzip.BadGzipFile) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise PncdError(f"{path}: the file is corrupt (the gzip CRC/length check failed: {why}); "
+                    "re-copy or re-convert it")
+
+
+def _nifti_from_bytes(data: bytes) -> Any:
+    """A NIfTI-1 or NIfTI-2 image from a whole single-file image in memory."""
+    import nibabel as nib
+
+    sizeof_hdr = {int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big")}
+    klass = nib.Nifti2Image if 540 in sizeof_hdr else nib.Nifti1Image
+    return klass.from_bytes(data)
+
+
 def _read_nifti(path: Path) -> np.ndarray:
     import nibabel as nib
 
+    raw = gunzip_checked(path) if path.name.lower().endswith(".gz") else None  # read once, checked whole
     try:
-        image: Any = nib.load(str(path))  # an image class with .dataobj (NIfTI, Analyze, ...)
+        image: Any = nib.load(str(path)) if raw is None else _nifti_from_bytes(raw)  # an image with .dataobj
         vol = np.asanyarray(image.dataobj)
     except Exception as e:  # nibabel raises many types for truncated/corrupt files
         raise PncdError(f"{path}: cannot be read as NIfTI ({_first_line(e)}); replace or remove the file") from None

@@ -6,10 +6,16 @@ of one patient cannot leak from training into evaluation.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from pncd.errors import PncdError
 from pncd.data.layout import SPLIT_NAMES, Layout, natural_key
+
+# The splits pncd train and pncd distill load (train to learn, val to keep the best epoch): a data
+# set is usable for training only when each names a case (pncd data check says so too).
+TRAINING_SPLITS = ("train", "val")
 
 
 def seeded_split(case_ids: list[str], seed: int, val_fraction: float, test_fraction: float) -> dict[str, list[str]]:
@@ -60,3 +66,16 @@ def unassigned(layout: Layout, splits: dict[str, list[str]]) -> list[str]:
     """Cases on disk that no split names."""
     named = {c for ids in splits.values() for c in ids}
     return [c for c in layout.cases if c not in named]
+
+
+def empty_split(root: Path, splits: dict[str, list[str]], origin: str, split: str) -> tuple[Path, str] | None:
+    """Where and why ``split`` cannot be loaded (it names no case), or None when it can: the one
+    rule that :func:`pncd.data.load_split` (train, eval, export) raises and ``pncd data check``
+    reports, so the two cannot disagree."""
+    if splits.get(split):
+        return None
+    if origin == "splits.json":
+        return root / "splits.json", f"split {split!r} has no cases; list some in it"
+    n = sum(len(ids) for ids in splits.values())
+    return root, (f"split {split!r} has no cases (from {origin}: {n} case(s) in all, and a seeded split gives "
+                  "val and test one case each only from 3 cases on); add cases or write a splits.json")

@@ -67,8 +67,8 @@ def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
 @click.option("--grid", "grid_kind", type=click.Choice(["table3", "singles"]), default="table3", show_default=True,
               help="table3: none, each module, each pair, all four; singles: none, each module, all four.")
 @click.option("--split", default="test", show_default=True)
-@click.option("--epochs", type=int, default=20, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--distill-args", default="", help="Extra options passed to every `pncd distill` (quoted string).")
 def ablate_command(config: str | None, teacher: str, student: str, out: str, grid_kind: str, split: str, epochs: int, seed: int, distill_args: str) -> None:
     """Run the PNCD module ablation for one student and write ablation.md / ablation.json.

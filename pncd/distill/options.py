@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from pncd.errors import PncdError
-from pncd.options import RunOptions
+from pncd.options import Range, RunOptions, check_ranges
 
 MODULES = ("pmd", "rmd", "rd", "pnscd")  # the built-in losses (pncd.distill.base.BUILTIN), in order
 DISTILL_CLIP_GRAD_NORM = 5.0  # distill's --clip-grad-norm default (pncd train's is 0, unchanged)
@@ -27,6 +27,13 @@ TEACHER_RUNTIMES = ("auto", "torch", "openvino", "openvino-int8")
 # openvino-int8: the least fraction of pixels whose argmax must agree with the float teacher's (the
 # LGG teacher: 99.97%), else the INT8 teacher is refused (--int8-agreement)
 INT8_MIN_AGREEMENT = 0.99
+
+# The numeric options of DistillOptions (and of pncd distill's flags), by field name
+DISTILL_RANGES: dict[str, Range] = {
+    "temperature": Range(0, low_open=True), "tau": Range(0, low_open=True), "n_negatives": Range(1),
+    "rd_p": Range(1), "embed_dim": Range(1), "pnscd_memory": Range(1), "kd_warmup": Range(0, 1),
+    "int8_agreement": Range(0, 1), "weight": Range(0, hint="0 switches the loss off"),
+}
 
 
 @dataclass
@@ -67,13 +74,19 @@ class DistillOptions:
         return [m for m in loss_names() if self.weight(m) > 0]
 
     def check(self) -> None:
-        """Every named loss is registered and every switched-on one has a weight (PncdError)."""
+        """Every named loss is registered, every switched-on one has a weight, and every weight
+        and setting is within its range (:data:`DISTILL_RANGES`); else PncdError."""
         from pncd.distill.base import loss_names
 
         valid = loss_names()
         bad = sorted({*self.enabled(), *self.weights} - set(valid))
         if bad:
             raise PncdError(f"unknown distillation loss {', '.join(bad)}; valid: {', '.join(valid)}")
+        check_ranges(self, DISTILL_RANGES)
+        negative = {k: w for k, w in self.weights.items() if not w >= 0}
+        if negative:
+            name, w = next(iter(negative.items()))
+            raise PncdError(f"--weight {name}={w}: a weight must be >= 0 (0 switches the loss off)")
         missing = [m for m in self.enabled() if m not in self.weights]
         if missing:
             raise PncdError(f"no weight for {', '.join(missing)}: give it with --weight {missing[0]}=W")

@@ -18,6 +18,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import click
+
 from pncd.distill.options import DistillRun
 from pncd.errors import PncdError
 from pncd.options import RunResult
@@ -27,19 +29,34 @@ def distill(run: DistillRun, *, record: dict[str, Any] | None = None) -> RunResu
     """Distil ``run.teacher`` into a new ``run.student`` in ``run.out`` (or continue it:
     ``run.resume``). ``record``: the options config.json records (default: ``run.params()``
     with the teacher's path and the data options resolved; the command line passes its own)."""
-    from pncd import models
-    from pncd.distill.engine import DistillTrainer
-    from pncd.distill.teacher import check_teacher_dice, load_teacher
-    from pncd.rundir import prepare_out
-    from pncd.runtime import resolve_device, seed_everything
-    from pncd.train import apply_run_threads, check_size, fit_run
+    from pncd.outlock import is_main_process, out_lock
+    from pncd.train import apply_run_threads
 
+    run.check()
     run.distill.check()
     if run.strict and not run.student_reference:
         raise PncdError("--strict compares the teacher with a run of the student alone: pass --student-reference RUN")
     apply_run_threads(run.threads)
+    # one process per --out, from before the teacher is loaded to the end (resume and --force too)
+    with out_lock(run.out, "pncd distill", enabled=is_main_process()):
+        return _distill(run, record)
+
+
+def _distill(run: DistillRun, record: dict[str, Any] | None) -> RunResult:
+    from pncd import models
+    from pncd.distill.engine import DistillTrainer
+    from pncd.distill.teacher import check_teacher_dice, load_teacher
+    from pncd.outlock import is_main_process
+    from pncd.rundir import incomplete_warning, prepare_out, run_progress
+    from pncd.runtime import resolve_device, seed_everything
+    from pncd.train import check_size, fit_run
+
     device = resolve_device(run.train.device)
     t_model, t_cfg = load_teacher(run.teacher, run.teacher_weights, device)
+    if t_cfg is not None and is_main_process():  # a teacher run stopped early: say so (pncd.rundir)
+        stopped = incomplete_warning(run.teacher, run_progress(run.teacher, t_cfg), "distilling from")
+        if stopped:
+            click.echo(stopped, err=True)
     data = run.data.resolved(t_cfg["data"] if t_cfg is not None else None)
     spec = data.spec()
     if t_cfg is not None:

@@ -44,7 +44,7 @@ def test_truncated_nifti(tmp_path):
 
 
 def test_image_without_mask_and_mask_without_image(png_dataset):
-    root = png_dataset(n=4)
+    root = png_dataset(n=5)  # 3 cases stay paired: enough for a seeded train/val/test split
     (root / "labels/img1.png").unlink()
     (root / "images/img3.png").unlink()
     with pytest.raises(PncdError, match=r"2 problem\(s\).*img1\.png: image without mask.*img3\.png: mask without image"):
@@ -60,7 +60,9 @@ def test_size_mismatch(tmp_path):
     save_png(tmp_path / "d/labels/a.png", mask)
     with pytest.raises(PncdError, match=r"images/a\.png and .*labels/a\.png: image is 20x20 but mask is 24x20"):
         _load(tmp_path / "d")
-    assert _problem_files(check_dataset(tmp_path / "d")) == {"a.png"}
+    report = check_dataset(tmp_path / "d")
+    assert _problem_files(report) == {"a.png", "d"}  # d: its one case leaves the val split empty
+    assert any(p["file"].endswith("/d") and "split 'val' has no cases" in p["message"] for p in report["problems"])
 
 
 def test_empty_data_set(tmp_path):
@@ -73,8 +75,9 @@ def test_empty_data_set(tmp_path):
 
 def test_labels_out_of_range(tmp_path):
     img, mask = lesion_image(16, 16, (2, 6, 2, 6))
-    save_png(tmp_path / "d/images/a.png", img)
-    save_png(tmp_path / "d/labels/a.png", mask * 3)  # values 0 and 3
+    for name in "abc":  # 3 cases: a seeded train/val/test split
+        save_png(tmp_path / f"d/images/{name}.png", img)
+        save_png(tmp_path / f"d/labels/{name}.png", mask * 3 if name == "a" else mask)  # a: values 0 and 3
     with pytest.raises(PncdError, match=r"labels/a\.png: mask values \[0, 3\].*< num_classes=3"):
         _load(tmp_path / "d", num_classes=3)
     report = check_dataset(tmp_path / "d", num_classes=3)
@@ -92,11 +95,11 @@ def test_no_recognisable_layout(tmp_path):
 
 
 def test_unsupported_files_are_warnings_not_errors(png_dataset):
-    root = png_dataset(n=2)
+    root = png_dataset(n=3)
     (root / "images/notes.txt").write_text("hello")
     report = check_dataset(root)
     assert report["ok"] and report["warnings"] == 1
-    assert len(_load(root)) == 2
+    assert len(_load(root)) == 3
 
 
 def test_nnunet_missing_channel_suffix(tmp_path):

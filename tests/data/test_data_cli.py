@@ -53,7 +53,7 @@ def test_check_missing_directory_writes_no_json(tmp_path, capsys):
 
 
 def test_check_with_config_file(png_dataset, tmp_path, capsys):
-    root = png_dataset(n=2)
+    root = png_dataset(n=3)
     (tmp_path / "c.toml").write_text("num_classes = 3\n")
     code, out, _ = _run(["data", "check", str(root), "--config", str(tmp_path / "c.toml")], capsys)
     assert code == 0 and "classes       3 (from option)" in out

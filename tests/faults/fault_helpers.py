@@ -39,8 +39,9 @@ def siblings(path: Path) -> list[str]:
     return sorted(p.name for p in path.parent.glob(f".{path.name}.*"))
 
 
-def kill_when(cmd_args: list[str], ready, timeout: float = 240) -> int:
-    """Start ``pncd cmd_args``, SIGKILL it as soon as ``ready()`` is true; return its status."""
+def kill_when(cmd_args: list[str], ready, timeout: float = 240, sig: int = signal.SIGKILL) -> int:
+    """Start ``pncd cmd_args``, send it ``sig`` (SIGKILL; SIGINT: Ctrl-C) as soon as ``ready()`` is
+    true; return its status."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "pncd.cli", *map(str, cmd_args)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -52,7 +53,7 @@ def kill_when(cmd_args: list[str], ready, timeout: float = 240) -> int:
             if time.monotonic() - t0 > timeout:
                 raise AssertionError("the kill point was never reached")
             time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
         return proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
