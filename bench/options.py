@@ -58,7 +58,8 @@ class BenchOptions:
     host: str | None = field(default=None, metadata=cli("user@address (or ~/.ssh/config alias) of the Jetson."))
     out: str | Path = field(default="bench-report", metadata=cli("Report directory (new).", path="any",
                                                                  required=True))
-    force: bool = field(default=False, metadata=cli("Replace an existing report directory."))
+    force: bool = field(default=False, metadata=cli(
+        "Replace pncd's files in an existing report directory (others stay; a folder pncd did not write is refused)."))
     warmup: int = field(default=10, metadata=cli(low=0))
     iters: int = field(default=100, metadata=cli("Timed iterations at batch 1.", low=1))
     duration: float = field(default=0.0, metadata=cli("Seconds to time instead of --iters (0: use --iters).", low=0))

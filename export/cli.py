@@ -75,7 +75,8 @@ class TargetChoice(click.Choice):
                    "fp32 and int8; f16 for fp16 where the CPU has FP16 arithmetic, else f32). OpenVINO's own default "
                    "is bf16 on CPUs with BF16; ask for it here explicitly. The parity check and pncd bench use it.")
 @click.option("--strict", is_flag=True, help="Fail (write nothing) when INT8 keeps < 99% of the FP32 Dice.")
-@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.option("--force", is_flag=True, help="Replace pncd's files in an existing --out (others stay; a folder pncd "
+              "did not write is refused).")
 @click.pass_context
 def export_command(ctx: click.Context, config, run, target, precision, out, data, calib_data, calib_size, calib_method,
                    input_size, dynamic_batch, accuracy_control, max_dice_drop, ac_images, parity_images, keep_float, sensitivity,

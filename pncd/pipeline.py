@@ -74,9 +74,10 @@ def run_pipeline(recipe: DemoRecipe, out: str | Path, baseline: str | None = Non
     from pncd.export.pipeline import ExportOptions, export_run
     from pncd.train import train
 
+    from pncd.io import check_parents
     from pncd.runtime import apply_threads
 
-    out = Path(out)
+    out = check_parents(out)  # --out under a file: one line, not the OS's "File exists"
     out.mkdir(parents=True, exist_ok=True)
     r = recipe
     apply_threads(None)  # torch's threads as pncd train/distill/eval set them without --threads

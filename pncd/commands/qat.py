@@ -47,7 +47,8 @@ def _weights(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
               help="first: the layers reading the image stay in float (as pncd export's INT8 default); none: "
                    "quantize every layer.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--force", is_flag=True, help="Replace an existing --out.")
+@click.option("--force", is_flag=True, help="Replace pncd's files in an existing --out (others stay; a folder pncd "
+              "did not write is refused).")
 @threads_option
 def qat_command(run: str, out: str, data: str | None, force: bool, config: str | None, **params: Any) -> None:
     """Quantization-aware distillation: INT8 fine-tuning of a trained student.
