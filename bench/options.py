@@ -74,6 +74,9 @@ class BenchOptions:
     verify: bool = field(default=True, metadata=cli(
         "Do not check each artifact's files against the SHA-256 in its manifest (recorded in the report).",
         flag="--no-verify", param="no_verify", invert=True))
+    allow_stale_source: bool = field(default=False, metadata=cli(
+        "Bench an artifact whose source checkpoint changed since the export (SHA-256 differs from its manifest, "
+        "e.g. the run was retrained): its torch reference is then the checkpoint as it is now (the report says so)."))
     threads: int | None = field(default=None, metadata=cli(
         "Intra-op threads for local runtimes and torch (default: the usable physical cores, divided among the "
         "processes of a torchrun; printed).", low=1))

@@ -126,7 +126,10 @@ def run_pipeline(recipe: DemoRecipe, out: str | Path, baseline: str | None = Non
     stage("4/6 bench", report / "report.json", lambda: run_bench(artifacts, bench_opts))
 
     echo("[5/6 gate]")
-    ok, rows = run_gate(report / "report.json", baseline)
+    warnings: list[str] = []
+    ok, rows = run_gate(report / "report.json", baseline, warnings=warnings)
+    for w in warnings:
+        echo(f"warning: {w}")
     echo(f"[6/6] report: {report / 'report.md'}  (JSON: {report / 'report.json'}, plot and overlays beside it)")
     for spec, msg in export_failures.items():
         echo(f"note: export {spec} was left out: {msg}")
