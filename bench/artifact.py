@@ -26,6 +26,57 @@ class Artifact:
     data: dict[str, Any]  # the data spec it was exported with
     onnx: Path | None  # its ONNX file, when it has one
     static_batch: int | None  # the fixed batch size of its input (None: dynamic)
+    source_check: str | None = None  # its source checkpoint against the manifest (set by the bench)
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The checkpoint of the source run it was exported from (manifest ``source.checkpoint``),
+        None when the manifest does not name one."""
+        name = (self.manifest.get("source") or {}).get("checkpoint")
+        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+            return None
+        return self.source_run / name
+
+    @property
+    def checkpoint_sha256(self) -> str | None:
+        sha = (self.manifest.get("source") or {}).get("checkpoint_sha256")
+        return sha if isinstance(sha, str) and sha else None
+
+    def reference_checkpoint(self) -> Path | None:
+        """The weights its torch reference loads: the checkpoint it was exported from, or (when
+        the manifest does not name one, or it is gone) the run's default (``best``, else
+        ``last``); None when the run has none."""
+        if self.checkpoint is not None and self.checkpoint.is_file():
+            return self.checkpoint
+        return default_checkpoint(self.source_run)
+
+    def check_source(self, reference: bool, allow_stale: bool, hashes: dict[Path, str] | None = None) -> str:
+        """Its source checkpoint against the SHA-256 its manifest recorded at export time; returns
+        what the report records (``source_check``). A checkpoint that changed since (the run was
+        retrained) is refused unless ``allow_stale``, and one that is gone while the torch
+        reference (``reference``) needs it is refused: the bench would compare the artifact with
+        other weights than it was exported from. A source run that is gone (the artifact copied to
+        another machine) is only noted. ``hashes``: a cache of file -> SHA-256."""
+        from pncd.io import sha256_file
+
+        ck, want = self.checkpoint, self.checkpoint_sha256
+        if ck is None or want is None:
+            return "not recorded in the manifest"
+        if not self.source_run.is_dir():
+            return "source run not found: not checked"
+        if not ck.is_file():
+            if reference:
+                raise PncdError(f"{self.dir} was exported from {ck}, which no longer exists; restore it, re-export "
+                                "the artifact, or pass --no-reference")
+            return "checkpoint not found: not checked"
+        hashes = {} if hashes is None else hashes
+        have = hashes.get(ck) or hashes.setdefault(ck, sha256_file(ck))
+        if have == want:
+            return "sha256 matches the manifest"
+        if not allow_stale:
+            raise PncdError(f"{self.dir} was exported from {ck} with SHA-256 {want[:12]}…, but that file now has "
+                            f"{have[:12]}… (retrained?); re-export it or pass --allow-stale-source")
+        return f"differs from the manifest (sha256 {have[:12]}… vs {want[:12]}…): benched with --allow-stale-source"
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> Artifact:
@@ -67,6 +118,16 @@ class Artifact:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise PncdError(f"{self.dir}: {problems[0]}{more}; re-export the artifact, or pass --no-verify to "
                             "bench it anyway")
+
+
+def default_checkpoint(run: Path) -> Path | None:
+    """The checkpoint pncd loads from ``run`` when none is named (best, else last); None if none."""
+    from pncd.checkpoint import checkpoint_path
+
+    try:
+        return checkpoint_path(run)
+    except PncdError:
+        return None
 
 
 def int8_record(man: dict[str, Any]) -> dict[str, Any] | None:

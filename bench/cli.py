@@ -84,7 +84,10 @@ def bench_command(ctx: click.Context, artifacts: tuple[Path, ...], gate_baseline
     if gate_baseline is not None:
         from pncd.bench.gate import print_rows, run_gate
 
-        ok, rows = run_gate(Path(opts.out) / "report.json", gate_baseline)
-        print_rows(rows)
+        # --no-verify on this very command line is the user's choice: the gate warns and goes on
+        warnings: list[str] = []
+        ok, rows = run_gate(Path(opts.out) / "report.json", gate_baseline, allow_unverified=not opts.verify,
+                            warnings=warnings)
+        print_rows(rows, warnings=warnings)
         if not ok:
             ctx.exit(1)

@@ -10,14 +10,28 @@ Rules, each checked per entry of the report and printed as one row:
 - ``latency_ratio`` (with ``--max-latency-ratio``): median batch-1 latency divided by the
   baseline's torch reference median latency, at most the given ratio.
 
-Entries are matched to the baseline by ``key`` (run name, model, target, precision). An entry
-missing from the baseline, or a baseline entry missing from the report, is a ``skip`` row (a
-failure with ``--require-all``). A gate that compared nothing (every row skipped, e.g. a run
-benched under another name or an empty baseline) fails unless ``--allow-empty``; the rows that
-could not be compared are named. Exit status: 0 all rules pass, 1 a rule fails or nothing was
-compared, 2 the report or the baseline is missing or malformed (a non-numeric or missing
-``dice``, a non-numeric ``voe``/``rvd``/latency: the field is named). ``--update-baseline``
-writes the baseline from the report.
+Checks that compare no metric (``PRESENCE_RULES``):
+
+- ``data_set``: an entry's data set identity (its ``data_fingerprint``, a SHA-256 over the
+  benched split's file names, sizes and contents: :func:`pncd.data.loading.fingerprint`) must
+  equal its baseline entry's. A mismatch is a failing row ("data set differs: baseline X vs
+  report Y"; exit 1, like any failed rule) and the entry's metrics are not compared with the
+  baseline. A baseline (or report) written by an older pncd records no identity (e.g.
+  ``bench/baselines/ci-synthetic.json``): the gate then prints a warning line and goes on.
+- ``in_report``: a baseline entry missing from the report fails, unless ``--allow-missing``
+  (then a skip). ``baseline``: a report entry missing from the baseline is a skip, a failure
+  with ``--require-all`` (which no longer changes ``in_report``: that fails by default).
+- ``verified``: a report benched with ``--no-verify`` (its artifacts not checked against the
+  SHA-256 of their manifests) prints a warning line and fails unless ``--allow-unverified``.
+
+Entries are matched to the baseline by ``key`` (run name, model, target, precision). A gate
+that compared nothing (no metric row passed or failed, e.g. a run benched under another name or
+an empty baseline) fails unless ``--allow-empty``; the rows that could not be compared are
+named. Exit status: 0 all rules pass, 1 a rule fails or nothing was compared, 2 the report or
+the baseline is missing or malformed (a non-numeric or missing ``dice``, a non-numeric
+``voe``/``rvd``/latency: the field is named). ``--update-baseline`` writes the baseline from the
+report (atomically, with the data set identity); it replaces only a file that is a pncd
+baseline, never the report it reads nor any other file (exit 2, nothing written).
 """
 
 from __future__ import annotations
@@ -27,14 +41,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import click
-
 from pncd.errors import PncdError
 
 BASELINE_SCHEMA = "pncd.baseline/1"
 REPORT_SCHEMA = "pncd.bench/1"
 BASELINE_FIELDS = ("kind", "model", "target", "precision", "ref_key", "dice", "voe", "rvd", "latency_ms_median",
-                   "n_cases")
+                   "n_cases", "data_fingerprint")
+BASELINE_DATA = ("fingerprint", "root", "split", "n_cases", "n_slices")  # the baseline's ``data``: the report's
+PRESENCE_RULES = ("baseline", "in_report", "data_set", "verified")  # rows that compare no metric
 
 
 class GateInputError(PncdError):
@@ -77,6 +91,9 @@ def check_fields(path: str | os.PathLike, what: str, key: str, e: dict[str, Any]
                                  + ("rerun pncd bench" if what == "report" else "rewrite it with --update-baseline"))
         if v is not None and not _is_number(v):
             raise GateInputError(f"{path}: {what} entry {key!r}: '{field}' is {v!r}, not a number")
+    fp = e.get("data_fingerprint")
+    if fp is not None and not isinstance(fp, str):
+        raise GateInputError(f"{path}: {what} entry {key!r}: 'data_fingerprint' is {fp!r}, not a string")
 
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
@@ -110,8 +127,36 @@ def baseline_from_report(report: dict[str, Any], source: str | None = None) -> d
         row = {k: e.get(k) for k in BASELINE_FIELDS if k != "ref_key"}
         row["ref_key"] = keys.get(e.get("ref_id")) if e.get("ref_id") else None
         entries[e["key"]] = row
+    data = _data(report)
     return {"schema": BASELINE_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "source_report": source, "machine": (report.get("machine") or {}).get("cpu_model"), "entries": entries}
+            "source_report": source, "machine": (report.get("machine") or {}).get("cpu_model"),
+            "data": {k: data.get(k) for k in BASELINE_DATA}, "entries": entries}
+
+
+def check_baseline_target(baseline: Path, report: Path) -> None:
+    """``--update-baseline`` writes ``baseline`` only where that is absent or a pncd baseline:
+    never the report it reads, nor any other file (a GateInputError, nothing written)."""
+    import json
+
+    from pncd.io import check_parents
+
+    check_parents(baseline, "--baseline")
+    report_file = report / "report.json" if report.is_dir() else report
+    if baseline.resolve() == report_file.resolve():
+        raise GateInputError(f"--baseline {baseline} is the report being read; --update-baseline would overwrite it: "
+                             "choose another --baseline (nothing was changed)")
+    if not baseline.exists() and not baseline.is_symlink():
+        return
+    try:
+        data = json.loads(baseline.read_text()) if baseline.is_file() else None
+        what = ("not a file" if not baseline.is_file() else "not a JSON object" if not isinstance(data, dict)
+                else None if data.get("schema") == BASELINE_SCHEMA else f"schema {data.get('schema')!r}")
+    except (OSError, ValueError):
+        what = "not JSON"
+    if what:
+        raise GateInputError(f"--baseline {baseline} is not a pncd baseline ({what}); --update-baseline replaces only "
+                             f"a baseline (schema {BASELINE_SCHEMA}): choose a new path or remove the file yourself "
+                             "(nothing was changed)")
 
 
 def _row(entry: str, rule: str, value: float | None, limit: str, ok: bool | None, detail: str = "") -> dict[str, Any]:
@@ -130,26 +175,30 @@ def run_gate(
     max_latency_ratio: float | None = None,
     require_all: bool = False,
     allow_empty: bool = False,
+    allow_missing: bool = False,
+    allow_unverified: bool = False,
+    warnings: list[str] | None = None,
 ) -> tuple[bool, list[dict[str, Any]]]:
     """Check a report; returns (all passed, rows). Raises :class:`GateInputError` on bad input.
 
-    Passing needs at least one compared row (pass or fail, not skip) unless ``allow_empty``."""
+    Passing needs at least one compared metric row (pass or fail, not skip) unless
+    ``allow_empty``. A baseline entry missing from the report fails unless ``allow_missing``;
+    with ``require_all`` a report entry missing from the baseline fails too. ``warnings``: a
+    list the gate appends its warning lines to (no data set identity, a --no-verify report)."""
+    if require_all and allow_missing:
+        raise GateInputError("--require-all and --allow-missing contradict each other; pass one of them")
     rep = report if isinstance(report, dict) else load_report(report)
     base = None
     if baseline is not None:
         base = baseline if isinstance(baseline, dict) else load_baseline(baseline)
+    notes: list[str] = [] if warnings is None else warnings
     by_id = {e["id"]: e for e in rep["entries"]}
     rows: list[dict[str, Any]] = []
+    unknown: set[str] = set()  # which side records no data set identity
     for e in rep["entries"]:
         name = e["key"]
         if e.get("kind") == "artifact":
-            ref = by_id.get(e.get("ref_id")) if e.get("ref_id") else None
-            if ref is None or ref.get("dice") in (None, 0) or e.get("dice") is None:
-                rows.append(_row(name, "ref_ratio", None, f">= {min_ref_ratio:g}", None, "no torch reference in report"))
-            else:
-                ratio = e["dice"] / ref["dice"]
-                rows.append(_row(name, "ref_ratio", ratio, f">= {min_ref_ratio:g}", ratio >= min_ref_ratio,
-                                 f"Dice {e['dice']:.4f} vs reference {ref['dice']:.4f}"))
+            rows.append(_ref_ratio_row(e, by_id, min_ref_ratio))
         if base is None:
             continue
         b = base["entries"].get(name)
@@ -157,114 +206,120 @@ def run_gate(
             rows.append(_row(name, "baseline", None, "present", False if require_all else None,
                              "not in the baseline; add it with --update-baseline"))
             continue
-        if e.get("dice") is not None:
-            drop = b["dice"] - e["dice"]
-            rows.append(_row(name, "dice_drop", drop, f"<= {max_dice_drop:g}", drop <= max_dice_drop,
-                             f"Dice {e['dice']:.4f} vs baseline {b['dice']:.4f}"))
-        if e.get("voe") is not None and b.get("voe") is not None:
-            inc = e["voe"] - b["voe"]
-            rows.append(_row(name, "voe_increase", inc, f"<= {max_voe_increase:g}", inc <= max_voe_increase))
-        if e.get("rvd") is not None and b.get("rvd") is not None:
-            inc = abs(e["rvd"]) - abs(b["rvd"])
-            rows.append(_row(name, "rvd_increase", inc, f"<= {max_rvd_increase:g}", inc <= max_rvd_increase,
-                             "increase of |RVD|"))
-        if max_latency_ratio is not None and e.get("kind") == "artifact":
-            ref_key = b.get("ref_key")
-            rb = base["entries"].get(ref_key) if ref_key else None
-            if rb is None or not rb.get("latency_ms_median") or e.get("latency_ms_median") is None:
-                rows.append(_row(name, "latency_ratio", None, f"<= {max_latency_ratio:g}", None,
-                                 "no baseline torch reference latency"))
-            else:
-                ratio = e["latency_ms_median"] / rb["latency_ms_median"]
-                rows.append(_row(name, "latency_ratio", ratio, f"<= {max_latency_ratio:g}", ratio <= max_latency_ratio,
-                                 f"{e['latency_ms_median']:.3f} ms vs baseline reference {rb['latency_ms_median']:.3f} ms"))
+        mismatch = _data_set_row(name, e, rep, b, base, unknown)
+        if mismatch is not None:
+            rows.append(mismatch)
+            continue  # metrics of another data set are not comparable
+        rows.extend(_baseline_rows(name, e, b, base, max_dice_drop, max_voe_increase, max_rvd_increase,
+                                   max_latency_ratio))
     if base is not None:
         keys = {e["key"] for e in rep["entries"]}
         for k in base["entries"]:
             if k not in keys:
-                rows.append(_row(k, "in_report", None, "present", False if require_all else None,
-                                 "in the baseline but not in this report"))
+                rows.append(_row(k, "in_report", None, "present", None if allow_missing else False,
+                                 "in the baseline but not in this report" + ("" if allow_missing else
+                                                                             "; pass --allow-missing to skip it")))
+    notes.extend(_identity_warnings(unknown, baseline))
+    rows.extend(_verified_rows(rep, allow_unverified, notes))
     ok = all(r["status"] != "fail" for r in rows)
-    if not allow_empty and not any(r["status"] in ("pass", "fail") for r in rows):
+    if not allow_empty and not compared(rows):
         ok = False  # a gate that compared nothing must not pass by accident
     return ok, rows
 
 
-def format_rows(rows: list[dict[str, Any]]) -> str:
-    head = ("entry", "rule", "value", "limit", "result")
-    body = [(r["entry"], r["rule"], "–" if r["value"] is None else f"{r['value']:.5g}", r["limit"],
-             r["status"].upper() + (f"  ({r['detail']})" if r["detail"] else "")) for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    widths[-1] = 0
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(head), line(tuple("-" * max(w, 6) for w in widths)), *(line(b) for b in body)])
+def compared(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows that compared a metric (passed or failed; presence checks excluded)."""
+    return [r for r in rows if r["status"] in ("pass", "fail") and r["rule"] not in PRESENCE_RULES]
 
 
-def print_rows(rows: list[dict[str, Any]], allow_empty: bool = False) -> None:
-    click.echo(format_rows(rows))
-    n_fail = sum(r["status"] == "fail" for r in rows)
-    skipped = [r for r in rows if r["status"] == "skip"]
-    if skipped:
-        names = ", ".join(dict.fromkeys(f"{r['entry']} ({r['rule']}: {r['detail'] or 'not comparable'})" for r in skipped))
-        click.echo(f"not compared: {names}")
-    compared = len(rows) - len(skipped)
-    if compared == 0 and not allow_empty:
-        click.echo(f"gate: FAIL (nothing was compared: all {len(rows)} rows skipped; check that the report and the "
-                   "baseline name the same runs, or pass --allow-empty)")
-        return
-    click.echo(f"gate: {'FAIL' if n_fail else 'PASS'} ({compared - n_fail} of {compared} compared rows pass, "
-               f"{len(skipped)} skipped)")
+def _ref_ratio_row(e: dict[str, Any], by_id: dict[str, dict[str, Any]], min_ref_ratio: float) -> dict[str, Any]:
+    ref = by_id.get(e["ref_id"]) if e.get("ref_id") else None
+    if ref is None or ref.get("dice") in (None, 0) or e.get("dice") is None:
+        return _row(e["key"], "ref_ratio", None, f">= {min_ref_ratio:g}", None, "no torch reference in report")
+    ratio = e["dice"] / ref["dice"]
+    return _row(e["key"], "ref_ratio", ratio, f">= {min_ref_ratio:g}", ratio >= min_ref_ratio,
+                f"Dice {e['dice']:.4f} vs reference {ref['dice']:.4f}")
 
 
-class _UsageExit(click.ClickException):
-    exit_code = 2
+def _data(doc: dict[str, Any]) -> dict[str, Any]:
+    """A report's or baseline's ``data`` object ({} when it has none)."""
+    data = doc.get("data")
+    return data if isinstance(data, dict) else {}
 
 
-@click.command("gate", context_settings={"max_content_width": 100})
-@click.argument("report", type=click.Path(path_type=Path))
-@click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Committed baseline JSON (pncd.baseline/1). Without it only the reference rule is checked.")
-@click.option("--min-ref-ratio", type=float, default=0.99, show_default=True,
-              help="Artifact Dice / its torch reference Dice must be at least this.")
-@click.option("--max-dice-drop", type=float, default=0.005, show_default=True,
-              help="Largest allowed Dice drop below the baseline (absolute).")
-@click.option("--max-voe-increase", type=float, default=0.01, show_default=True)
-@click.option("--max-rvd-increase", type=float, default=0.05, show_default=True, help="Of |RVD|, absolute.")
-@click.option("--max-latency-ratio", type=float, default=None,
-              help="Median latency / the baseline torch reference's median latency must be at most this.")
-@click.option("--require-all", is_flag=True, help="Fail when report and baseline do not hold the same entries.")
-@click.option("--allow-empty", is_flag=True, help="Pass even when no row could be compared (every row skipped).")
-@click.option("--update-baseline", is_flag=True, help="Write --baseline from REPORT (replacing it) instead of checking.")
-def gate_command(report: Path, baseline: Path | None, min_ref_ratio: float, max_dice_drop: float,
-                 max_voe_increase: float, max_rvd_increase: float, max_latency_ratio: float | None,
-                 require_all: bool, allow_empty: bool, update_baseline: bool) -> None:
-    """Check a bench REPORT (directory or report.json) against rules and a baseline.
+def _fingerprint(entry: dict[str, Any], doc: dict[str, Any]) -> str | None:
+    """An entry's data set identity, else its document's (``data.fingerprint``); None if neither."""
+    fp = entry.get("data_fingerprint") or _data(doc).get("fingerprint")
+    return fp if isinstance(fp, str) and fp else None
 
-    Exit status: 0 when every rule passes, 1 when one fails or when nothing could be compared
-    (unless --allow-empty), 2 when the report or the baseline is missing or malformed.
 
-    \b
-    Examples:
-      pncd gate reports/enet --baseline baselines/enet.json
-      pncd gate reports/enet --baseline baselines/enet.json --max-latency-ratio 0.5
-      pncd gate reports/enet --baseline baselines/enet.json --update-baseline
-    """
-    try:
-        rep = load_report(report)
-        if update_baseline:
-            if baseline is None:
-                raise GateInputError("--update-baseline needs --baseline FILE to write")
-            from pncd.io import write_json
+def _data_set_row(name: str, e: dict[str, Any], rep: dict[str, Any], b: dict[str, Any], base: dict[str, Any],
+                  unknown: set[str]) -> dict[str, Any] | None:
+    """A failing ``data_set`` row when report and baseline name different data sets, else None
+    (``unknown`` collects the side that names none)."""
+    have, want = _fingerprint(e, rep), _fingerprint(b, base)
+    if have is None or want is None:
+        unknown.add("report" if have is None and want is not None else "baseline")
+        return None
+    if have == want:
+        return None
+    short = lambda fp: fp.split(":")[-1][:12]  # noqa: E731
+    return _row(name, "data_set", None, "same", False, f"data set differs: baseline {short(want)} vs report "
+                f"{short(have)}; bench the baseline's data (--data) or rewrite the baseline with --update-baseline")
 
-            new = baseline_from_report(rep, str(report))
-            write_json(baseline, new)
-            click.echo(f"wrote baseline {baseline} ({len(new['entries'])} entries)")
-            return
-        ok, rows = run_gate(rep, baseline, min_ref_ratio=min_ref_ratio, max_dice_drop=max_dice_drop,
-                            max_voe_increase=max_voe_increase, max_rvd_increase=max_rvd_increase,
-                            max_latency_ratio=max_latency_ratio, require_all=require_all, allow_empty=allow_empty)
-    except GateInputError as e:
-        raise _UsageExit(str(e)) from None
-    print_rows(rows, allow_empty)
-    if not ok:
-        raise click.exceptions.Exit(1)
+
+def _identity_warnings(unknown: set[str], baseline: Any) -> list[str]:
+    where = "the baseline" if isinstance(baseline, dict) else f"the baseline {baseline}"
+    out = []
+    if "baseline" in unknown:
+        out.append(f"{where} records no data set identity (written by an older pncd): the gate cannot tell whether "
+                   "the report benched the same data; rewrite it with --update-baseline")
+    if "report" in unknown:
+        out.append("the report records no data set identity (benched by an older pncd): the gate cannot tell whether "
+                   "it benched the baseline's data; bench again with this pncd")
+    return out
+
+
+def _verified_rows(rep: dict[str, Any], allow_unverified: bool, notes: list[str]) -> list[dict[str, Any]]:
+    """A report benched with --no-verify: a warning, and a failing row unless ``allow_unverified``."""
+    verified = rep.get("artifacts_verified")
+    if not (isinstance(verified, str) and verified.startswith("skipped")):
+        return []
+    notes.append("the report was benched with --no-verify: its artifacts were not checked against the SHA-256 of "
+                 "their manifests" + ("" if allow_unverified else "; it fails unless --allow-unverified"))
+    if allow_unverified:
+        return []
+    return [_row("(report)", "verified", None, "sha256", False,
+                 "benched with --no-verify; bench again without it, or pass --allow-unverified")]
+
+
+def _baseline_rows(name: str, e: dict[str, Any], b: dict[str, Any], base: dict[str, Any], max_dice_drop: float,
+                   max_voe_increase: float, max_rvd_increase: float,
+                   max_latency_ratio: float | None) -> list[dict[str, Any]]:
+    """The rows of one report entry against its baseline entry."""
+    rows = []
+    if e.get("dice") is not None:
+        drop = b["dice"] - e["dice"]
+        rows.append(_row(name, "dice_drop", drop, f"<= {max_dice_drop:g}", drop <= max_dice_drop,
+                         f"Dice {e['dice']:.4f} vs baseline {b['dice']:.4f}"))
+    if e.get("voe") is not None and b.get("voe") is not None:
+        inc = e["voe"] - b["voe"]
+        rows.append(_row(name, "voe_increase", inc, f"<= {max_voe_increase:g}", inc <= max_voe_increase))
+    if e.get("rvd") is not None and b.get("rvd") is not None:
+        inc = abs(e["rvd"]) - abs(b["rvd"])
+        rows.append(_row(name, "rvd_increase", inc, f"<= {max_rvd_increase:g}", inc <= max_rvd_increase,
+                         "increase of |RVD|"))
+    if max_latency_ratio is not None and e.get("kind") == "artifact":
+        ref_key = b.get("ref_key")
+        rb = base["entries"].get(ref_key) if ref_key else None
+        if rb is None or not rb.get("latency_ms_median") or e.get("latency_ms_median") is None:
+            rows.append(_row(name, "latency_ratio", None, f"<= {max_latency_ratio:g}", None,
+                             "no baseline torch reference latency"))
+        else:
+            ratio = e["latency_ms_median"] / rb["latency_ms_median"]
+            rows.append(_row(name, "latency_ratio", ratio, f"<= {max_latency_ratio:g}", ratio <= max_latency_ratio,
+                             f"{e['latency_ms_median']:.3f} ms vs baseline reference {rb['latency_ms_median']:.3f} ms"))
+    return rows
+
+
+from pncd.bench.gate_cli import format_rows, gate_command, print_rows  # noqa: E402,F401  (re-exported: the click layer)

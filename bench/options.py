@@ -58,7 +58,8 @@ class BenchOptions:
     host: str | None = field(default=None, metadata=cli("user@address (or ~/.ssh/config alias) of the Jetson."))
     out: str | Path = field(default="bench-report", metadata=cli("Report directory (new).", path="any",
                                                                  required=True))
-    force: bool = field(default=False, metadata=cli("Replace an existing report directory."))
+    force: bool = field(default=False, metadata=cli(
+        "Replace pncd's files in an existing report directory (others stay; a folder pncd did not write is refused)."))
     warmup: int = field(default=10, metadata=cli(low=0))
     iters: int = field(default=100, metadata=cli("Timed iterations at batch 1.", low=1))
     duration: float = field(default=0.0, metadata=cli("Seconds to time instead of --iters (0: use --iters).", low=0))
@@ -76,6 +77,9 @@ class BenchOptions:
     allow_int8_saturation: bool = field(default=False, metadata=cli(
         "Bench an INT8 artifact with 8-bit weights (pncd export --int8-cpu vnni) on a CPU without VNNI, where its "
         "int16 sums may saturate (refused by default; the report records the CPU)."))
+    allow_stale_source: bool = field(default=False, metadata=cli(
+        "Bench an artifact whose source checkpoint changed since the export (SHA-256 differs from its manifest, "
+        "e.g. the run was retrained): its torch reference is then the checkpoint as it is now (the report says so)."))
     threads: int | None = field(default=None, metadata=cli(
         "Intra-op threads for local runtimes and torch (default: the usable physical cores, divided among the "
         "processes of a torchrun; printed).", low=1))

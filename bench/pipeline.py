@@ -12,12 +12,16 @@ and, once per source run and preprocessing, the torch model it was exported from
 - a report directory, written atomically: report.json, report.md, latency_dice.png and overlays/
   (:mod:`pncd.bench.report`).
 
-Order of work: everything that can fail on bad input (options, artifacts, checksums, the output
-directory, the device's host and SSH options) fails before any data is loaded or written.
+Order of work: everything that can fail on bad input (options, artifacts, checksums, each
+artifact's source checkpoint against the SHA-256 its manifest recorded, the output directory, the
+device's host and SSH options) fails before any data is loaded or written. The torch reference
+of an artifact is the checkpoint it was exported from; each entry records the benched split's
+identity (:func:`pncd.data.loading.fingerprint`), which ``pncd gate`` compares with the baseline's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -28,13 +32,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pncd.bench import report as rep
-from pncd.bench.artifact import Artifact, int8_record
+from pncd.bench.artifact import Artifact, default_checkpoint, int8_record
 from pncd.bench.options import BenchOptions, validate
 from pncd.bench.report import Report
 from pncd.bench.sites import Measured, Site, make_site
 from pncd.errors import PncdError
 
 Log = Callable[[str], None]
+REPORT_FILES = ("report.json", "report.md", "latency_dice.png", "overlays")  # what a report directory holds
 
 
 def run(artifacts: Sequence[str | os.PathLike | Artifact], options: BenchOptions, *, log: Log | None = None,
@@ -77,13 +82,16 @@ def prepare(artifacts: Sequence[str | os.PathLike | Artifact], o: BenchOptions, 
     if o.verify:
         for a in arts:
             a.verify()
+    hashes: dict[Path, str] = {}  # each source checkpoint is hashed once
+    arts = [dataclasses.replace(a, source_check=a.check_source(o.reference, o.allow_stale_source, hashes))
+            for a in arts]
     for a in arts:  # an export of a run stopped early (its manifest's source.complete, pncd.rundir.RunProgress)
         src = a.manifest.get("source") or {}
         if src.get("complete") is False:
             log(f"warning: {a.dir} was exported from {a.source_run} at epoch {src.get('epochs_done')} of "
                 f"{src.get('epochs')} (the run had not finished); its numbers are those of an unfinished run")
     check_output(o.out, o.force, protect=tuple(a.dir for a in arts) + tuple(a.source_run for a in arts)
-                 + ((o.data,) if o.data is not None else ()))
+                 + ((o.data,) if o.data is not None else ()), names=REPORT_FILES)
     for a in arts:
         site.check(a)
         if o.reference and not (a.source_run / "config.json").is_file():
@@ -98,6 +106,7 @@ class Bench:
     def __init__(self, options: BenchOptions, site: Site, log: Log | None = None) -> None:
         self.o, self.site, self.log = options, site, log or _stderr
         self.splits: dict[str, Any] = {}  # data spec (JSON) -> SliceSet
+        self.fingerprints: dict[str, str] = {}  # data spec (JSON) -> the split's identity (pncd.data.loading.fingerprint)
         self.entries: list[dict[str, Any]] = []
         self.per_case: dict[str, list[dict]] = {}
         self.settings: dict[str, Any] = {}
@@ -109,6 +118,7 @@ class Bench:
     def split(self, spec_dict: dict[str, Any]) -> tuple[str, Any]:
         """(key, SliceSet) of an artifact's data spec (``options.data`` replaces its root); loaded once."""
         from pncd.data import DataSpec, load_split
+        from pncd.data.loading import fingerprint
 
         spec_d = dict(spec_dict)
         if self.o.data is not None:
@@ -119,6 +129,7 @@ class Bench:
             self.log(f"loading the {self.o.split} split of {spec.root or 'the synthetic data set'} "
                      f"({spec.size}x{spec.size})")
             self.splits[key] = load_split(spec, self.o.split)
+            self.fingerprints[key] = fingerprint(spec, self.o.split)
         return key, self.splits[key]
 
     def add(self, a: Artifact) -> str:
@@ -132,19 +143,26 @@ class Bench:
         head = {"id": aid, "key": aid, "kind": "artifact", "name": a.dir.name, "ref_id": ref_id,
                 "source_run": str(a.source_run), "artifact_dir": str(a.dir), "model": a.model, "target": a.target,
                 "runtime": a.runtime, "precision": a.precision, "device": self.o.device,
-                "int8": int8_record(a.manifest)}
+                "source_checkpoint": a.checkpoint.name if a.checkpoint is not None else None,
+                "source_check": a.source_check, "int8": int8_record(a.manifest)}
         self._record(head, m, self.site.latency_what, key, ss)
         return aid
 
     def reference(self, a: Artifact, key: str, ss: Any) -> str:
-        """The id of the torch reference of ``a``'s run on this split (measured the first time)."""
-        rkey = f"{a.source_run}|{key}"  # one reference per run and preprocessing
+        """The id of the torch reference of ``a``'s checkpoint on this split (measured the first
+        time): the weights ``a`` was exported from, so an artifact of ``last.safetensors`` is not
+        compared with ``best.safetensors``. Named ``RUN-torch-fp32`` for the run's default
+        checkpoint, ``RUN-STEM-torch-fp32`` for another one."""
+        ck = a.reference_checkpoint()
+        rkey = f"{a.source_run}|{ck}|{key}"  # one reference per checkpoint and preprocessing
         if rkey not in self.refs:
-            rid = self._unique(f"{a.run_name}-torch-fp32")
+            stem = "" if ck is None or ck == default_checkpoint(a.source_run) else f"-{ck.name.split('.')[0]}"
+            rid = self._unique(f"{a.run_name}{stem}-torch-fp32")
             device, m = self.site.reference(a, ss.images, rid)
-            head = {"id": rid, "key": rid, "kind": "reference", "name": f"torch:{a.run_name}", "ref_id": None,
+            head = {"id": rid, "key": rid, "kind": "reference", "name": f"torch:{a.run_name}{stem}", "ref_id": None,
                     "source_run": str(a.source_run), "artifact_dir": None, "model": a.model, "target": "torch",
-                    "runtime": "torch", "precision": "fp32", "device": device}
+                    "runtime": "torch", "precision": "fp32", "device": device,
+                    "source_checkpoint": ck.name if ck is not None else None, "source_check": None}
             self._record(head, m, "end-to-end: numpy in and out, on this machine", key, ss)
             self.refs[rkey] = rid
         return self.refs[rkey]
@@ -162,7 +180,8 @@ class Bench:
             cmp = compare(cases, self.per_case[ref_id], summary, ref, m.preds, self.preds[ref_id],
                           n_boot=self.o.n_boot, seed=self.o.seed)
         ident = head["id"]
-        self.entries.append({**head, "where": m.where, **m.fields, **m.info, "latency_what": latency_what,
+        self.entries.append({**head, "data_fingerprint": self.fingerprints[key], "where": m.where, **m.fields, **m.info,
+                             "latency_what": latency_what,
                              **rep.accuracy_fields(summary), **rep.compare_fields(cmp)})
         self.per_case[ident], self.settings[ident] = cases, m.settings
         self.preds[ident], self.split_of[ident] = m.preds, key
@@ -205,9 +224,10 @@ class Bench:
         from pncd.io import versions
         from pncd.targets.cpu import isa_summary
 
-        first = next(iter(self.splits.values()))
+        first_key, first = next(iter(self.splits.items()))
         o = self.o
         data = {"root": str(o.data) if o.data is not None else first.spec.root, "split": o.split,
+                "fingerprint": self.fingerprints[first_key],
                 "n_cases": len(dict.fromkeys(first.case_ids)), "n_slices": int(len(first.images)),
                 "size": first.spec.size, "channels": first.spec.channels, "num_classes": first.spec.num_classes,
                 "normalization": first.spec.normalization}

@@ -6,7 +6,11 @@ or ``jq`` reads it without knowing the nesting; per-case scores, runtime setting
 details sit beside it keyed by entry id. Keys of an entry (``None`` where not measured):
 
     id, key, kind ("artifact" | "reference"), name, ref_id, source_run, artifact_dir, model,
-    target, runtime, precision, device, where, backend, backend_reason,
+    target, runtime, precision, device, source_checkpoint (the checkpoint it was exported from,
+    or the reference loaded), source_check (artifacts: that checkpoint against the SHA-256 its
+    manifest recorded: matches, differs with --allow-stale-source, or why it was not checked),
+    data_fingerprint (the benched split's identity, :func:`pncd.data.loading.fingerprint`;
+    ``data.fingerprint`` holds the first one), where, backend, backend_reason,
     latency_ms_{min,median,mean,p90,p95,p99,max,std}, latency_n, latency_what,
     throughput_ips, batch_size, batch_latency_ms_median,
     batch_throughput_ips, batch_error, first_inference_ms, activation_s, engine_build_s,

@@ -104,7 +104,8 @@ class LocalSite:
         from pncd.targets.torch_runner import TorchRunner
 
         def make_runner() -> Any:
-            model, _cfg = load_model(a.source_run, device="cpu")
+            # the very weights the artifact was exported from (its manifest's source.checkpoint)
+            model, _cfg = load_model(a.reference_checkpoint() or a.source_run, device="cpu")
             return TorchRunner(model, input_name=a.input_name, output_name=a.output_name, device=self.device,
                                threads=self.threads)
 

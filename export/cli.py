@@ -81,7 +81,8 @@ class TargetChoice(click.Choice):
               help="INT8 for onnxruntime / openvino: any (default) = 7-bit weights, correct on every x86 CPU; vnni = "
                    "8-bit weights, for CPUs with VNNI or AMX only (without VNNI the int16 sums saturate: pncd bench "
                    "refuses such an artifact there).")
-@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.option("--force", is_flag=True, help="Replace pncd's files in an existing --out (others stay; a folder pncd "
+              "did not write is refused).")
 @click.pass_context
 def export_command(ctx: click.Context, config, run, target, precision, out, data, calib_data, calib_size, calib_method,
                    input_size, dynamic_batch, accuracy_control, max_dice_drop, ac_images, parity_images, keep_float, sensitivity,

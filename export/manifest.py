@@ -17,26 +17,18 @@ a manifest is complete. Keys (the bench reads the first group, see
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from pncd.errors import PncdError
+from pncd.io import sha256_file
 
 FORMAT = "pncd-export"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 EXTRA_PACKAGES = ("onnxscript", "onnxconverter-common", "polygraphy")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_entries(directory: str | os.PathLike) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from pncd.errors import PncdError
 from pncd.export import calibration as cal
 from pncd.export import parity
 from pncd.export.graph_rewrite import rewrite_file
+from pncd.export.manifest import MANIFEST
 from pncd.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from pncd.targets.base import Artifact, BuildOptions, require
 from pncd.targets.cpu import compute_precision
@@ -86,8 +87,9 @@ def cpu_int8_record(target: str, build: dict[str, Any], qat: dict[str, Any] | No
             else "x86 CPUs with VNNI or AMX (8-bit weights saturate int16 sums on AVX2 / AVX-512 without VNNI)"}
 
 
-def validate(opts: ExportOptions) -> None:
-    """Option errors that need no files: one PncdError line each."""
+def validate(opts: ExportOptions, protect: tuple[str | Path | None, ...] = ()) -> None:
+    """Option errors that need no files, and ``--out`` (``protect``: the run it must not
+    replace): one PncdError line each."""
     check_pair(opts.target, opts.precision)
     if opts.calib_method not in cal.CALIB_METHODS:
         raise PncdError(f"--calib-method {opts.calib_method!r} is unknown; use one of {', '.join(cal.CALIB_METHODS)}")
@@ -141,7 +143,8 @@ def validate(opts: ExportOptions) -> None:
                             f"{opts.calib_data} ({e}); pass --calib-data DIR with training images") from None
     from pncd.io import check_output
 
-    check_output(opts.out, opts.force)  # exists without --force, or a file
+    # exists without --force, a file, what the export reads, or (--force) a folder pncd does not own
+    check_output(opts.out, opts.force, protect=protect, names=(MANIFEST,))
 
 
 SENSITIVITY_TARGETS = ("onnxruntime", "openvino", "tensorrt", "jetson")  # builds that run pncd.export.sensitivity
@@ -200,7 +203,7 @@ def _load_source(run: str | Path, opts: ExportOptions) -> _Source:
 
     read_run_config(run)  # a clear error for a directory that is not a run
     run_dir = Path(run).parent if Path(run).is_file() else Path(run)
-    check_output(opts.out, opts.force, protect=(run_dir,))  # --force must not replace the run it reads
+    check_output(opts.out, opts.force, protect=(run_dir,), names=(MANIFEST,))  # --force must not replace the run it reads
     ckpt = checkpoint_path(run)
     model, cfg = load_model(run)
     from pncd.rundir import incomplete_warning, run_progress
@@ -273,7 +276,7 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
     from pncd.io import atomic_dir, write_json
 
     log = log or _stderr
-    validate(opts)
+    validate(opts, protect=(Path(run).parent if Path(run).is_file() else Path(run),))
     require_runtime(opts.target, opts.precision)
     src = _load_source(run, opts)
     held, calib, validation = _load_images(opts, src, log)

@@ -71,7 +71,7 @@ def evaluate_run(run: str | Path, split: str = "test", *, data: str | None = Non
                    "out": None if out is None else str(out), "overlays": overlays, "device": device, "force": force}
     run_dir = Path(run).parent if Path(run).is_file() else Path(run)
     out_dir = Path(out) if out else run_dir / f"eval-{split}"
-    check_output(out_dir, force, protect=(run_dir,))  # before any work: --force never replaces the run
+    check_output(out_dir, force, protect=(run_dir,), names=("metrics.json",))  # before any work: --force never replaces the run
     dev = resolve_device(device)
     model, cfg = load_model(run, which, dev)
     progress = run_progress(run_dir, cfg)

@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 def _umask() -> int:
@@ -46,19 +46,67 @@ def owned_names(directory: str | os.PathLike) -> set[str]:
     return {n for n in names if isinstance(n, str) and n and "/" not in n and n not in (".", "..")}
 
 
-def write_owned(directory: str | os.PathLike, names: Iterator[str] | list[str] | set[str]) -> None:
+def write_owned(directory: str | os.PathLike, names: Iterable[str]) -> None:
     """Record ``names`` as pncd's own entries of ``directory`` (the marker itself excluded)."""
     names = sorted(set(names) - {OWNED_MARKER})
     write_json(Path(directory) / OWNED_MARKER, {"written_by": "pncd", "names": names})
 
 
-def check_output(path: str | os.PathLike, force: bool, protect: tuple[str | os.PathLike | None, ...] = (),
-                 what: str = "--out", empty_ok: bool = False) -> Path:
-    """Refuse an output that exists (without ``force``), that is a file, or that is (or contains)
-    one of the ``protect`` inputs: --force must never replace what it reads."""
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The file (or other non-directory) that stands where ``path`` or one of its parent
+    directories would be, e.g. ``notes.txt`` for ``notes.txt/sub``; None when there is none."""
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.is_dir():
+            return None
+        if q.exists() or q.is_symlink():
+            return q
+    return None
+
+
+def check_parents(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Refuse ``path`` when a file stands where one of its parent directories must be made
+    (``--out notes.txt/sub``): one line naming that file, instead of the OS's "File exists"."""
     from pncd.errors import PncdError
 
     path = Path(path)
+    blocker = file_in_the_way(path.parent) if str(path.parent) not in ("", ".") else None
+    if blocker is not None:
+        raise PncdError(f"{what} {path}: {blocker} is a file, so no directory can be made inside it; "
+                        f"choose another {what} (nothing was changed)")
+    return path
+
+
+def check_owned(path: str | os.PathLike, names: Iterable[str] = (), what: str = "--out") -> None:
+    """Refuse to replace anything in the existing directory ``path`` that pncd did not write:
+    a non-empty ``path`` without pncd's marker (``.pncd-owned.json``) at all, and an entry of
+    ``names`` (what the new output holds) that exists there but is not in the marker's list."""
+    from pncd.errors import PncdError
+
+    path = Path(path)
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not (path / OWNED_MARKER).is_file():
+        raise PncdError(f"{path} was not written by pncd (no {OWNED_MARKER}); choose another {what} "
+                        "or remove it yourself (nothing was changed)")
+    owned = owned_names(path)
+    clash = sorted(n for n in set(names) - {OWNED_MARKER} if n not in owned
+                   and ((path / n).exists() or (path / n).is_symlink()))
+    if clash:
+        more = f" (and {len(clash) - 1} more)" if len(clash) > 1 else ""
+        raise PncdError(f"{path / clash[0]}{more} was not written by pncd (not listed in {path / OWNED_MARKER}); "
+                        f"--force would replace it: move it away or choose another {what} (nothing was changed)")
+
+
+def check_output(path: str | os.PathLike, force: bool, protect: tuple[str | os.PathLike | None, ...] = (),
+                 what: str = "--out", empty_ok: bool = False, names: Iterable[str] = ()) -> Path:
+    """Refuse an output that exists (without ``force``), that is a file or lies under one, that
+    is (or contains) one of the ``protect`` inputs (--force must never replace what it reads),
+    or (with ``force``) that holds files pncd did not write: a non-empty directory without
+    pncd's marker, or an entry of ``names`` (what the new output will hold) not in its list."""
+    from pncd.errors import PncdError
+
+    path = check_parents(path, what)
     if path.exists() and not path.is_dir():
         raise PncdError(f"{what} {path} is a file, not a directory; choose another {what} (nothing was changed)")
     if path.exists() and not force and not (empty_ok and not any(path.iterdir())):
@@ -71,18 +119,23 @@ def check_output(path: str | os.PathLike, force: bool, protect: tuple[str | os.P
         if s == target or target in s.parents:
             raise PncdError(f"{what} {path} is {'the input' if s == target else 'a folder holding the input'} {src}; "
                             f"--force would replace it: choose another {what}")
+    if force and path.exists():
+        check_owned(path, names, what)
     return path
 
 
 def swap_into(new: Path, final: Path) -> None:
     """Move the finished output ``new`` into ``final``: pncd's old entries there (its marker's
-    list, and whatever the new output replaces) go, everything else in ``final`` stays."""
+    list, and whatever the new output replaces) go, everything else in ``final`` stays. A
+    ``final`` pncd does not own, or an entry of ``new`` that would replace a file pncd did not
+    write, is refused (:func:`check_owned`) before anything is touched."""
     import shutil
 
     if not final.exists():
         os.replace(new, final)
         return
     new_names = {p.name for p in new.iterdir()} - {OWNED_MARKER}
+    check_owned(final, new_names)  # before anything is removed: a user's file is never replaced
     for name in (owned_names(final) | new_names):
         old = final / name
         if old.is_dir() and not old.is_symlink():
@@ -120,15 +173,16 @@ def glob_escape(name: str) -> str:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, force: bool = False,
-               protect: tuple[str | os.PathLike | None, ...] = ()) -> Iterator[Path]:
+               protect: tuple[str | os.PathLike | None, ...] = (), names: Iterable[str] = ()) -> Iterator[Path]:
     """Build a directory under a temporary name beside ``path`` and move it into place on success.
 
-    Refuses an existing ``path`` unless ``force``, a ``path`` that is a file, and a ``path`` that
-    is or contains one of ``protect``. With ``force`` the old output stays untouched until the
-    new one is complete; then only pncd's own entries of it are replaced (see ``swap_into``).
-    On failure nothing is left behind.
+    Refuses an existing ``path`` unless ``force``, a ``path`` that is (or lies under) a file, a
+    ``path`` that is or contains one of ``protect``, and (with ``force``) a ``path`` pncd does not
+    own or whose entries named in ``names`` pncd did not write (:func:`check_output`). With
+    ``force`` the old output stays untouched until the new one is complete; then only pncd's own
+    entries of it are replaced (see ``swap_into``). On failure nothing is left behind.
     """
-    path = check_output(path, force, protect)
+    path = check_output(path, force, protect, names=names)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.pncd-{os.getpid()}-", suffix=".tmp", dir=path.parent))
@@ -142,6 +196,17 @@ def atomic_dir(path: str | os.PathLike, force: bool = False,
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's content, as hex."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -74,9 +74,10 @@ def run_pipeline(recipe: DemoRecipe, out: str | Path, baseline: str | None = Non
     from pncd.export.pipeline import ExportOptions, export_run
     from pncd.train import train
 
+    from pncd.io import check_parents
     from pncd.runtime import apply_threads
 
-    out = Path(out)
+    out = check_parents(out)  # --out under a file: one line, not the OS's "File exists"
     out.mkdir(parents=True, exist_ok=True)
     r = recipe
     apply_threads(None)  # torch's threads as pncd train/distill/eval set them without --threads
@@ -125,7 +126,10 @@ def run_pipeline(recipe: DemoRecipe, out: str | Path, baseline: str | None = Non
     stage("4/6 bench", report / "report.json", lambda: run_bench(artifacts, bench_opts))
 
     echo("[5/6 gate]")
-    ok, rows = run_gate(report / "report.json", baseline)
+    warnings: list[str] = []
+    ok, rows = run_gate(report / "report.json", baseline, warnings=warnings)
+    for w in warnings:
+        echo(f"warning: {w}")
     echo(f"[6/6] report: {report / 'report.md'}  (JSON: {report / 'report.json'}, plot and overlays beside it)")
     for spec, msg in export_failures.items():
         echo(f"note: export {spec} was left out: {msg}")

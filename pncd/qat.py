@@ -260,7 +260,7 @@ def _run_qat(run: Path, out: str | Path, opts: QatOptions, data: str | None, for
     losses = _losses(opts, int(cfg["model"]["num_classes"]))  # a bad --weight fails before any work
     d = {**cfg["data"], **({"root": str(Path(data).resolve())} if data else {})}
     spec = DataSpec.from_dict(d)
-    check_output(out, force, protect=(run, spec.root))
+    check_output(out, force, protect=(run, spec.root), names=("config.json", "best.safetensors", "log.json", QDQ_ONNX))
     train, val = load_split(spec, "train"), load_split(spec, "val")
     k = spec.num_classes
     teacher = _teacher(run, student, cfg, opts.teacher)

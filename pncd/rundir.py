@@ -36,11 +36,13 @@ def take_staged(out: Path) -> bool:
 
 def prepare_out(out: str | Path, resume: bool, force: bool, protect: tuple[str | Path | None, ...] = ()) -> Path:
     """Check --out before anything is loaded: an existing run needs --resume or --force; --out
-    must not be a file, nor (with --force) one of ``protect`` (the data, a run this one reads).
-    With --force the old run stays untouched until the new one is complete."""
-    from pncd.io import check_output
+    must not be (or lie under) a file, nor (with --force) one of ``protect`` (the data, a run
+    this one reads), nor (with --force) a folder pncd did not write or whose run files pncd did
+    not write (see :func:`pncd.io.check_owned`). With --force the old run stays untouched until
+    the new one is complete."""
+    from pncd.io import check_output, check_parents
 
-    path = Path(out)
+    path = check_parents(out)
     if resume:
         if path.exists() and not path.is_dir():
             raise PncdError(f"--out {path} is a file, not a run directory; pass the run's directory")
@@ -50,7 +52,7 @@ def prepare_out(out: str | Path, resume: bool, force: bool, protect: tuple[str |
                             "start it again with --force, or without --resume in a new --out")
         return path
     try:
-        check_output(path, force, protect=protect, empty_ok=True)
+        check_output(path, force, protect=protect, empty_ok=True, names=RUN_FILES)
     except PncdError as e:
         if "already exists" in str(e):
             raise PncdError(f"{path} already exists; pass --resume to continue it, --force to replace it, "

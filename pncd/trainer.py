@@ -190,9 +190,10 @@ class Trainer:
             if self.dist.is_main and self.out != self.final_out:  # --force: the old run goes only now
                 from pncd.io import swap_into
 
-                if finished:
-                    swap_into(self.out, self.final_out)
-                else:
+                try:
+                    if finished:
+                        swap_into(self.out, self.final_out)
+                finally:
                     shutil.rmtree(self.out, ignore_errors=True)
         return summary
 

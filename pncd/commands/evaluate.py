@@ -18,7 +18,8 @@ from pncd.config import config_option, threads_option
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output directory (default: RUN/eval-SPLIT).")
 @click.option("--overlays", type=click.IntRange(0), default=6, show_default=True, help="How many overlay PNGs to write.")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@click.option("--force", is_flag=True, help="Replace pncd's files in an existing output directory (others stay; a "
+              "folder pncd did not write is refused).")
 @threads_option
 @click.pass_context
 def eval_command(ctx: click.Context, **params: Any) -> None:

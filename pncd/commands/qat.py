@@ -51,7 +51,8 @@ def _weights(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
               help="any: 7-bit weights (NNCF's overflow fix), so the INT8 ONNX computes the same on every x86 CPU; "
                    "vnni: 8-bit weights, for CPUs with VNNI or AMX only (pncd bench refuses it elsewhere).")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--force", is_flag=True, help="Replace an existing --out.")
+@click.option("--force", is_flag=True, help="Replace pncd's files in an existing --out (others stay; a folder pncd "
+              "did not write is refused).")
 @threads_option
 def qat_command(run: str, out: str, data: str | None, force: bool, config: str | None, **params: Any) -> None:
     """Quantization-aware distillation: INT8 fine-tuning of a trained student.

@@ -71,7 +71,8 @@ def common_training_options(fn=None, *, clip_grad_norm: float = TrainRun.default
                      help="Continue the run in --out from its last finished epoch, with the settings it recorded "
                           "(a flag that contradicts them is refused; --epochs may change)."),
         click.option("--force", is_flag=True, help="Replace an existing run: the new one is trained beside it and "
-                     "swapped in when it finishes (files pncd did not write stay)."),
+                     "swapped in when it finishes (files pncd did not write stay; a folder pncd did not write, "
+                     "without .pncd-owned.json, is refused)."),
     ]
     for o in reversed(opts):
         fn = o(fn)

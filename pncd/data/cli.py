@@ -66,7 +66,8 @@ def check_command(config: str | None, directory: Path, num_classes: int | None, 
 @click.option("--slices", type=click.IntRange(min=1), default=8, show_default=True, help="Slices per case.")
 @click.option("--size", type=click.IntRange(min=16), default=128, show_default=True, help="Slice width and height in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same files).")
-@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--force", is_flag=True, help="Replace pncd's files in an existing OUT (others stay; a folder pncd "
+              "did not write is refused).")
 def synth_command(config: str | None, out: Path, cases: int, slices: int, size: int, seed: int, force: bool) -> None:
     """Write a synthetic FLAIR-like data set (brain phantoms with one irregular lesion each) to
     OUT: images/*.nii.gz, labels/*.nii.gz and splits.json. The built-in default data set is the

@@ -151,6 +151,29 @@ def split_case_ids(spec: DataSpec, split: str) -> tuple[Layout, list[str]]:
     return layout, ids
 
 
+def fingerprint(spec: DataSpec, split: str) -> str:
+    """The identity of ``split`` of ``spec.root``: ``sha256:`` + the SHA-256 over its case ids
+    and, for each of their image and mask files, the name relative to the data set's root, the
+    size and the SHA-256 of the content. A data set moved or copied elsewhere keeps it; another
+    data set, another split, or a changed, added or removed file changes it. Preprocessing
+    (size, normalisation) is not part of it."""
+    import hashlib
+
+    from pncd.io import sha256_file
+
+    layout, ids = split_case_ids(spec, split)
+    h = hashlib.sha256(b"pncd.data-fingerprint/1\n")
+    for cid in sorted(ids):
+        for item in layout.cases[cid].items:
+            for p in (*item.images, item.mask):
+                try:
+                    rel = p.relative_to(layout.root).as_posix()
+                except ValueError:
+                    rel = p.name
+                h.update(f"{cid}\0{rel}\0{p.stat().st_size}\0{sha256_file(p)}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
 def load_split(spec: DataSpec, split: str) -> SliceSet:
     """Load one split ("train", "val", "test" or "all") of ``spec.root`` as a SliceSet.
 

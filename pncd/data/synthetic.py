@@ -124,6 +124,9 @@ def _save_nifti(arr: np.ndarray, path: Path) -> None:
     nib.save(img, str(path))
 
 
+SYNTH_FILES = ("images", "labels", "splits.json", "synthetic.json")  # what generate writes
+
+
 def generate(
     out_dir: str | os.PathLike,
     n_cases: int = 24,
@@ -137,20 +140,23 @@ def generate(
     """Write a synthetic data set to ``out_dir`` and return its path.
 
     Built in a temporary sibling directory and renamed into place, so a failure leaves nothing
-    behind. An existing ``out_dir`` is an error unless ``force`` (replace it) or ``exist_ok``
-    (keep it: used for the cached default, where another process may have built it first).
+    behind. An existing ``out_dir`` is an error unless ``force`` or ``exist_ok`` (keep it: used
+    for the cached default, where another process may have built it first). ``force`` replaces
+    only what pncd wrote there (its ``.pncd-owned.json``) and refuses a folder pncd did not write.
     """
-    from pncd.io import write_json
+    from pncd.io import check_owned, check_parents, swap_into, write_json, write_owned
 
     if n_cases < 1 or n_slices < 1 or size < 16:
         raise PncdError(f"synthetic data needs cases >= 1, slices >= 1 and size >= 16 (got {n_cases}, {n_slices}, {size})")
-    out = Path(out_dir).expanduser()
+    out = check_parents(Path(out_dir).expanduser(), "OUT")
     if out.exists() and not out.is_dir():
         raise PncdError(f"{out} is a file, not a directory; choose another directory (nothing was changed)")
     if out.exists() and exist_ok:
         return out
     if out.exists() and not force:
         raise PncdError(f"{out} already exists; choose another directory or pass --force")
+    if out.exists():
+        check_owned(out, SYNTH_FILES, "OUT")  # --force: a folder pncd did not write is not replaced
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -168,8 +174,10 @@ def generate(
         from pncd.io import _umask
 
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700: give the data set normal permissions
+        write_owned(tmp, SYNTH_FILES)
         if out.exists() and force:
-            shutil.rmtree(out)
+            swap_into(tmp, out)
+            return out
         try:
             os.rename(tmp, out)
         except OSError:

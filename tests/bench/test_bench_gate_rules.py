@@ -60,14 +60,30 @@ def test_thresholds_are_configurable():
     assert ok
 
 
-def test_missing_entries_skip_or_fail_with_require_all():
+def test_missing_entries_fail_unless_allowed():
+    # issue 23: a baseline entry missing from the report fails by default (it used to be a skip
+    # unless --require-all); --allow-missing makes it a skip
     rep = _report()
     base = baseline_from_report(rep)
     base["entries"]["other-enet-openvino-fp16"] = dict(base["entries"]["run-enet-onnxruntime-int8"])
     ok, rows = run_gate(rep, base)
-    assert ok and _status(rows, "other-enet-openvino-fp16", "in_report") == "skip"
+    assert not ok and _status(rows, "other-enet-openvino-fp16", "in_report") == "fail"
     ok, rows = run_gate(rep, base, require_all=True)
     assert not ok and _status(rows, "other-enet-openvino-fp16", "in_report") == "fail"
+    ok, rows = run_gate(rep, base, allow_missing=True)
+    assert ok and _status(rows, "other-enet-openvino-fp16", "in_report") == "skip"
+    with pytest.raises(GateInputError, match="contradict"):
+        run_gate(rep, base, allow_missing=True, require_all=True)
+
+
+def test_report_entries_missing_from_the_baseline_skip_or_fail_with_require_all():
+    rep = _report()
+    base = baseline_from_report(rep)
+    del base["entries"]["run-enet-onnxruntime-int8"]
+    ok, rows = run_gate(rep, base)
+    assert ok and _status(rows, "run-enet-onnxruntime-int8", "baseline") == "skip"
+    ok, rows = run_gate(rep, base, require_all=True)
+    assert not ok and _status(rows, "run-enet-onnxruntime-int8", "baseline") == "fail"
 
 
 def test_bad_inputs_raise(tmp_path):

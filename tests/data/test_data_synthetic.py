@@ -22,7 +22,7 @@ def _digest(root: Path) -> dict[str, str]:
 def test_same_seed_same_bytes_other_seed_other_data(tmp_path, synthetic_root):
     again = synthetic.generate(tmp_path / "again", n_cases=8, n_slices=6, size=64, seed=0)
     assert _digest(again) == _digest(synthetic_root)
-    assert len(_digest(again)) == 2 * 8 + 2  # images, labels, splits.json, synthetic.json
+    assert len(_digest(again)) == 2 * 8 + 3  # images, labels, splits.json, synthetic.json, .pncd-owned.json
     other = synthetic.generate(tmp_path / "other", n_cases=8, n_slices=6, size=64, seed=1)
     a = np.asarray(nib.load(str(synthetic_root / "images/synth_000.nii.gz")).dataobj)
     b = np.asarray(nib.load(str(other / "images/synth_000.nii.gz")).dataobj)
@@ -71,7 +71,18 @@ def test_existing_directory_needs_force(tmp_path):
     with pytest.raises(PncdError, match="already exists.*--force"):
         synthetic.generate(out, n_cases=2, n_slices=2, size=32)
     synthetic.generate(out, n_cases=3, n_slices=2, size=32, force=True)
-    assert not (out / "marker").exists() and len(list((out / "images").iterdir())) == 3
+    # --force replaces what pncd wrote (images/ with 3 cases now) and keeps the user's file
+    assert (out / "marker").read_text() == "old" and len(list((out / "images").iterdir())) == 3
+
+
+def test_force_refuses_a_folder_pncd_did_not_write(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "images").mkdir(parents=True)
+    (mine / "images" / "scan.png").write_text("a user's image")
+    with pytest.raises(PncdError, match="not written by pncd"):
+        synthetic.generate(mine, n_cases=2, n_slices=2, size=32, force=True)
+    assert [p.name for p in mine.rglob("*")] == ["images", "scan.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
 
 
 def test_resolve_root_none_builds_default_once(tmp_path, monkeypatch):

@@ -42,8 +42,13 @@ def test_run_benched_under_another_name_fails_and_names_the_rows(tmp_path):
     p = _gate(rep, "--baseline", base)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "nothing was compared" in p.stdout and "gate: PASS" not in p.stdout
-    assert "new-torch-fp32" in p.stdout.split("not compared:")[1] and "old-torch-fp32" in p.stdout.split("not compared:")[1]
-    assert _gate(rep, "--baseline", base, "--allow-empty").returncode == 0
+    assert "new-torch-fp32" in p.stdout.split("not compared:")[1]
+    # issue 23: the baseline's entry missing from the report is a failing row (it was a skip)
+    assert any(ln.startswith("old-torch-fp32") and "FAIL" in ln and "--allow-missing" in ln for ln in p.stdout.splitlines())
+    assert _gate(rep, "--baseline", base, "--allow-empty").returncode == 1
+    p = _gate(rep, "--baseline", base, "--allow-missing")
+    assert p.returncode == 1 and "old-torch-fp32" in p.stdout.split("not compared:")[1]
+    assert _gate(rep, "--baseline", base, "--allow-empty", "--allow-missing").returncode == 0
 
 
 def test_empty_baseline_fails(tmp_path):
