@@ -111,3 +111,17 @@ def test_8bit_weights_saturate_without_vnni_and_bench_refuses_them(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     entry = next(e for e in read_json(tmp_path / "report" / "report.json")["entries"] if e["kind"] == "artifact")
     assert entry["dice_rel"] < 0.5, entry  # saturated: measured 14% of the torch Dice
+
+
+def test_the_builtin_data_set_has_the_baselines_identity_there(tmp_path):
+    """The gate refuses a report of another data set (its fingerprint: the SHA-256 of the split's
+    files). The built-in synthetic set is generated on each machine: generated on the AVX2 CPU
+    (NumPy's kernels for it), its test split must be the very files the baseline was written on."""
+    from pncd.io import read_json
+
+    code = ("from pncd.data import DataSpec; from pncd.data.loading import fingerprint, resolve_root; "
+            "print(fingerprint(DataSpec(root=str(resolve_root(None)), size=64), 'test'))")
+    proc = subprocess.run([QEMU, "-cpu", CPU_MODEL, sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PNCD_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == read_json(CI_GATE_BASELINE)["data"]["fingerprint"]

@@ -110,7 +110,7 @@ def test_missing_runtime_names_the_package(make_run, tmp_path, capsys, monkeypat
         (["--target", "onnxruntime", "--input-size", "30x30"], "divisible by 16"),
         (["--target", "onnxruntime", "--input-size", "big"], "is not HxW"),
         (["--target", "onnxruntime", "--precision", "int8", "--calib-method", "kl"], "--calib-method 'kl' is unknown"),
-        (["--target", "onnxruntime", "--precision", "int8", "--calib-size", "0"], "--calib-size 0 is invalid"),
+        (["--target", "onnxruntime", "--precision", "int8", "--calib-size", "0"], "'--calib-size': 0 is not in the range x>=1"),
         (["--target", "onnxruntime", "--precision", "int8", "--keep-float", "middle"], "--keep-float 'middle' is unknown"),
         (["--target", "openvino", "--precision", "int8", "--accuracy-control", "--max-dice-drop", "2"], "--max-dice-drop 2.0 is invalid"),
         (["--target", "openvino", "--precision", "int8", "--accuracy-control", "--ac-images", "-1"], "--ac-images -1 is invalid"),
