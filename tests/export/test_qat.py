@@ -61,7 +61,10 @@ def qat_exports(qat_run, tmp_path_factory) -> dict[str, Path]:
     out = {}
     for target in ("onnxruntime", "openvino", "tensorrt"):
         out[target] = base / target
-        proc = run_cli("export", run, "--target", target, "--precision", "int8", "--out", out[target], timeout=900)
+        # --no-strict: this briefly fine-tuned tiny network keeps ~95% of its FP32 Dice; what is tested
+        # here is what the export ships, not its accuracy (tests/export/test_export_units.py: the rule)
+        proc = run_cli("export", run, "--target", target, "--precision", "int8", "--no-strict", "--out", out[target],
+                       timeout=900)
         assert proc.returncode == 0, proc.stderr[-2000:]
     return out
 

@@ -78,7 +78,8 @@ def test_sensitivity_table_on_onnxruntime(make_run, tmp_path, capsys):
 def test_keep_float_auto_keeps_exactly_the_fragile_block_onnxruntime(make_run, tmp_path, data_spec):
     run = make_run("export_fragile")
     default, auto = tmp_path / "default", tmp_path / "auto"
-    assert export(run, "--target", "onnxruntime", *INT8, "--out", default) == 0
+    # the default loses the fragile block's accuracy (that is the point): --no-strict writes it anyway
+    assert export(run, "--target", "onnxruntime", *INT8, "--no-strict", "--out", default) == 0
     assert export(run, "--target", "onnxruntime", *INT8, "--keep-float", "auto", "--max-dice-drop", "0.02",
                   "--out", auto) == 0
     man = read_manifest(auto)
