@@ -70,7 +70,9 @@ def test_int8_exports_pass_the_committed_gate_without_vnni(ci_gate_exports, tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = read_json(tmp_path / "report" / "report.json")
     assert "VNNI" not in report["machine"]["cpu_isa"] and "emulated" in report["machine"]["cpu_isa"], report["machine"]
-    ok, rows = run_gate(tmp_path / "report" / "report.json", CI_GATE_BASELINE, min_ref_ratio=MIN_REF_RATIO)
+    # only the INT8 rows are benched here: the baseline's FP32 row is allowed to be missing
+    ok, rows = run_gate(tmp_path / "report" / "report.json", CI_GATE_BASELINE, min_ref_ratio=MIN_REF_RATIO,
+                        allow_missing=True)
     assert ok, [r for r in rows if r["status"] == "fail"]
     compared = {r["entry"] for r in rows if r["rule"] == "dice_drop" and r["status"] == "pass"}
     assert {e["key"] for e in report["entries"] if e["kind"] == "artifact"} <= compared, rows

@@ -11,7 +11,7 @@ from pncd.errors import PncdError
 from tests.faults.fault_helpers import TINY, one_error
 from tests.helpers import run_cli
 
-TRAIN = [("--epochs", "0"), ("--epochs", "-1"), ("--batch", "0"), ("--batch", "-4"), ("--lr", "0"), ("--lr", "-0.001"),
+TRAIN = [("--epochs", "0"), ("--epochs", "-1"), ("--batch", "0"), ("--batch", "-4"), ("--lr", "-0.001"),
          ("--min-lr", "-1e-5"), ("--weight-decay", "-0.1"), ("--size", "0"), ("--num-classes", "1"), ("--workers", "-1"),
          ("--steps-per-epoch", "0"), ("--seed", "-1"), ("--split-seed", "-1"), ("--rotation", "-5"),
          ("--lesion-fraction", "1.5"), ("--log-every", "0"), ("--clip-grad-norm", "-1"), ("--threads", "0")]
@@ -68,7 +68,7 @@ def test_epochs_0_from_python_is_refused_before_anything_is_written(tiny_data, t
         train(TrainRun(model="enet", out=out, data=data, train=TrainOptions(epochs=0)))
     with pytest.raises(PncdError, match=r"^--steps-per-epoch must be >= 1 \(got 0\); leave it out"):
         train(TrainRun(model="enet", out=out, data=data, train=TrainOptions(steps_per_epoch=0)))
-    with pytest.raises(PncdError, match=r"^--lr must be > 0 \(got -1\.0\)$"):
+    with pytest.raises(PncdError, match=r"^--lr must be >= 0 \(got -1\.0\); 0 keeps the initial weights$"):
         distill(DistillRun(teacher=str(tmp_path), student="enet", out=out, train=TrainOptions(lr=-1.0)))
     with pytest.raises(PncdError, match=r"^--temperature must be > 0 \(got 0\.0\)$"):
         distill(DistillRun(teacher=str(tmp_path), student="enet", out=out, distill=DistillOptions(temperature=0.0)))
@@ -82,5 +82,5 @@ def test_help_shows_the_ranges():
     assert p.returncode == 0
     text = " ".join(p.stdout.split())
     for shown in ("--epochs INTEGER RANGE [default: 50; x>=1]", "--batch INTEGER RANGE [default: 8; x>=1]",
-                  "--lr FLOAT RANGE [default: 0.001; x>0]"):
+                  "--lr FLOAT RANGE [default: 0.001; x>=0]"):
         assert shown in text, shown
