@@ -199,11 +199,9 @@ def _qat_onnx(run_dir: Path, cfg: dict[str, Any], opts: ExportOptions) -> Path |
 def _load_source(run: str | Path, opts: ExportOptions) -> _Source:
     """Load the run (config, checkpoint) and settle the data root and the input size, or fail in one line."""
     from pncd.checkpoint import checkpoint_path, load_model, read_run_config
-    from pncd.io import check_output
 
     read_run_config(run)  # a clear error for a directory that is not a run
-    run_dir = Path(run).parent if Path(run).is_file() else Path(run)
-    check_output(opts.out, opts.force, protect=(run_dir,), names=(MANIFEST,))  # --force must not replace the run it reads
+    run_dir = Path(run).parent if Path(run).is_file() else Path(run)  # validate() refused an --out onto it
     ckpt = checkpoint_path(run)
     model, cfg = load_model(run)
     from pncd.rundir import incomplete_warning, run_progress

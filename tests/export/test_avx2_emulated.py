@@ -38,12 +38,13 @@ BENCH_ARGS = ("--split", "test", "--iters", "3", "--warmup", "1", "--batch", "1"
               "--threads", "1")
 
 
-def emulated(*args: str | Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    """``python -m pncd.cli ARGS`` (or ``python -c`` with args[0] == "-c") on the emulated CPU."""
+def emulated(*args: str | Path, timeout: int = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m pncd.cli ARGS`` (or ``python -c`` with args[0] == "-c") on the emulated CPU; ``env``:
+    extra environment variables."""
     cmd = [QEMU, "-cpu", CPU_MODEL, sys.executable, *(["-c"] if args and args[0] == "-c" else ["-m", "pncd.cli"]),
            *map(str, args[1:] if args and args[0] == "-c" else args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})})
     # QEMU warns once per CPUID feature TCG does not emulate (TSX, x2APIC, ...): not ours
     proc.stderr = "\n".join(ln for ln in proc.stderr.splitlines() if not ln.startswith("qemu-x86_64: warning"))
     return proc
@@ -123,7 +124,6 @@ def test_the_builtin_data_set_has_the_baselines_identity_there(tmp_path):
 
     code = ("from pncd.data import DataSpec; from pncd.data.loading import fingerprint, resolve_root; "
             "print(fingerprint(DataSpec(root=str(resolve_root(None)), size=64), 'test'))")
-    proc = subprocess.run([QEMU, "-cpu", CPU_MODEL, sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PNCD_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"})
+    proc = emulated("-c", code, timeout=600, env={"PNCD_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == read_json(CI_GATE_BASELINE)["data"]["fingerprint"]
