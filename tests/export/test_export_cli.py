@@ -118,7 +118,7 @@ def test_onnxruntime_int8_records_calibration(make_run, tmp_path, synthetic_root
 def test_openvino_int8_accuracy_control(make_run, tmp_path):
     out = tmp_path / "ov-int8"
     code = export(make_run(), "--target", "openvino", "--precision", "int8", "--calib-size", "8",
-                  "--accuracy-control", "--max-dice-drop", "0.02", "--out", out)
+                  "--accuracy-control", "--max-dice-drop", "0.02", "--no-strict", "--out", out)  # its own bar: 0.02
     assert code == 0
     man = read_manifest(out)
     assert {f["name"] for f in man["files"]} == {"model.xml", "model.bin"}
@@ -141,7 +141,8 @@ def test_openvino_int8_performance_preset(make_run, tmp_path):
     """--ov-preset performance: symmetric activations (NNCF PERFORMANCE), recorded in the manifest; the model runs.
     (The default, MIXED, is checked in test_openvino_int8_accuracy_control.)"""
     out = tmp_path / "ov-int8-perf"
-    assert export(make_run(), "--target", "openvino", "--precision", "int8", "--calib-size", "8", "--ov-preset", "performance", "--out", out) == 0
+    assert export(make_run(), "--target", "openvino", "--precision", "int8", "--calib-size", "8", "--ov-preset", "performance",
+                  "--no-strict", "--out", out) == 0  # --no-strict: the subject is the preset, not the 99% check
     man = read_manifest(out)
     assert man["build"]["preset"].startswith("PERFORMANCE")
     with load_runner(out) as r:

@@ -81,8 +81,9 @@ def test_keep_float_auto_keeps_exactly_the_fragile_block_onnxruntime(make_run, t
     default, auto = tmp_path / "default", tmp_path / "auto"
     # the default loses the fragile block's accuracy (that is the point): --no-strict writes it anyway
     assert export(run, "--target", "onnxruntime", *INT8, "--no-strict", "--out", default) == 0
+    # --no-strict: the search's bar (--max-dice-drop 0.02, asserted below) is the subject, not the 99% check
     assert export(run, "--target", "onnxruntime", *INT8, "--keep-float", "auto", "--max-dice-drop", "0.02",
-                  "--out", auto) == 0
+                  "--no-strict", "--out", auto) == 0
     man = read_manifest(auto)
     table, chosen = man["build"]["sensitivity"], man["build"]["keep_float_auto"]
     assert table["blocks"][0]["block"] == "enc1" and table["blocks"][0]["drop"] > 0.2
@@ -120,11 +121,11 @@ def test_keep_float_auto_keeps_exactly_the_fragile_block_openvino(make_run, tmp_
 
     out = tmp_path / "ov"
     assert export(make_run("export_fragile"), "--target", "openvino", *INT8, "--keep-float", "auto",
-                  "--max-dice-drop", "0.02", "--out", out) == 0
+                  "--max-dice-drop", "0.02", "--no-strict", "--out", out) == 0  # --no-strict: as above
     man = read_manifest(out)
     table, chosen = man["build"]["sensitivity"], man["build"]["keep_float_auto"]
     assert table["runtime"] == "openvino" and table["blocks"][0]["block"] == "enc1"
-    assert chosen["kept_blocks"] == ["enc1"] and chosen["reached"]
+    assert chosen["kept_blocks"] == ["enc1"] and chosen["reached"] and chosen["drop"] <= 0.02
     model = ov.Core().read_model(str(out / "model.xml"))
 
     def quantized_input(op) -> bool:  # a FakeQuantize feeds it (NNCF places them before a Concat's inputs)
