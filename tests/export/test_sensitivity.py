@@ -79,7 +79,9 @@ def test_sensitivity_table_on_onnxruntime(make_run, tmp_path, capsys):
 def test_keep_float_auto_keeps_exactly_the_fragile_block_onnxruntime(make_run, tmp_path, data_spec):
     run = make_run("export_fragile")
     default, auto = tmp_path / "default", tmp_path / "auto"
-    # the default loses the fragile block's accuracy (that is the point): --no-strict writes it anyway
+    # the default loses the fragile block's accuracy (that is the point): the export refuses it (exit 1,
+    # nothing written), and --no-strict writes it anyway
+    assert export(run, "--target", "onnxruntime", *INT8, "--out", default) == 1 and not default.exists()
     assert export(run, "--target", "onnxruntime", *INT8, "--no-strict", "--out", default) == 0
     # --no-strict: the search's bar (--max-dice-drop 0.02, asserted below) is the subject, not the 99% check
     assert export(run, "--target", "onnxruntime", *INT8, "--keep-float", "auto", "--max-dice-drop", "0.02",
