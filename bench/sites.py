@@ -77,8 +77,9 @@ class LocalSite:
             self.log(f"warning: {artifact.dir.name}: 8-bit INT8 weights on a CPU without VNNI; its int16 sums may "
                      "saturate (--allow-int8-saturation)")
         elif artifact.runtime == "tensorrt" and not has_vnni():
-            self.log(f"warning: {artifact.dir.name}: TensorRT's 8-bit INT8 ONNX runs on ONNX Runtime on this CPU "
-                     "without VNNI, whose int16 sums may saturate: its Dice here need not be TensorRT's")
+            self.log(f"note: {artifact.dir.name}: TensorRT's 8-bit INT8 ONNX runs on ONNX Runtime here, on this CPU "
+                     "without VNNI with its slower u8 x u8 kernels (session.x64quantprecision), which sum in int32 "
+                     "as TensorRT does")
 
     def local_runtime(self, a: Artifact) -> str | None:
         """TensorRT artifacts on a CPU run their ONNX on ONNX Runtime (TensorRT needs an NVIDIA GPU)."""

@@ -260,6 +260,10 @@ def _check_parity(built: Artifact, opts: ExportOptions, ref, held: cal.ImageSet,
         res = parity.compare(ref, out, held.masks, held.case_ids, num_classes)
         res.update(runtime=label, split=held.split, data_root=held.root, split_size=held.total,
                    inference_precision=used)
+        if getattr(runner, "int32_sums", False):  # TensorRT's INT8 ONNX on ONNX Runtime (targets.onnxrt)
+            from pncd.targets.onnxrt import X64_QUANT_PRECISION
+
+            res["onnxruntime_session_config"] = {X64_QUANT_PRECISION: "1"}
         res["check"] = parity.check(opts.precision, res, opts.strict, what=f"the {opts.target} {opts.precision} export")
         results[label] = res
     for w in (w for r in results.values() for w in r["check"]["warnings"]):

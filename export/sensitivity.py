@@ -138,7 +138,7 @@ class OrtBackend:
     def _run(self, path: Path) -> InferFn:
         from pncd.targets.onnxrt import OnnxRuntimeRunner
 
-        runner = OnnxRuntimeRunner(path).activate()
+        runner = OnnxRuntimeRunner(path, int32_sums=self.symmetric).activate()  # TensorRT's int32 sums
         return lambda x: runner.infer({self.input_name: x})["logits"]
 
     def float_fn(self) -> InferFn:

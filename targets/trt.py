@@ -157,7 +157,8 @@ class TensorRTTarget(Target):
         runners: list[tuple[str, Runner]] = []
         if info.get("engine"):
             runners.append(("tensorrt", TensorRTRunner(out_dir / info["engine"])))
-        runners.append(("onnxruntime (the TensorRT ONNX)", OnnxRuntimeRunner(out_dir / name)))
+        # ONNX Runtime sums its INT8 products in int32 as TensorRT does, also on CPUs without VNNI
+        runners.append(("onnxruntime (the TensorRT ONNX)", OnnxRuntimeRunner(out_dir / name, int32_sums=True)))
         return Artifact(name, name, build, calibration_method=build.get("calibrate_method", ""), tensorrt=info,
                         parity_runners=runners)
 
