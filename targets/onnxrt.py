@@ -30,7 +30,7 @@ class OnnxRuntimeRunner(Runner):
     the default u8 x s8 ones add pairs of products in int16, which 8-bit weights saturate; CPUs
     with VNNI sum in int32 either way). For TensorRT's symmetric INT8 QDQ ONNX, whose 8-bit
     weights are made for a GPU: run by default on an AVX2 CPU it kept 97.7% of a MobileNetV2's
-    Dice, with this option 99.4% (99.6% on a VNNI CPU).
+    validation Dice, with this option 99.4%.
     """
 
     name = "onnxruntime"
