@@ -52,8 +52,12 @@ def test_int8_warns_below_99_percent_and_strict_fails():
     assert ok["passed"] and ok["warnings"] == []
     low = parity.check("int8", _result(ratio=0.95))
     assert not low["passed"] and "keeps 95.00% of the FP32 Dice" in low["warnings"][0]
-    with pytest.raises(PncdError, match="below 99%; nothing was written.*--no-strict"):
+    with pytest.raises(PncdError, match="below 99%; nothing was written.*--no-strict") as e:
         parity.check("int8", _result(ratio=0.95), strict=True)
+    assert "train it longer" not in str(e.value)
+    # a model that hardly segments (FP32 Dice 0.039): the refusal says so
+    with pytest.raises(PncdError, match=r"FP32 model itself scores only 0\.0390 there.*train it longer"):
+        parity.check("int8", _result(ratio=0.975, torch_dice=0.039), strict=True)
     unknown = parity.check("int8", _result(ratio=None, torch_dice=0.0))
     assert not unknown["passed"] and "not judged" in unknown["warnings"][0]
     # strict (the export's default) fails a measured loss only: an accuracy that cannot be judged
