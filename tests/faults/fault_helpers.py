@@ -39,12 +39,20 @@ def siblings(path: Path) -> list[str]:
     return sorted(p.name for p in path.parent.glob(f".{path.name}.*"))
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """In the child, before exec: SIGINT's default action, as in a terminal where a user presses
+    Ctrl-C. A test suite started as a background job (``.ci/run &``, nohup) inherits SIGINT
+    *ignored* (POSIX shells do that for ``&`` without job control); Python then never raises
+    KeyboardInterrupt, and the SIGINT a test sends is lost (the run finishes, exit 0)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def kill_when(cmd_args: list[str], ready, timeout: float = 240, sig: int = signal.SIGKILL) -> int:
     """Start ``pncd cmd_args``, send it ``sig`` (SIGKILL; SIGINT: Ctrl-C) as soon as ``ready()`` is
     true; return its status."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "pncd.cli", *map(str, cmd_args)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_sigint_as_at_a_terminal)
     t0 = time.monotonic()
     try:
         while not ready():
