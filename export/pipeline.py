@@ -60,6 +60,7 @@ class ExportOptions:
     keep_float: tuple[str, ...] = ("first",)  # + "auto": blocks chosen by the sensitivity (pncd.export.sensitivity)
     sensitivity: bool = False  # INT8: measure the Dice drop of each block quantized alone (manifest build.sensitivity)
     ov_preset: str | None = None  # OpenVINO INT8 only; None = "mixed"
+    ov_rounding: str | None = None  # OpenVINO INT8 only: nearest|gptq; None = gptq for 7-bit weights (openvino_export.default_rounding)
     ac_images: int = 0  # held-out images --accuracy-control validates on; 0 = the whole val split
     inference_precision: str = "auto"  # OpenVINO: auto|f32|f16|bf16 (pncd.targets.cpu.resolve_inference_precision)
     int8_cpu: str | None = None  # CPU INT8: "any" (7-bit weights, the default) or "vnni" (8-bit; VNNI/AMX CPUs only)
@@ -107,6 +108,16 @@ def validate(opts: ExportOptions, protect: tuple[str | Path | None, ...] = ()) -
         raise PncdError(f"--ov-preset {opts.ov_preset!r} is unknown; use performance or mixed")
     if opts.ov_preset is not None and (opts.target, opts.precision) != ("openvino", "int8"):
         raise PncdError("--ov-preset applies to --target openvino --precision int8 only")
+    if opts.ov_rounding is not None:
+        from pncd.export.openvino_export import ROUNDINGS
+
+        if opts.ov_rounding not in ROUNDINGS:
+            raise PncdError(f"--ov-rounding {opts.ov_rounding!r} is unknown; use one of {', '.join(ROUNDINGS)}")
+        if (opts.target, opts.precision) != ("openvino", "int8"):
+            raise PncdError("--ov-rounding applies to --target openvino --precision int8 only")
+        if opts.ov_rounding == "gptq" and opts.accuracy_control:
+            raise PncdError("--ov-rounding gptq does not go with --accuracy-control (NNCF picks the layers it leaves "
+                            "in float for its own rounding); use --ov-rounding nearest")
     if opts.ac_images < 0:
         raise PncdError(f"--ac-images {opts.ac_images} is invalid; use 0 (the whole val split) or a positive count")
     from pncd.targets.cpu import INFERENCE_PRECISIONS

@@ -150,7 +150,7 @@ class OpenVinoTarget(Target):
                         accuracy_control=f.accuracy_control, validation=options.validation,
                         max_drop=f.max_dice_drop, num_classes=options.num_classes,
                         keep_float=ends_of(f.keep_float), preset=f.ov_preset or "mixed", prequantized=options.prequantized,
-                        float_nodes=float_nodes, portable=int8_portable(f))
+                        float_nodes=float_nodes, portable=int8_portable(f), rounding=getattr(f, "ov_rounding", None))
         build.update(found)
         build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}
         return Artifact("model.xml", None, build,

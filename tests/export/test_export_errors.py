@@ -115,6 +115,9 @@ def test_missing_runtime_names_the_package(make_run, tmp_path, capsys, monkeypat
         (["--target", "openvino", "--precision", "int8", "--accuracy-control", "--max-dice-drop", "2"], "--max-dice-drop 2.0 is invalid"),
         (["--target", "openvino", "--precision", "int8", "--accuracy-control", "--ac-images", "-1"], "--ac-images -1 is invalid"),
         (["--target", "onnxruntime", "--precision", "int8", "--ov-preset", "mixed"], "--ov-preset applies to --target openvino --precision int8"),
+        (["--target", "onnxruntime", "--precision", "int8", "--ov-rounding", "gptq"], "--ov-rounding applies to --target openvino --precision int8"),
+        (["--target", "openvino", "--precision", "int8", "--accuracy-control", "--ov-rounding", "gptq"],
+         "--ov-rounding gptq does not go with --accuracy-control"),
     ],
 )
 def test_bad_options(make_run, tmp_path, capsys, args, expected):
