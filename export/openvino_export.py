@@ -127,22 +127,16 @@ def quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_cont
              validation: ImageSet | None, max_drop: float, num_classes: int, keep_float: tuple[str, ...],
              preset: str = "mixed", float_nodes: list[str] | None = None, portable: bool = True,
              rounding: str = "nearest"):
-    """``model`` (an OpenVINO model) quantized to INT8 by NNCF on ``calib``, and the record of
-    how; used by the export, its sensitivity search and ``pncd distill --teacher-runtime openvino-int8``.
-    ``portable``: NNCF's overflow fix on every layer (7-bit weights; see the module docstring).
-    ``rounding``: "gptq" chooses the 1x1 convolutions' integer levels again after NNCF
-    (:mod:`pncd.export.rounding`), within the 7-bit (``portable``) or 8-bit range."""
+    """``model`` (OpenVINO) quantized to INT8 by NNCF on ``calib``, and the record of how (for the export,
+    its sensitivity search, ``pncd distill --teacher-runtime openvino-int8``). ``portable``: NNCF's overflow
+    fix on every layer (7-bit weights); ``rounding`` "gptq": :mod:`pncd.export.rounding` after NNCF."""
     nncf = require("nncf", "nncf", "OpenVINO INT8 quantization")
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     if method not in NNCF_METHODS:
         raise PncdError(f"--calib-method {method!r} is unknown; use one of {', '.join(NNCF_METHODS)}")
-    if rounding not in ROUNDINGS:
-        raise PncdError(f"--ov-rounding {rounding!r} is unknown; use one of {', '.join(ROUNDINGS)}")
-    if rounding == "gptq" and accuracy_control:
-        raise PncdError("--ov-rounding gptq does not go with --accuracy-control (NNCF picks the layers it leaves "
-                        "in float for its own rounding); use --ov-rounding nearest")
+    check_rounding(rounding, accuracy_control)
     nncf.set_log_level(logging.ERROR)
     estimator = getattr(RangeEstimatorParametersSet, NNCF_METHODS[method])
     overflow_fix = OverflowFix.ENABLE if portable else OverflowFix.DISABLE
@@ -159,8 +153,7 @@ def quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_cont
     common = {"subset_size": len(calib), "fast_bias_correction": fast_bc, "ignored_scope": ignored,
               "preset": nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE}
     record: dict[str, Any] = {
-        "quantizer": "nncf.quantize",
-        "nncf_range_estimator": NNCF_METHODS[method],
+        "quantizer": "nncf.quantize", "nncf_range_estimator": NNCF_METHODS[method],
         "preset": "MIXED (asymmetric activations)" if preset == "mixed" else "PERFORMANCE (symmetric activations)",
         "subset_size": len(calib), "fast_bias_correction": fast_bc, "ignored_types": list(FLOAT_OPS),
         "overflow_fix": overflow_fix.name, "weight_bits": 7 if portable else 8,
@@ -200,10 +193,7 @@ def quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_cont
         raise
     except Exception as e:
         raise RunFailed(f"NNCF INT8 quantization failed ({_one_line(e)})") from e
-    if rounding == "gptq":
-        record["rounding"] = refine_rounding(q, model, calib, portable)
-    else:
-        record["rounding"] = {"method": "nearest (NNCF's)"}
+    record["rounding"] = refine_rounding(q, model, calib, portable) if rounding == "gptq" else {"method": "nearest (NNCF's)"}
     if not accuracy_control or validation is None:
         return q, record
     record.update(
@@ -213,6 +203,16 @@ def quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_cont
                           "validation_split": validation.split},
     )
     return q, record
+
+
+def check_rounding(rounding: str | None, accuracy_control: bool) -> None:
+    """``--ov-rounding``'s value, and the pair it may not make (also checked by ``pncd export``
+    before any work, as one line)."""
+    if rounding is not None and rounding not in ROUNDINGS:
+        raise PncdError(f"--ov-rounding {rounding!r} is unknown; use one of {', '.join(ROUNDINGS)}")
+    if rounding == "gptq" and accuracy_control:
+        raise PncdError("--ov-rounding gptq does not go with --accuracy-control (NNCF picks the layers it leaves "
+                        "in float for its own rounding); use --ov-rounding nearest")
 
 
 def refine_rounding(q, model, calib: ImageSet, portable: bool) -> dict[str, Any]:

@@ -109,15 +109,11 @@ def validate(opts: ExportOptions, protect: tuple[str | Path | None, ...] = ()) -
     if opts.ov_preset is not None and (opts.target, opts.precision) != ("openvino", "int8"):
         raise PncdError("--ov-preset applies to --target openvino --precision int8 only")
     if opts.ov_rounding is not None:
-        from pncd.export.openvino_export import ROUNDINGS
+        from pncd.export.openvino_export import check_rounding
 
-        if opts.ov_rounding not in ROUNDINGS:
-            raise PncdError(f"--ov-rounding {opts.ov_rounding!r} is unknown; use one of {', '.join(ROUNDINGS)}")
         if (opts.target, opts.precision) != ("openvino", "int8"):
             raise PncdError("--ov-rounding applies to --target openvino --precision int8 only")
-        if opts.ov_rounding == "gptq" and opts.accuracy_control:
-            raise PncdError("--ov-rounding gptq does not go with --accuracy-control (NNCF picks the layers it leaves "
-                            "in float for its own rounding); use --ov-rounding nearest")
+        check_rounding(opts.ov_rounding, opts.accuracy_control)
     if opts.ac_images < 0:
         raise PncdError(f"--ac-images {opts.ac_images} is invalid; use 0 (the whole val split) or a positive count")
     from pncd.targets.cpu import INFERENCE_PRECISIONS
