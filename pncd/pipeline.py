@@ -46,6 +46,12 @@ class DemoRecipe:
     student_lr: float = 5e-3
     lesion_fraction: float = 0.5
     seed: int = 0
+    # The built-in phantoms with 96 cases (68 train, 14 val, 14 test) rather than the default 24: on
+    # 16 training cases the demo's networks overfit, so the student that training picks, and so the
+    # INT8 gate on 4 test cases, came down to chance (seed 0 on an Intel Xeon: student val Dice 0.40,
+    # INT8 98.7% / 99.0%, FAIL; seed 1: 0.53, PASS); on 96 cases the same seed 0 reached 0.65, and
+    # on its 14 test cases ONNX Runtime INT8 kept 99.3%, OpenVINO INT8 100.1%: PASS.
+    cases: int = 96
     exports: tuple[str, ...] = DEFAULT_EXPORTS
     calib_size: int = 128
     bench_iters: int = 50
@@ -74,6 +80,7 @@ def run_pipeline(recipe: DemoRecipe, out: str | Path, baseline: str | None = Non
     from pncd.export.pipeline import ExportOptions, export_run
     from pncd.train import train
 
+    from pncd.data.loading import synthetic_root
     from pncd.io import check_parents
     from pncd.runtime import apply_threads
 
@@ -81,7 +88,7 @@ def run_pipeline(recipe: DemoRecipe, out: str | Path, baseline: str | None = Non
     out.mkdir(parents=True, exist_ok=True)
     r = recipe
     apply_threads(None)  # torch's threads as pncd train/distill/eval set them without --threads
-    data = DataOptions(data=r.data, size=r.size)
+    data = DataOptions(data=r.data if r.data is not None else str(synthetic_root(r.cases)), size=r.size)
     teacher, student = out / "runs" / r.teacher, out / "runs" / f"{r.student}-pncd"
 
     def stage(name: str, done: Path, fn: Callable[[], Any]) -> None:
@@ -200,7 +207,10 @@ def verdict_line(ok: bool, rows: list[dict[str, Any]], export_failures: dict[str
 @click.command("demo")
 @config_option
 @click.option("--out", type=click.Path(file_okay=False), default="pncd-demo", show_default=True)
-@click.option("--data", type=click.Path(file_okay=False), default=None, help="Data set (default: the built-in synthetic phantoms).")
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="Data set (default: the built-in synthetic phantoms, --cases of them).")
+@click.option("--cases", type=click.IntRange(3), default=DemoRecipe.cases, show_default=True,
+              help="Cases of the built-in phantoms (generated once into the cache; 70% train, 15% val, 15% test).")
 @click.option("--teacher", default=DemoRecipe.teacher, show_default=True, help="Teacher network (trained first).")
 @click.option("--student", default=DemoRecipe.student, show_default=True,
               help="Student network (distilled): one of the paper's, enet, mobilenetv2 or resnet18.")
@@ -212,7 +222,7 @@ def verdict_line(ok: bool, rows: list[dict[str, Any]], export_failures: dict[str
 @click.option("--student-lr", type=click.FloatRange(0, min_open=True), default=DemoRecipe.student_lr, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--baseline", type=click.Path(dir_okay=False, exists=True), default=None, help="Also gate against this committed baseline.")
-def demo_command(config: str | None, out: str, data: str | None, teacher: str, student: str, size: int, teacher_epochs: int,
+def demo_command(config: str | None, out: str, data: str | None, cases: int, teacher: str, student: str, size: int, teacher_epochs: int,
                  student_epochs: int, steps_per_epoch: int, teacher_lr: float, student_lr: float, seed: int,
                  baseline: str | None) -> int:
     """Run the whole pipeline on the synthetic phantoms (or --data): train a teacher, distil a
@@ -228,7 +238,9 @@ def demo_command(config: str | None, out: str, data: str | None, teacher: str, s
       pncd demo --out pncd-demo
       pncd demo --out demo-lgg --data ../shared/data/lgg-flair --size 128 --teacher-epochs 6
     """
-    recipe = DemoRecipe(data=data, teacher=teacher, student=student, size=size, teacher_epochs=teacher_epochs,
+    if data is not None and cases != DemoRecipe.cases:
+        raise PncdError("--cases sets the built-in phantoms' size; it does not go with --data")
+    recipe = DemoRecipe(data=data, cases=cases, teacher=teacher, student=student, size=size, teacher_epochs=teacher_epochs,
                         student_epochs=student_epochs, steps_per_epoch=steps_per_epoch, teacher_lr=teacher_lr,
                         student_lr=student_lr, seed=seed)
     result = run_pipeline(recipe, out, baseline)

@@ -43,3 +43,21 @@ def test_fail_says_what_failed_in_words(tmp_path):
     assert line == ("verdict: FAIL: enet-openvino-int8 keeps 95.0% of its torch reference's Dice "
                     "(needs at least 99%)")
     assert verdict_line(True, rows[:1], {"openvino:fp16": "parity failed"}) == "verdict: FAIL (exports failed: openvino:fp16)"
+
+
+def test_demo_cases_does_not_go_with_data(tmp_path, capsys):
+    """``--cases`` sizes the built-in phantoms; with ``--data`` it would be silently ignored, so it is
+    one line and exit 2, before anything is written."""
+    import pytest
+
+    from pncd.cli import main
+
+    data = tmp_path / "mine"
+    data.mkdir()
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--data", str(data), "--cases", "10", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert [ln for ln in err.splitlines() if ln.startswith("Error:")] == [
+        "Error: --cases sets the built-in phantoms' size; it does not go with --data"], err
+    assert not (tmp_path / "out").exists()

@@ -44,11 +44,17 @@ def resolve_root(root: str | os.PathLike | None) -> Path:
         if not path.is_dir():
             raise PncdError(f"{path}: data set directory not found; pass an existing directory (or none for the synthetic default)")
         return path
-    path = cache_dir() / SYNTHETIC_NAME
+    return synthetic_root()
+
+
+def synthetic_root(n_cases: int = SYNTHETIC_DEFAULT["n_cases"]) -> Path:
+    """The built-in synthetic data set with ``n_cases`` cases (the rest as the default), generated
+    on first use in ``cache_dir()/synthetic-v1`` (the default) or ``synthetic-v1-<n>cases``."""
+    path = cache_dir() / (SYNTHETIC_NAME if n_cases == SYNTHETIC_DEFAULT["n_cases"] else f"{SYNTHETIC_NAME}-{n_cases}cases")
     if not path.is_dir():
         from pncd.data.synthetic import generate
 
-        generate(path, exist_ok=True, **SYNTHETIC_DEFAULT)
+        generate(path, exist_ok=True, **{**SYNTHETIC_DEFAULT, "n_cases": n_cases})
     return path
 
 

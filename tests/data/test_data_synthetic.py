@@ -100,6 +100,21 @@ def test_resolve_root_none_builds_default_once(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["synthetic-v1"]  # no temporary left
 
 
+def test_synthetic_root_with_other_case_counts_has_its_own_folder(tmp_path, monkeypatch):
+    """``pncd demo --cases N``'s data: the default's generator with N cases, cached beside it;
+    case i is the same phantom whatever N is (each case has its own seeded generator)."""
+    from pncd.data.loading import synthetic_root
+
+    monkeypatch.setenv("PNCD_CACHE", str(tmp_path / "cache"))
+    root = synthetic_root(6)
+    assert root == tmp_path / "cache" / "synthetic-v1-6cases"
+    assert len(list((root / "images").glob("*.nii.gz"))) == 6
+    default = synthetic_root()
+    assert default == tmp_path / "cache" / "synthetic-v1" and len(list((default / "images").glob("*.nii.gz"))) == 24
+    assert (root / "images" / "synth_000.nii.gz").read_bytes() == (default / "images" / "synth_000.nii.gz").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["synthetic-v1", "synthetic-v1-6cases"]
+
+
 def test_resolve_root_missing_directory(tmp_path):
     with pytest.raises(PncdError, match="nope: data set directory not found"):
         resolve_root(str(tmp_path / "nope"))
