@@ -210,6 +210,8 @@ class OpenVinoBackend:
     def quantized_fn(self, float_nodes: list[str]) -> InferFn:
         from pncd.export.openvino_export import quantize
 
+        # NNCF's own rounding (quantize's default): the search ranks blocks by it, one quantization per
+        # candidate; the export's re-rounding (--ov-rounding gptq) runs once, on the final model
         q, _ = quantize(self.model.clone(), self.input_name, self.calib, self.method, False, None, 0.01, 2,
                          keep_float=(), preset=self.preset, float_nodes=float_nodes, portable=self.portable)
         return self._compile(q)
