@@ -231,7 +231,7 @@ def demo_command(config: str | None, out: str, data: str | None, cases: int, tea
     Stages already finished in --out are skipped, so an interrupted demo continues. The last
     lines are a table of the artifacts (latency, speed-up over torch, Dice kept, gate) and one
     verdict line; the exit status is 1 when an export misses the gate (each failure in words).
-    About 3 minutes on an idle 2-core CPU.
+    About 5 minutes on an idle 2-core CPU (4 min 52 s measured on an Intel Xeon).
 
     \b
     Example:
