@@ -111,8 +111,8 @@ def gptq_round(target: np.ndarray, hessian: np.ndarray, scale: np.ndarray, level
     """Integer levels (Cout, Cin) and the bias (Cout,) that make ``levels * scale`` + bias close to
     ``target`` (Cout, Cin + 1: weights, then the bias) under ``hessian`` ((Cin + 1)^2, the
     inputs' second moments with a constant 1 as the last input); the bias column is not rounded."""
-    w = target.astype(np.float64).copy()
-    h = hessian.astype(np.float64).copy()
+    w = np.array(target, dtype=np.float64)
+    h = np.array(hessian, dtype=np.float64)
     cin = w.shape[1] - 1
     dead = np.diag(h) <= 0  # inputs that are 0 on every calibration pixel: rounded to nearest, nothing pushed on
     h[dead, dead] = 1.0
@@ -143,19 +143,18 @@ def _inputs(model, names: list[str], images: np.ndarray, picks: dict[str, list[n
     convs = {n.get_friendly_name(): n for n in model.get_ops() if n.get_friendly_name() in names}
     # convolutions that read one tensor (ENet's branches) share one added output
     sources: dict[tuple[str, int], Any] = {}
+    key: dict[str, tuple[str, int]] = {}
     for name in names:
         value = convs[name].input_value(0)
-        sources.setdefault((value.get_node().get_friendly_name(), value.get_index()), value)
+        key[name] = (value.get_node().get_friendly_name(), value.get_index())
+        sources.setdefault(key[name], value)
     before = len(model.outputs)
     model.add_outputs(list(sources.values()))
     if len(model.outputs) != before + len(sources):
         raise RuntimeError(f"OpenVINO added {len(model.outputs) - before} outputs for {len(sources)} layer inputs")
     compiled = compile_fn(model)
     by_source = dict(zip(sources, compiled.outputs[-len(sources):]))
-    outs = []
-    for name in names:
-        value = convs[name].input_value(0)
-        outs.append(by_source[(value.get_node().get_friendly_name(), value.get_index())])
+    outs = [by_source[key[name]] for name in names]
     rows: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for i in range(len(images)):
         result = compiled(images[i : i + 1])
@@ -181,17 +180,17 @@ def refine(qmodel, fmodel, images: np.ndarray, compile_fn: Callable, level_range
     layers = find_layers(qmodel, fmodel)
     picks: dict[str, list[np.ndarray]] = {}
     names = [layer.name for layer in layers]
-    float_rows = _inputs(fmodel, names, images, picks, compile_fn) if layers else {}
+    # only the float inputs' means are needed (the bias target); the pixels picked serve the quantized passes
+    float_means = {name: rows.astype(np.float64).mean(axis=0)
+                   for name, rows in (_inputs(fmodel, names, images, picks, compile_fn) if layers else {}).items()}
     changed, total = 0, 0
     for layer in tqdm(layers, desc="rounding 1x1 convolutions", unit="layer", leave=False, disable=None if progress else True):
-        xf = float_rows.pop(layer.name).astype(np.float64)
         xq = _inputs(qmodel, [layer.name], images, picks, compile_fn)[layer.name].astype(np.float64)
         xa = np.concatenate([xq, np.ones((len(xq), 1))], axis=1)
         hessian = xa.T @ xa / len(xa)
         # The float weights, and the bias that matches the float layer's mean output on the float
-        # inputs when the weights meet the quantized inputs
-        y = xf @ layer.float_weight.T + layer.float_bias
-        b0 = np.mean(y - xq @ layer.float_weight.T, axis=0)
+        # inputs when the weights meet the quantized inputs (the layer is linear: means suffice)
+        b0 = (float_means[layer.name] - xq.mean(axis=0)) @ layer.float_weight.T + layer.float_bias
         target = np.concatenate([layer.float_weight, b0[:, None]], axis=1)
         old = layer.weights.get_data().astype(np.int64).reshape(len(layer.scale), -1)
         levels, bias = gptq_round(target, hessian, layer.scale, level_range)
