@@ -136,9 +136,11 @@ def _sample(x: np.ndarray, pick: np.ndarray) -> np.ndarray:
 
 
 def _inputs(model, names: list[str], images: np.ndarray, picks: dict[str, list[np.ndarray]],
-            compile_fn: Callable) -> dict[str, np.ndarray]:
+            compile_fn: Callable, means_only: bool = False) -> dict[str, np.ndarray]:
     """Rows of the inputs of convolutions ``names`` in ``model`` at the pixels ``picks[name][i]``
-    of each image ``i`` (drawn here, seeded, for a name that has none yet); one compile, one pass."""
+    of each image ``i`` (drawn here, seeded, for a name that has none yet); one compile, one pass.
+    ``means_only``: each name's mean row (C,) instead, summed image by image (memory: one row per
+    layer, not images x rows)."""
     model = model.clone()
     convs = {n.get_friendly_name(): n for n in model.get_ops() if n.get_friendly_name() in names}
     # convolutions that read one tensor (ENet's branches) share one added output
@@ -156,6 +158,8 @@ def _inputs(model, names: list[str], images: np.ndarray, picks: dict[str, list[n
     by_source = dict(zip(sources, compiled.outputs[-len(sources):]))
     outs = [by_source[key[name]] for name in names]
     rows: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    sums: dict[str, np.ndarray] = {}
+    count: dict[str, int] = dict.fromkeys(names, 0)
     for i in range(len(images)):
         result = compiled(images[i : i + 1])
         for name, out in zip(names, outs):
@@ -164,7 +168,14 @@ def _inputs(model, names: list[str], images: np.ndarray, picks: dict[str, list[n
                 hw = x.shape[2] * x.shape[3]
                 rng = np.random.default_rng([i, hw, names.index(name)])
                 picks[name].append(np.sort(rng.choice(hw, size=min(ROWS_PER_IMAGE, hw), replace=False)))
-            rows[name].append(_sample(x, picks[name][i]))
+            sample = _sample(x, picks[name][i])
+            if means_only:
+                sums[name] = sums.get(name, 0.0) + sample.astype(np.float64).sum(axis=0)
+                count[name] += len(sample)
+            else:
+                rows[name].append(sample)
+    if means_only:
+        return {name: sums[name] / count[name] for name in names}
     return {name: np.concatenate(r) for name, r in rows.items()}
 
 
@@ -181,8 +192,7 @@ def refine(qmodel, fmodel, images: np.ndarray, compile_fn: Callable, level_range
     picks: dict[str, list[np.ndarray]] = {}
     names = [layer.name for layer in layers]
     # only the float inputs' means are needed (the bias target); the pixels picked serve the quantized passes
-    float_means = {name: rows.astype(np.float64).mean(axis=0)
-                   for name, rows in (_inputs(fmodel, names, images, picks, compile_fn) if layers else {}).items()}
+    float_means = _inputs(fmodel, names, images, picks, compile_fn, means_only=True) if layers else {}
     changed, total = 0, 0
     for layer in tqdm(layers, desc="rounding 1x1 convolutions", unit="layer", leave=False, disable=None if progress else True):
         xq = _inputs(qmodel, [layer.name], images, picks, compile_fn)[layer.name].astype(np.float64)

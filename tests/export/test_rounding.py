@@ -135,3 +135,27 @@ def test_rounding_with_8bit_weights_uses_the_8bit_range(pointwise_net):
                       portable=False, rounding="gptq")
     assert rec["rounding"]["level_range"] == [-127, 127] and rec["weight_bits"] == 8
     assert max(int(np.abs(w.astype(np.int64)).max()) for w in _int8_weights(q).values()) > 64
+
+
+def test_float_input_means_are_summed_image_by_image(pointwise_net):
+    """The float pass keeps one running sum per layer (not every sampled row): the same means as
+    the rows', at the same pixels as the quantized passes will use."""
+    import openvino as ov
+
+    path, images, _ = pointwise_net
+    fmodel = ov.convert_model(str(path))
+    core = ov.Core()
+
+    def compile_fn(m):
+        return core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+    names = [n.get_friendly_name() for n in fmodel.get_ordered_ops() if n.get_type_name() == "Convolution"]
+    picks: dict[str, list[np.ndarray]] = {}
+    means = rounding._inputs(fmodel, names, images, picks, compile_fn, means_only=True)
+    drawn = {name: [p.copy() for p in ps] for name, ps in picks.items()}
+    rows = rounding._inputs(fmodel, names, images, picks, compile_fn)
+    assert all(all(np.array_equal(a, b) for a, b in zip(drawn[n], picks[n])) for n in names)
+    for name in names:
+        assert means[name].shape == (rows[name].shape[1],)
+        np.testing.assert_allclose(means[name], rows[name].astype(np.float64).mean(axis=0), rtol=1e-10, atol=1e-12)
+        assert np.abs(means[name]).max() > 0  # not a vacuous zero
