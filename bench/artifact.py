@@ -144,7 +144,7 @@ def int8_record(man: dict[str, Any]) -> dict[str, Any] | None:
     return {"route": (build.get("quantization") or {}).get("route"),
             "float_val_dice": sens.get("float_dice", auto.get("float_dice")),
             "sensitivity": blocks or None,
-            "keep_float_auto": {k: auto.get(k) for k in ("kept_blocks", "dice", "drop", "max_dice_drop", "reached")}
+            "keep_float_auto": {k: auto.get(k) for k in ("kept_blocks", "dice", "drop", "max_dice_drop", "reached", "artifact")}
             if auto else None}
 
 

@@ -195,6 +195,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def _auto_dice(auto: dict[str, Any]) -> str:
+    """The chosen candidate's val Dice; the artifact's own where the export rounded it again."""
+    again = auto.get("artifact") or {}
+    return f"{_f(again.get('dice'))} (re-rounded; search {_f(auto.get('dice'))})" if again else _f(auto.get("dice"))
+
+
 def int8_section(arts: list[dict[str, Any]], top: int = 3) -> str:
     """Each INT8 artifact's route, what --keep-float auto kept and its most sensitive blocks
     (validation-split Dice, measured by the export), from the manifests."""
@@ -206,7 +212,7 @@ def int8_section(arts: list[dict[str, Any]], top: int = 3) -> str:
         sens = q.get("sensitivity") or []
         worst = "; ".join(f"{b['block']} ({_f(b['drop'], 4)})" for b in sens[:top]) if sens else "not measured"
         rows.append([e["name"], _f(q.get("route")), kept,
-                     f"{_f(q.get('float_val_dice'))} -> {_f(auto.get('dice'))}" if auto else "–", worst])
+                     f"{_f(q.get('float_val_dice'))} -> {_auto_dice(auto)}" if auto else "–", worst])
     return ("## INT8: route and sensitivity (from each export's manifest)\n\nSensitivity: the validation Dice "
             f"drop when one block alone is quantized (the {top} largest); kept in float: the blocks "
             "`--keep-float auto` chose.\n\n"

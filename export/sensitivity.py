@@ -277,6 +277,25 @@ def keep_float_auto(backend, table: dict[str, Any], validation: ImageSet, num_cl
             "max_blocks": cap, "tried": tried, "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def check_artifact(record: dict[str, Any], fn: InferFn, validation: ImageSet | None, num_classes: int,
+                   rounding: str, log: Callable[[str], None]) -> None:
+    """The export rounded the chosen candidate again (OpenVINO's ``--ov-rounding gptq``), after the
+    search had scored NNCF's rounding: score the artifact itself on the same images and record it
+    under ``keep_float_auto.artifact`` (a warning where it is no longer within the bound)."""
+    chosen = record.get("keep_float_auto")
+    if chosen is None or validation is None:
+        return
+    d = dice_of(fn, validation, num_classes)
+    drop = chosen["float_dice"] - d
+    within = drop <= chosen["max_dice_drop"]
+    chosen["artifact"] = {"rounding": rounding, "dice": d, "drop": drop, "within": within}
+    log(f"keep-float auto: the artifact, rounded again ({rounding}): Dice {d:.4f} (drop {drop:+.4f}; the search "
+        f"scored {chosen['dice']:.4f} with NNCF's rounding)")
+    if not within:
+        log(f"warning: --keep-float auto: the re-rounded artifact is NOT within --max-dice-drop "
+            f"{chosen['max_dice_drop']} (drop {drop:.4f}); try --ov-rounding nearest")
+
+
 def table_lines(table: dict[str, Any], top: int = 12) -> list[str]:
     """A short text table of the most sensitive blocks."""
     lines = [f"{'block':<28} {'nodes':>5} {'Dice alone-INT8':>15} {'drop':>8}"]

@@ -140,7 +140,7 @@ class OpenVinoTarget(Target):
         from pncd.targets.cpu import resolve_inference_precision
 
         from pncd.export.pipeline import int8_portable
-        from pncd.export.sensitivity import ends_of, openvino_plan
+        from pncd.export.sensitivity import check_artifact, ends_of, openvino_plan
 
         f = options.flags
         xml = out_dir / "model.xml"
@@ -152,6 +152,10 @@ class OpenVinoTarget(Target):
                         keep_float=ends_of(f.keep_float), preset=f.ov_preset or "mixed", prequantized=options.prequantized,
                         float_nodes=float_nodes, portable=int8_portable(f), rounding=getattr(f, "ov_rounding", None))
         build.update(found)
+        if "keep_float_auto" in found and build.get("rounding", {}).get("method", "nearest (NNCF's)") != "nearest (NNCF's)":
+            with OpenVinoRunner(xml, device="CPU", precision_hint=hint) as r:
+                check_artifact(build, lambda x: next(iter(r.infer({options.input_name: x}).values())),  # one output
+                               options.validation, options.num_classes, "gptq", options.log)
         build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}
         return Artifact("model.xml", None, build,
                         calibration_method=f"nncf {build.get('nncf_range_estimator', '')}".strip(),

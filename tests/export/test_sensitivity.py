@@ -140,7 +140,25 @@ def test_keep_float_auto_keeps_exactly_the_fragile_block_openvino(make_run, tmp_
     kept = [n for n in chosen["float_nodes"] if n in convs]
     assert len(convs) == 3 and len(kept) == 1 and kept[0].endswith("/WithoutBiases")
     assert all(q == (name not in kept) for name, q in convs.items()), convs
-    assert artifact_dice(out, validation_of(data_spec)) == pytest.approx(chosen["dice"], abs=1e-9)
+    # 7-bit weights: the export rounds the chosen candidate again (gptq) after the search scored NNCF's
+    # rounding, so the manifest scores the artifact itself too (a CI machine once saw 0.4527 vs 0.4590)
+    images = validation_of(data_spec)
+    assert chosen["artifact"]["rounding"] == "gptq" and man["build"]["rounding"]["method"].startswith("error-comp")
+    assert artifact_dice(out, images) == pytest.approx(chosen["artifact"]["dice"], abs=1e-9)
+    assert chosen["artifact"]["drop"] == pytest.approx(chosen["float_dice"] - chosen["artifact"]["dice"], abs=1e-12)
+    assert chosen["artifact"]["within"] == (chosen["artifact"]["drop"] <= 0.02)
+    from pncd.bench.artifact import int8_record
+    from pncd.bench.report import int8_section
+
+    row = int8_section([{"name": "ov", "int8": int8_record(man)}])  # what the bench report shows of it
+    assert f"-> {chosen['artifact']['dice']:.4f} (re-rounded; search {chosen['dice']:.4f})" in row, row
+    # with NNCF's rounding kept, the artifact is the candidate the search scored
+    nearest = tmp_path / "ov-nearest"
+    assert export(make_run("export_fragile"), "--target", "openvino", *INT8, "--keep-float", "auto",
+                  "--max-dice-drop", "0.02", "--ov-rounding", "nearest", "--no-strict", "--out", nearest) == 0
+    chosen = read_manifest(nearest)["build"]["keep_float_auto"]
+    assert chosen["kept_blocks"] == ["enc1"] and "artifact" not in chosen
+    assert artifact_dice(nearest, images) == pytest.approx(chosen["dice"], abs=1e-9)
 
 
 @pytest.mark.parametrize("args, words", [
