@@ -136,7 +136,7 @@ class OpenVinoTarget(Target):
             require("nncf", "nncf", "OpenVINO INT8 quantization")
 
     def build(self, onnx: Path, out_dir: Path, precision: str, calib, options: BuildOptions) -> Artifact:
-        from pncd.export.openvino_export import convert
+        from pncd.export.openvino_export import convert, default_rounding
         from pncd.targets.cpu import resolve_inference_precision
 
         from pncd.export.pipeline import int8_portable
@@ -146,16 +146,17 @@ class OpenVinoTarget(Target):
         xml = out_dir / "model.xml"
         hint = resolve_inference_precision(f.inference_precision, precision, "CPU")
         float_nodes, found = openvino_plan(onnx, calib, options, hint) if precision == "int8" else (None, {})
+        rounding = getattr(f, "ov_rounding", None) or default_rounding(int8_portable(f), f.accuracy_control)
         build = convert(onnx, xml, precision, options.input_name, calib=calib, method=f.calib_method,
                         accuracy_control=f.accuracy_control, validation=options.validation,
                         max_drop=f.max_dice_drop, num_classes=options.num_classes,
                         keep_float=ends_of(f.keep_float), preset=f.ov_preset or "mixed", prequantized=options.prequantized,
-                        float_nodes=float_nodes, portable=int8_portable(f), rounding=getattr(f, "ov_rounding", None))
+                        float_nodes=float_nodes, portable=int8_portable(f), rounding=rounding)
         build.update(found)
-        if "keep_float_auto" in found and build.get("rounding", {}).get("method", "nearest (NNCF's)") != "nearest (NNCF's)":
+        if "keep_float_auto" in found and rounding != "nearest":
             with OpenVinoRunner(xml, device="CPU", precision_hint=hint) as r:
                 check_artifact(build, lambda x: next(iter(r.infer({options.input_name: x}).values())),  # one output
-                               options.validation, options.num_classes, "gptq", options.log)
+                               options.validation, options.num_classes, rounding, options.log)
         build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}
         return Artifact("model.xml", None, build,
                         calibration_method=f"nncf {build.get('nncf_range_estimator', '')}".strip(),
