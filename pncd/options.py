@@ -43,7 +43,7 @@ SEED_RANGE = Range(0, 2**32 - 1)
 # The numeric options of pncd train and pncd distill (and of TrainOptions/DataOptions), by field name
 RANGES: dict[str, Range] = {
     "epochs": Range(1), "batch": Range(1), "lr": Range(0, hint="0 keeps the initial weights"), "min_lr": Range(0), "weight_decay": Range(0),
-    "seed": SEED_RANGE, "split_seed": SEED_RANGE, "workers": Range(0, hint="0 loads in the main process"),
+    "seed": SEED_RANGE, "split_seed": SEED_RANGE, "fold": Range(0), "workers": Range(0, hint="0 loads in the main process"),
     "rotation": Range(0, 180), "lesion_fraction": Range(0, 1),
     "steps_per_epoch": Range(1, hint="leave it out for one pass over the train split per epoch"),
     "log_every": Range(1), "clip_grad_norm": Range(0, hint="0 disables clipping"), "size": Range(16), "num_classes": Range(2),
@@ -98,6 +98,8 @@ class DataOptions:
     num_classes: int | None = None
     normalization: str | None = None
     split_seed: int | None = None
+    fold: int | None = None  # a cross-validation fold (its train/val/test replace splits.json)
+    folds_file: str | None = None  # None: folds.json or splits_final.json beside the data
 
     def resolved(self, teacher_data: dict[str, Any] | None = None) -> DataOptions:
         """Every None filled: from ``teacher_data`` (a run's config.json ``data``), then the defaults."""
@@ -122,11 +124,14 @@ class DataOptions:
             raise PncdError(f"--size {d['size']} is not divisible by 16")
         # an absolute root, so later stages find the data from any working directory
         root = str(Path(d["data"]).resolve()) if d["data"] else None
+        folds_file = str(Path(d["folds_file"]).resolve()) if d["folds_file"] else None
         return DataSpec(root=root, size=d["size"], channels=int(d["channels"]), num_classes=d["num_classes"],
-                        normalization=d["normalization"], split_seed=d["split_seed"])
+                        normalization=d["normalization"], split_seed=d["split_seed"], fold=d["fold"],
+                        folds_file=folds_file)
 
 
-DATA_DEFAULTS: dict[str, Any] = {"size": 128, "channels": 1, "num_classes": 2, "normalization": "zscore", "split_seed": 0}
+DATA_DEFAULTS: dict[str, Any] = {"size": 128, "channels": 1, "num_classes": 2, "normalization": "zscore", "split_seed": 0,
+                                 "fold": None, "folds_file": None}
 
 # Called after every optimizer step with the Trainer (e.g. to stop, or to observe a run).
 StepCallback = Callable[[Any], None]

@@ -22,7 +22,7 @@ def _ranged(kind: type, name: str) -> click.ParamType:
 
 
 # Data options a distillation takes from its teacher run when they are not given
-TEACHER_DATA = frozenset({"data", "size", "channels", "num_classes", "normalization", "split_seed"})
+TEACHER_DATA = frozenset({"data", "size", "channels", "num_classes", "normalization", "split_seed", "fold", "folds_file"})
 
 
 @click.command("distill")

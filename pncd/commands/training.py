@@ -58,6 +58,11 @@ def common_training_options(fn=None, *, clip_grad_norm: float = TrainRun.default
         click.option("--seed", type=ranged(int, "seed"), default=_T.seed, show_default=True),
         click.option("--split-seed", type=ranged(int, "split_seed"), default=_D["split_seed"], show_default=True,
                      help="Seed of the case-level split when there is no splits.json."),
+        click.option("--fold", type=ranged(int, "fold"), default=None,
+                     help="Cross-validation fold: train on its train cases, pick the best epoch on its val cases "
+                          "(its test cases are held out); see `pncd data split`."),
+        click.option("--folds-file", type=click.Path(dir_okay=False), default=None,
+                     help="The folds file of --fold [default: folds.json or splits_final.json beside the data]."),
         click.option("--workers", type=ranged(int, "workers"), default=_T.workers, show_default=True, help="DataLoader worker processes."),
         click.option("--device", default=_T.device, show_default=True, help="auto, cpu or cuda."),
         click.option("--amp/--no-amp", default=_T.amp, show_default=True, help="Mixed precision (CUDA only)."),
@@ -90,7 +95,7 @@ def train_options(p: dict[str, Any]) -> TrainOptions:
 def data_options(p: dict[str, Any], inherit: frozenset[str] = frozenset()) -> DataOptions:
     """The data options of a command's parsed flags; those named in ``inherit`` are left None
     (``pncd distill``: not given, so taken from the teacher run)."""
-    vals = {k: (None if k in inherit else p[k]) for k in ("data", "size", "channels", "num_classes", "normalization", "split_seed")}
+    vals = {k: (None if k in inherit else p[k]) for k in ("data", "size", "channels", "num_classes", "normalization", "split_seed", "fold", "folds_file")}
     if vals["channels"] is not None:
         vals["channels"] = int(vals["channels"])
     return DataOptions(**vals)

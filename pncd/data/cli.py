@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pncd.config import config_option
-from pncd.errors import RunFailed
+from pncd.errors import PncdError, RunFailed
 
 
 @click.group(name="data")
@@ -81,3 +81,59 @@ def synth_command(config: str | None, out: Path, cases: int, slices: int, size: 
 
     path = generate(out, n_cases=cases, n_slices=slices, size=size, seed=seed, force=force)
     click.echo(f"wrote {cases} cases x {slices} slices at {size}x{size} to {path}")
+
+
+@data_group.command(name="split")
+@config_option
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--folds", "k", type=click.IntRange(min=2), default=5, show_default=True, help="Number of folds.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True,
+              help="Seed of the assignment (same data, folds and seed: same file).")
+@click.option("--val-fraction", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=0.15,
+              show_default=True, help="Share of each fold's training cases that selects the best epoch.")
+@click.option("--num-classes", type=click.IntRange(min=2), default=2, show_default=True,
+              help="Classes incl. background (masks are read to measure lesion burden).")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Folds file to write [default: DIRECTORY/folds.json, or DIRECTORY/splits_final.json with --nnunet].")
+@click.option("--nnunet", is_flag=True, help="Write nnU-Net v2's splits_final.json format (its 'val' = the held-out fold).")
+@click.option("--force", is_flag=True, help="Replace an existing folds file (never any other file).")
+def split_command(config: str | None, directory: Path, k: int, seed: int, val_fraction: float, num_classes: int,
+                  out: Path | None, nnunet: bool, force: bool) -> None:
+    """Write patient-level k-fold cross-validation splits of the data set DIRECTORY, stratified by
+    lesion burden: in fold I, the I-th group of cases is held out (test), a share of the rest
+    selects the best epoch (val), the others are trained on. Every case is held out once.
+
+    \b
+    Use a fold wherever a split is chosen: `--fold I` on train, distill, eval, export and bench
+    (the file beside the data is found by itself; elsewhere add --folds-file FILE).
+
+    \b
+    Examples:
+      pncd data split ../shared/data/lgg-flair --folds 5 --seed 0 --out lgg-folds.json
+      pncd train --model enet --data ../shared/data/lgg-flair --folds-file lgg-folds.json --fold 0 --out runs/enet-f0
+      pncd data split my-nnunet-set --folds 5 --nnunet          # DIR/splits_final.json
+    """
+    from pncd.data import folds as F
+    from pncd.data.layout import discover
+    from pncd.io import write_json
+
+    target = out or directory / (F.NNUNET_FILE if nnunet else F.FOLDS_FILE)
+    if target.exists():
+        if not force:
+            raise PncdError(f"{target}: exists; pass --force to replace it, or name another file with --out")
+        try:
+            F.read_folds(target)
+        except PncdError:
+            raise PncdError(f"{target}: is not a folds file; --force replaces only a folds file, choose another --out") from None
+    layout = discover(directory)
+    errors = layout.errors()
+    if errors:
+        raise PncdError(f"{directory}: {len(errors)} problem(s), first {errors[0]}; run `pncd data check {directory}`")
+    burden = F.lesion_burden(layout, num_classes)
+    folds = F.make_folds(list(layout.cases), burden, k, seed, val_fraction)
+    write_json(target, F.nnunet_document(folds) if nnunet else F.folds_document(folds, seed, val_fraction))
+    for i, f in enumerate(folds):
+        held = sum(burden[c] > 0 for c in f["test"])
+        click.echo(f"fold {i}: train {len(f['train'])}, val {len(f['val'])}, test {len(f['test'])} case(s) "
+                   f"({held} with lesion; {sum(burden[c] for c in f['test'])} lesion voxels)")
+    click.echo(f"wrote {target}")

@@ -149,7 +149,7 @@ def split_case_ids(spec: DataSpec, split: str) -> tuple[Layout, list[str]]:
             f"{layout.root / 'dataset.json'}: declares {layout.num_classes} classes but num_classes is "
             f"{spec.num_classes}; set num_classes={layout.num_classes} (--num-classes)"
         )
-    splits, origin = resolve_splits(layout, spec.split_seed, spec.val_fraction, spec.test_fraction)
+    splits, origin = resolve_splits(layout, spec.split_seed, spec.val_fraction, spec.test_fraction, spec.fold, spec.folds_file)
     ids = list(layout.cases) if split == "all" else splits[split]
     empty = None if split == "all" else empty_split(layout.root, splits, origin, split)
     if empty is not None:

@@ -26,7 +26,8 @@ class DataSpec:
     :func:`pncd.data.resolve_root`). Images are resized to ``size`` x ``size``, given
     ``channels`` (1 or 3) and normalised per slice (``normalization``: "zscore" or "minmax").
     ``split_seed``, ``val_fraction`` and ``test_fraction`` only matter when the data set has no
-    ``splits.json``.
+    ``splits.json``. ``fold`` picks a cross-validation fold of ``folds_file`` (or of the
+    ``folds.json`` / nnU-Net ``splits_final.json`` beside the data) instead of ``splits.json``.
     """
 
     root: str | None = None
@@ -37,10 +38,18 @@ class DataSpec:
     split_seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    fold: int | None = None  # a cross-validation fold: its train/val/test replace splits.json
+    folds_file: str | None = None  # the folds file (None: folds.json or splits_final.json beside the data)
 
     def __post_init__(self) -> None:
         if self.root is not None:
             self.root = str(self.root)
+        if self.folds_file is not None:
+            self.folds_file = str(self.folds_file)
+        if self.fold is not None and (isinstance(self.fold, bool) or int(self.fold) != self.fold or self.fold < 0):
+            raise PncdError(f"fold {self.fold!r} is invalid; use a fold number >= 0")
+        if self.fold is None and self.folds_file is not None:
+            raise PncdError(f"{self.folds_file}: a folds file is given without --fold; name the fold to use (0, 1, ...)")
         if int(self.size) != self.size or self.size < 8:
             raise PncdError(f"data size {self.size!r} is invalid; use a whole number of pixels >= 8 (e.g. 128)")
         self.size = int(self.size)

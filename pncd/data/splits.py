@@ -43,23 +43,32 @@ def seeded_split(case_ids: list[str], seed: int, val_fraction: float, test_fract
     return {"train": train, "val": val, "test": test}
 
 
-def resolve_splits(layout: Layout, seed: int, val_fraction: float, test_fraction: float) -> tuple[dict[str, list[str]], str]:
-    """Case ids per split and where they came from ("splits.json" or "seed <n>").
+def resolve_splits(layout: Layout, seed: int, val_fraction: float, test_fraction: float,
+                   fold: int | None = None, folds_file: str | None = None) -> tuple[dict[str, list[str]], str]:
+    """Case ids per split and where they came from ("splits.json", "seed <n>" or
+    "<folds file> fold <i>").
 
-    Cases named in ``splits.json`` but absent on disk are an error; cases on disk that it does
-    not name belong to no split (only to "all").
+    Cases named in ``splits.json`` (or the folds file) but absent on disk are an error; cases on
+    disk that it does not name belong to no split (only to "all").
     """
-    if layout.splits is None:
+    if fold is not None:
+        from pncd.data.folds import fold_splits
+
+        splits, origin = fold_splits(layout.root, folds_file, fold, val_fraction, seed)
+        source = Path(folds_file) if folds_file else layout.root / origin.split(" fold ")[0]
+    elif layout.splits is None:
         return seeded_split(list(layout.cases), seed, val_fraction, test_fraction), f"seed {seed}"
-    missing = [(name, c) for name in SPLIT_NAMES for c in layout.splits[name] if c not in layout.cases]
+    else:
+        splits, origin, source = layout.splits, "splits.json", layout.root / "splits.json"
+    missing = [(name, c) for name in SPLIT_NAMES for c in splits[name] if c not in layout.cases]
     if missing:
         shown = ", ".join(f"{c} ({name})" for name, c in missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise PncdError(
-            f"{layout.root / 'splits.json'}: {len(missing)} listed case(s) have no image/mask pair on disk: "
-            f"{shown}{more}; add the files or remove them from splits.json"
+            f"{source}: {len(missing)} listed case(s) have no image/mask pair on disk: "
+            f"{shown}{more}; add the files or remove them from {source.name}"
         )
-    return {name: list(layout.splits[name]) for name in SPLIT_NAMES}, "splits.json"
+    return {name: list(splits[name]) for name in SPLIT_NAMES}, origin
 
 
 def unassigned(layout: Layout, splits: dict[str, list[str]]) -> list[str]:
@@ -74,8 +83,8 @@ def empty_split(root: Path, splits: dict[str, list[str]], origin: str, split: st
     reports, so the two cannot disagree."""
     if splits.get(split):
         return None
-    if origin == "splits.json":
-        return root / "splits.json", f"split {split!r} has no cases; list some in it"
+    if not origin.startswith("seed "):  # splits.json, or a folds file's fold
+        return root / origin.split(" fold ")[0], f"split {split!r} has no cases ({origin}); list some in it"
     n = sum(len(ids) for ids in splits.values())
     return root, (f"split {split!r} has no cases (from {origin}: {n} case(s) in all, and a seeded split gives "
                   "val and test one case each only from 3 cases on); add cases or write a splits.json")
