@@ -9,7 +9,8 @@ cd "$(dirname "$0")/../.."
 WORK=${1:-runs/lgg-cv}; shift || true
 FOLDS=${*:-0 1 2 3 4}
 PNCD=${PNCD:-.venv/bin/pncd}
-DATA=${DATA:-../shared/data/lgg-flair}
+DATA=${DATA:-$PWD/../shared/data/lgg-flair}
+FOLDS_FILE=${FOLDS_FILE:-$PWD/bench/results/lgg-cv/folds.json}
 RECIPE=(--model attention_unet --size 128 --batch 8 --epochs 60 --steps-per-epoch 100 --lesion-fraction 0.5 --lr 0.001 --seed 0 --threads 1)
 for f in $FOLDS; do
   out="$WORK/f$f/teacher"
@@ -17,7 +18,7 @@ for f in $FOLDS; do
   mkdir -p "$WORK/f$f"
   if [ -f "$out/config.json" ]; then resume=(--resume); else resume=(); fi
   echo "fold $f: teacher $(date -u +%FT%TZ)"
-  "$PNCD" train "${RECIPE[@]}" --data "$DATA" --folds-file bench/results/lgg-cv/folds.json --fold "$f" --out "$out" "${resume[@]}" \
+  "$PNCD" train "${RECIPE[@]}" --data "$DATA" --folds-file "$FOLDS_FILE" --fold "$f" --out "$out" "${resume[@]}" \
     || { echo "fold $f: train failed"; continue; }
   "$PNCD" eval "$out" --split test --threads 1 || echo "fold $f: eval failed"
 done
