@@ -1,6 +1,6 @@
 """Accuracy of an artifact on a whole split, and its comparison with the torch reference.
 
-Predictions and per-case scores come from :mod:`pncd.evaluation`; the comparison
+Predictions and per-case scores come from :mod:`pncd.scoring`; the comparison
 pairs cases: absolute and relative differences of the means, the worst per-case Dice drop, a
 paired bootstrap interval of the Dice difference, and how many pixels and slices disagree.
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pncd import evaluation
+from pncd import scoring as evaluation
 from pncd.bench.stats import paired_bootstrap
 
 

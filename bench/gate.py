@@ -20,7 +20,7 @@ Checks that compare no metric (``PRESENCE_RULES``):
   ``bench/baselines/ci-synthetic.json``): the gate then prints a warning line and goes on.
 - ``in_report``: a baseline entry missing from the report fails, unless ``--allow-missing``
   (then a skip). ``baseline``: a report entry missing from the baseline is a skip, a failure
-  with ``--require-all`` (which no longer changes ``in_report``: that fails by default).
+  with ``--require-all`` (which does not affect ``in_report``: that fails by default).
 - ``verified``: a report benched with ``--no-verify`` (its artifacts not checked against the
   SHA-256 of their manifests) prints a warning line and fails unless ``--allow-unverified``.
 
@@ -322,4 +322,12 @@ def _baseline_rows(name: str, e: dict[str, Any], b: dict[str, Any], base: dict[s
     return rows
 
 
-from pncd.bench.gate_cli import format_rows, gate_command, print_rows  # noqa: E402,F401  (re-exported: the click layer)
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    head = ("entry", "rule", "value", "limit", "result")
+    body = [(r["entry"], r["rule"], "–" if r["value"] is None else f"{r['value']:.5g}", r["limit"],
+             r["status"].upper() + (f"  ({r['detail']})" if r["detail"] else "")) for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    widths[-1] = 0
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(head), line(tuple("-" * max(w, 6) for w in widths)), *(line(b) for b in body)])

@@ -1,7 +1,7 @@
 """What ``pncd bench`` can be asked: :class:`BenchOptions`, each option defined once.
 
 A field's ``metadata["cli"]`` (:func:`cli`) says how it appears on the command line; the click
-options of ``pncd bench`` are generated from it (:func:`pncd.bench.cli.bench_options`), so a
+options of ``pncd bench`` are generated from it (:func:`pncd.commands.bench.bench_options`), so a
 default or a help text is written here and nowhere else. Fields without it are for Python
 callers only (``progress``). The Jetson side (:class:`pncd.targets.jetson.JetsonOptions`)
 takes its shared fields from here (:func:`pncd.bench.sites.jetson_options`;

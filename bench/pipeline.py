@@ -7,7 +7,7 @@ and, once per source run and preprocessing, the torch model it was exported from
   batch, first inference, activation, memory, measured where ``--device`` says
   (:mod:`pncd.bench.sites`: this machine, or a Jetson whose torch references run here);
 - accuracy: the whole split with the run's preprocessing, Dice/VOE/RVD per case
-  (:mod:`pncd.evaluation`), compared with the reference (differences, worst case drop, paired
+  (:mod:`pncd.scoring`), compared with the reference (differences, worst case drop, paired
   bootstrap interval: :mod:`pncd.bench.accuracy`);
 - a report directory, written atomically: report.json, report.md, latency_dice.png and overlays/
   (:mod:`pncd.bench.report`).
@@ -169,7 +169,7 @@ class Bench:
 
     def _record(self, head: dict[str, Any], m: Measured, latency_what: str, key: str, ss: Any) -> None:
         from pncd.bench.accuracy import compare
-        from pncd.evaluation import score
+        from pncd.scoring import score
 
         metrics = score(m.preds, ss.masks, ss.case_ids, int(ss.spec.num_classes))
         summary, cases = metrics.summary(), metrics.per_case()
@@ -195,7 +195,7 @@ class Bench:
 
     def write_figures(self, tmp: Path) -> dict[str, Any]:
         """latency_dice.png and the overlays of each artifact's worst slices; the report's ``files``."""
-        from pncd.evaluation import worst_slices
+        from pncd.scoring import worst_slices
         from pncd.viz import save_png
 
         files: dict[str, Any] = {"plot": None, "overlays": []}
@@ -245,6 +245,6 @@ def _slug(text: str) -> str:
 
 
 def _stderr(msg: str) -> None:
-    import click
+    from pncd.console import warn
 
-    click.echo(msg, err=True)
+    warn(msg)

@@ -119,7 +119,7 @@ class LocalSite:
     def time(self, make_runner: Callable[[], Any], a: Artifact, images: np.ndarray, ident: str,
              precision: str = "fp32", static_batch: int | None = None) -> Measured:
         """Activate the runner, time it, predict every image with it, deactivate it."""
-        from pncd.evaluation import predict
+        from pncd.scoring import predict
         from pncd.targets.cpu import compute_precision
 
         desc = ident if self.options.progress else None

@@ -8,39 +8,14 @@ case's slices).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
+from pncd.data.images import ImageSet, evenly_spaced
 from pncd.errors import PncdError
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
-
-
-@dataclass
-class ImageSet:
-    """Preprocessed images (N, C, H, W) float32, label maps (N, H, W) and where they came from."""
-
-    images: np.ndarray
-    masks: np.ndarray
-    case_ids: list[str]
-    split: str
-    root: str
-    total: int  # slices in the split before selection
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def evenly_spaced(total: int, count: int) -> np.ndarray:
-    """``min(count, total)`` indices spread evenly over ``range(total)`` (first and last included)."""
-    if total <= 0 or count <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if count >= total:
-        return np.arange(total, dtype=np.int64)
-    return np.unique(np.linspace(0, total - 1, count).round().astype(np.int64))
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -141,26 +116,3 @@ def calibration_record(images: ImageSet, method: str, backend_method: str) -> di
         "method": method,
         "backend_method": backend_method,
     }
-
-
-def feeds(images: np.ndarray, input_name: str) -> Iterator[dict[str, np.ndarray]]:
-    """One batch-1 feed per image."""
-    for i in range(len(images)):
-        yield {input_name: np.ascontiguousarray(images[i : i + 1], dtype=np.float32)}
-
-
-def ort_reader(images: np.ndarray, input_name: str):
-    """An ``onnxruntime.quantization.CalibrationDataReader`` over ``images`` (batch 1)."""
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = feeds(images, input_name)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._it, None)
-
-        def rewind(self) -> None:
-            self._it = feeds(images, input_name)
-
-    return _Reader()

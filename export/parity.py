@@ -6,16 +6,16 @@ Numbers (all on the same held-out images, see :mod:`pncd.export.calibration`):
   ``logit_scale`` (the largest |torch logit|) for context;
 - ``argmax_agreement``: the fraction of pixels whose predicted class is the same;
 - ``dice_vs_torch``: Dice of the export's segmentation with torch's as the reference
-  (per case, :func:`pncd.evaluation.score`);
+  (per case, :func:`pncd.scoring.score`);
 - ``dice_gt_torch`` / ``dice_gt_export``: Dice of each against the ground truth, and
-  ``dice_ratio`` = export / torch, the MLPerf convention (REFERENCE.md section 5: a quantized
-  model keeps at least 99% of the FP32 model's accuracy).
+  ``dice_ratio`` = export / torch, the MLPerf Inference convention (3D-UNet on KiTS19: a
+  quantized model keeps at least 99% of the FP32 model's Dice).
 
 Checks: FP32 needs argmax agreement of at least 99.99%, FP16 at least 99.9% (else PncdError,
 and the export writes nothing); INT8 warns when ``dice_ratio`` is below 0.99, or cannot be
 computed because torch's own Dice is 0, and fails with ``strict``.
 
-Predictions and scores come from :mod:`pncd.evaluation`, the one evaluation API. Polygraphy's
+Predictions and scores come from :mod:`pncd.scoring`, the one evaluation API. Polygraphy's
 ``Comparator`` is not used: Polygraphy is an optional dependency (the tensorrt extra) while
 every target runs this check, and what decides here (argmax agreement, per-case Dice) is not a
 tensor tolerance; the logit differences it would add are two numpy lines.
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pncd.errors import RunFailed
-from pncd.evaluation import predict_logits, score, to_labels
+from pncd.scoring import predict_logits, score, to_labels
 
 MIN_AGREEMENT = {"fp32": 0.9999, "fp16": 0.999}
 MIN_INT8_DICE_RATIO = 0.99

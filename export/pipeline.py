@@ -19,15 +19,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import click
 
+from pncd.data.images import ImageSet
+from pncd.console import warn
 from pncd.errors import PncdError
 from pncd.export import calibration as cal
 from pncd.export import parity
-from pncd.export.graph_rewrite import rewrite_file
+from pncd.targets.graph_rewrite import rewrite_file
 from pncd.export.manifest import MANIFEST
-from pncd.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
-from pncd.targets.base import Artifact, BuildOptions, require
+from pncd.targets.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from pncd.export.sensitivity import check_artifact, ends_of, float_plan
+from pncd.targets.base import BuildResult, BuildSpec, require
 from pncd.targets.cpu import compute_precision
 from pncd.targets.cpu import isa_summary as cpu_summary
 from pncd.targets.registry import check_pair
@@ -94,25 +96,20 @@ def validate(opts: ExportOptions, protect: tuple[str | Path | None, ...] = ()) -
     check_pair(opts.target, opts.precision)
     if opts.calib_method not in cal.CALIB_METHODS:
         raise PncdError(f"--calib-method {opts.calib_method!r} is unknown; use one of {', '.join(cal.CALIB_METHODS)}")
-    if opts.accuracy_control and (opts.target, opts.precision) != ("openvino", "int8"):
-        raise PncdError("--accuracy-control applies to --target openvino --precision int8 only")
     if not 0.0 < opts.max_dice_drop < 1.0:
         raise PncdError(f"--max-dice-drop {opts.max_dice_drop} is invalid; use an absolute Dice drop in (0, 1), e.g. 0.01")
-    from pncd.export.ort_export import KEEP_FLOAT_CHOICES
+    from pncd.targets.onnxrt_build import KEEP_FLOAT_CHOICES
 
     bad = [k for k in opts.keep_float if k not in KEEP_FLOAT_CHOICES + ("auto",)]
     if bad:
         raise PncdError(f"--keep-float {','.join(bad)!r} is unknown; use first, last, first,last, none or auto")
+    _validate_target_flags(opts)
     _validate_sensitivity(opts)
     if opts.ov_preset not in (None, "performance", "mixed"):
         raise PncdError(f"--ov-preset {opts.ov_preset!r} is unknown; use performance or mixed")
-    if opts.ov_preset is not None and (opts.target, opts.precision) != ("openvino", "int8"):
-        raise PncdError("--ov-preset applies to --target openvino --precision int8 only")
     if opts.ov_rounding is not None:
-        from pncd.export.openvino_export import check_rounding
+        from pncd.targets.openvino_build import check_rounding
 
-        if (opts.target, opts.precision) != ("openvino", "int8"):
-            raise PncdError("--ov-rounding applies to --target openvino --precision int8 only")
         check_rounding(opts.ov_rounding, opts.accuracy_control)
     if opts.ac_images < 0:
         raise PncdError(f"--ac-images {opts.ac_images} is invalid; use 0 (the whole val split) or a positive count")
@@ -121,15 +118,9 @@ def validate(opts: ExportOptions, protect: tuple[str | Path | None, ...] = ()) -
     if opts.inference_precision not in INFERENCE_PRECISIONS:
         raise PncdError(f"--inference-precision {opts.inference_precision!r} is unknown; use one of "
                         f"{', '.join(INFERENCE_PRECISIONS)}")
-    if opts.inference_precision != "auto" and opts.target != "openvino":
-        raise PncdError("--inference-precision applies to --target openvino only (ONNX Runtime computes in the "
-                        "graph's own precision)")
     if opts.int8_cpu is not None:
         if opts.int8_cpu not in INT8_CPUS:
             raise PncdError(f"--int8-cpu {opts.int8_cpu!r} is unknown; use any or vnni")
-        if opts.precision != "int8" or opts.target not in CPU_INT8_TARGETS:
-            raise PncdError(f"--int8-cpu applies to --precision int8 with --target {' or '.join(CPU_INT8_TARGETS)} "
-                            f"(this export is {opts.target} {opts.precision})")
     if opts.parity_images < 0:
         raise PncdError(f"--parity-images {opts.parity_images} is invalid; use 0 (automatic) or a positive count")
     if opts.input_size is not None:
@@ -154,19 +145,44 @@ def validate(opts: ExportOptions, protect: tuple[str | Path | None, ...] = ()) -
     check_output(opts.out, opts.force, protect=protect, names=(MANIFEST,))
 
 
-SENSITIVITY_TARGETS = ("onnxruntime", "openvino", "tensorrt", "jetson")  # builds that run pncd.export.sensitivity
-
-
 def _validate_sensitivity(opts: ExportOptions) -> None:
     auto = "auto" in opts.keep_float
     if (auto or opts.sensitivity) and opts.precision != "int8":
         raise PncdError(f"--{'keep-float auto' if auto else 'sensitivity'} applies to --precision int8 only "
                         f"(this export is {opts.precision})")
-    if (auto or opts.sensitivity) and opts.target not in SENSITIVITY_TARGETS:
-        raise PncdError(f"--{'keep-float auto' if auto else 'sensitivity'} applies to targets "
-                        f"{', '.join(SENSITIVITY_TARGETS)} (not {opts.target})")
+    if auto and not check_pair(opts.target, opts.precision).takes("sensitivity", "int8"):
+        raise PncdError(f"--keep-float auto applies to {_takers('sensitivity')} only (not {opts.target})")
     if auto and opts.accuracy_control:
         raise PncdError("--keep-float auto and --accuracy-control both choose the float layers; use one")
+
+
+# target-specific options of ExportOptions and the value that means "not given"
+TARGET_FLAGS: dict[str, Any] = {"accuracy_control": False, "ac_images": 0, "ov_preset": None, "ov_rounding": None,
+                                "int8_cpu": None, "sensitivity": False, "inference_precision": "auto"}
+
+
+def _takers(flag: str) -> str:
+    """``--target A or B --precision P``: the registered targets that take ``flag``, and where."""
+    from pncd.targets.registry import TARGETS
+
+    takers = {name: tuple(p for n, ps in TARGETS[name].flags if n == flag for p in ps) for name in TARGETS}
+    takers = {n: ps for n, ps in takers.items() if ps}
+    names = list(takers)
+    said = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
+    precs = set(takers.values())
+    if len(precs) == 1 and len(next(iter(precs))) == 1:
+        return f"--target {said} --precision {next(iter(precs))[0]}"
+    return f"--target {said}"
+
+
+def _validate_target_flags(opts: ExportOptions) -> None:
+    """Every target-specific option given is one the target takes at this precision (its
+    :attr:`~pncd.targets.base.Target.flags`), or one line naming the targets that take it."""
+    target = check_pair(opts.target, opts.precision)
+    for flag, unset in TARGET_FLAGS.items():
+        if getattr(opts, flag) != unset and not target.takes(flag, opts.precision):
+            raise PncdError(f"--{flag.replace('_', '-')} applies to {_takers(flag)} only "
+                            f"(this export is {opts.target} {opts.precision})")
 
 
 def require_runtime(target: str, precision: str) -> None:
@@ -255,7 +271,7 @@ def _load_images(opts: ExportOptions, src: _Source, log: Callable[[str], None]):
     return held, calib, validation
 
 
-def _check_parity(built: Artifact, opts: ExportOptions, ref, held: cal.ImageSet, num_classes: int,
+def _check_parity(built: BuildResult, opts: ExportOptions, ref, held: ImageSet, num_classes: int,
                   log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     """Run each parity runner over the held-out images, compare with torch, apply the checks."""
     batch = opts.parity_batch if opts.dynamic_batch else 1
@@ -320,8 +336,8 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
     return man
 
 
-def _manifest(tmp: Path, run: str | Path, src: _Source, opts: ExportOptions, built: Artifact,
-              calib: cal.ImageSet | None, exporter: dict[str, Any], results: dict[str, dict[str, Any]],
+def _manifest(tmp: Path, run: str | Path, src: _Source, opts: ExportOptions, built: BuildResult,
+              calib: ImageSet | None, exporter: dict[str, Any], results: dict[str, dict[str, Any]],
               options: dict[str, Any] | None, command: str | None) -> dict[str, Any]:
     from pncd.export import manifest as mf
 
@@ -364,20 +380,43 @@ def _manifest(tmp: Path, run: str | Path, src: _Source, opts: ExportOptions, bui
 
 
 def _stderr(msg: str) -> None:
-    click.echo(msg, err=True)
+    warn(msg)
 
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
-def build_target(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: cal.ImageSet | None,
-                 validation: cal.ImageSet, num_classes: int, input_chw: tuple[int, int, int] | None = None,
-                 log: Callable[[str], None] | None = None, prequantized: bool = False) -> Artifact:
-    """Write the target's files into ``out_dir`` (``TARGETS[opts.target].build``); return what the
-    manifest and parity need. ``validation``: the held-out images OpenVINO's accuracy control
-    computes Dice on."""
+def build_spec(opts: ExportOptions, calib: ImageSet | None, validation: ImageSet, num_classes: int,
+               input_chw: tuple[int, int, int] | None, log: Callable[[str], None], prequantized: bool) -> BuildSpec:
+    """The target's build spec from the export's options (every default resolved here)."""
+    from pncd.targets.openvino_build import default_rounding
+
+    portable = int8_portable(opts)
+    return BuildSpec(precision=opts.precision, calib=calib, validation=validation, num_classes=num_classes,
+                     input_chw=input_chw, input_name=INPUT_NAME, dynamic_batch=opts.dynamic_batch,
+                     prequantized=prequantized, calib_method=opts.calib_method, keep_float=ends_of(opts.keep_float),
+                     portable=portable, accuracy_control=opts.accuracy_control, max_dice_drop=opts.max_dice_drop,
+                     ov_preset=opts.ov_preset or "mixed",
+                     ov_rounding=opts.ov_rounding or default_rounding(portable, opts.accuracy_control),
+                     inference_precision=opts.inference_precision, log=log)
+
+
+def build_target(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: ImageSet | None,
+                 validation: ImageSet, num_classes: int, input_chw: tuple[int, int, int] | None = None,
+                 log: Callable[[str], None] | None = None, prequantized: bool = False) -> BuildResult:
+    """Decide INT8's float-layer plan (:func:`pncd.export.sensitivity.float_plan`), then write the
+    target's files into ``out_dir`` (``TARGETS[opts.target].build``); return what the manifest
+    and parity need. ``validation``: the held-out images the plan and OpenVINO's accuracy control
+    compute Dice on."""
     target = check_pair(opts.target, opts.precision)
-    options = BuildOptions(flags=opts, validation=validation, num_classes=num_classes, input_chw=input_chw,
-                           input_name=INPUT_NAME, log=log or _stderr, prequantized=prequantized)
-    return target.build(fp32_onnx, out_dir, opts.precision, calib, options)
+    spec = build_spec(opts, calib, validation, num_classes, input_chw, log or _stderr, prequantized)
+    spec.float_nodes, spec.plan_record = float_plan(target.plan_backend, fp32_onnx, spec, opts.keep_float, opts.sensitivity)
+    built = target.build(fp32_onnx, out_dir, spec)
+    if "keep_float_auto" in spec.plan_record and target.plan_backend == "openvino" and spec.ov_rounding != "nearest":
+        # the export rounded the chosen candidate again after the search scored NNCF's rounding
+        label, runner = built.parity_runners[0]
+        with runner as r:
+            check_artifact(built.build, lambda x: next(iter(r.infer({spec.input_name: x}).values())),  # one output
+                           validation, num_classes, spec.ov_rounding, spec.log)
+    return built

@@ -1,4 +1,4 @@
-"""INT8 sensitivity per block and ``--keep-float auto`` (issue 15, "sensitivity first").
+"""INT8 sensitivity per block and ``--keep-float auto``.
 
 A *block* is a group of the quantizable nodes (Conv, ConvTranspose, MatMul, Gemm) by the torch
 module that made them: the dynamo exporter records each ONNX node's module path in the
@@ -10,7 +10,7 @@ fewer than :data:`MIN_BLOCKS` blocks, the largest one that has sub-modules is sp
 Sensitivity: for each block, the model with only that block quantized (everything else in
 floating point) is calibrated, run on the validation images on the target's own runtime
 (ONNX Runtime QDQ for onnxruntime and tensorrt, NNCF + OpenVINO for openvino) and scored
-with :mod:`pncd.evaluation`; its drop is the float model's Dice (same runtime, same images)
+with :mod:`pncd.scoring`; its drop is the float model's Dice (same runtime, same images)
 minus that Dice. ``--keep-float auto`` then starts from the default artifact (the network ends
 ``--keep-float`` names, ``first`` for plain ``auto``, in float, everything else INT8) and keeps
 in floating point the most sensitive blocks, one more at a time (greedy), until the Dice drop is
@@ -38,7 +38,8 @@ from typing import Any, Callable
 import numpy as np
 
 from pncd.errors import PncdError
-from pncd.export.calibration import ImageSet
+from pncd.data.images import ImageSet
+from pncd.targets.base import BuildSpec
 
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 MIN_BLOCKS = 8
@@ -92,7 +93,7 @@ def onnx_blocks(path: str | Path) -> tuple[dict[str, list[str]], dict[str, list[
     Concat, Resize, ...) are listed with it for OpenVINO, where NNCF quantizes more than those."""
     import onnx
 
-    from pncd.export.ort_export import QUANTIZED_OPS
+    from pncd.targets.onnxrt_build import QUANTIZED_OPS
 
     m = onnx.load(str(path), load_external_data=False)
     mods = {n.name: node_modules(n) for n in m.graph.node}
@@ -108,8 +109,8 @@ def onnx_blocks(path: str | Path) -> tuple[dict[str, list[str]], dict[str, list[
 
 
 def dice_of(fn: InferFn, images: ImageSet, num_classes: int) -> float:
-    """Dice per case of ``fn`` on ``images`` (:func:`pncd.evaluation.predict` and ``score``)."""
-    from pncd.evaluation import predict, score
+    """Dice per case of ``fn`` on ``images`` (:func:`pncd.scoring.predict` and ``score``)."""
+    from pncd.scoring import predict, score
 
     preds = predict(fn, images.images, batch=1)
     d = score(preds, images.masks, images.case_ids, num_classes).summary()["dice"]
@@ -121,7 +122,7 @@ class OrtBackend:
 
     def __init__(self, fp32_onnx: Path, calib: ImageSet, input_name: str, method: str, symmetric: bool,
                  scratch: Path, ends: tuple[str, ...] = (), reduce_range: bool = False) -> None:
-        from pncd.export.ort_export import float_layers, pre_process
+        from pncd.targets.onnxrt_build import float_layers, pre_process
 
         self.runtime = "onnxruntime" + (" (TensorRT's symmetric QDQ)" if symmetric else "")
         self.calib, self.input_name, self.method, self.symmetric = calib, input_name, method, symmetric
@@ -145,7 +146,7 @@ class OrtBackend:
         return self._run(self.pre)
 
     def quantized_fn(self, float_nodes: list[str]) -> InferFn:
-        from pncd.export.ort_export import quantize_preprocessed
+        from pncd.targets.onnxrt_build import quantize_preprocessed
 
         self._count += 1
         dst = self.scratch / f"candidate-{self._count}.onnx"
@@ -181,7 +182,7 @@ class OpenVinoBackend:
                  hint: str, ends: tuple[str, ...] = (), portable: bool = True) -> None:
         import openvino as ov
 
-        from pncd.export.openvino_export import float_layers
+        from pncd.targets.openvino_build import float_layers
 
         self.runtime = "openvino"
         self.calib, self.input_name, self.method, self.preset = calib, input_name, method, preset
@@ -208,7 +209,7 @@ class OpenVinoBackend:
         return self._compile(self.model)
 
     def quantized_fn(self, float_nodes: list[str]) -> InferFn:
-        from pncd.export.openvino_export import quantize
+        from pncd.targets.openvino_build import quantize
 
         # NNCF's own rounding (quantize's default): the search ranks blocks by it, one quantization per
         # candidate; the export's re-rounding (--ov-rounding gptq) runs once, on the final model
@@ -239,7 +240,7 @@ def sensitivity(backend, validation: ImageSet, num_classes: int, log: Callable[[
         rows.append({"block": name, "nodes": counts.get(name, len(nodes)), "node_names": list(nodes), "dice": d,
                      "drop": float_dice - d})
     rows.sort(key=lambda r: -r["drop"])  # stable: ties stay in graph order
-    return {"runtime": backend.runtime, "metric": "Dice per case (pncd.evaluation), foreground classes",
+    return {"runtime": backend.runtime, "metric": "Dice per case (pncd.scoring), foreground classes",
             "validation_split": validation.split, "validation_images": len(validation),
             "float_dice": float_dice, "grouping": f"{NAME_SCOPES}, first-level modules (split to >= {MIN_BLOCKS})",
             "blocks": rows, "unmapped_nodes": list(backend.unmapped),
@@ -333,48 +334,30 @@ def ends_of(keep_float: tuple[str, ...]) -> tuple[str, ...]:
     return ends or (("first",) if "auto" in keep_float else ())
 
 
-def wanted(flags) -> tuple[bool, bool]:
-    """(run the sensitivity, choose the float blocks) for the export flags."""
-    auto = "auto" in tuple(flags.keep_float)
-    return bool(getattr(flags, "sensitivity", False)) or auto, auto
-
-
-def _asked(options, calib: ImageSet | None) -> tuple[bool, bool]:
-    """:func:`wanted` for a build; refuses a QAT run's INT8 (there is nothing to calibrate)."""
-    run, auto = wanted(options.flags)
-    if run and (options.prequantized or calib is None):
-        raise PncdError("--sensitivity / --keep-float auto apply to calibrated INT8, not to a QAT run's INT8")
-    return run, auto
-
-
-def _run_plan(calib: ImageSet | None, options, make_backend) -> tuple[list[str] | None, dict]:
-    """:func:`plan` with the backend ``make_backend(calib, ends, scratch_dir)`` (nothing when not asked)."""
-    run, auto = _asked(options, calib)
-    if not run:
+def float_plan(backend_kind: str | None, fp32_onnx: Path, spec: BuildSpec, keep_float: tuple[str, ...],
+               run_sensitivity: bool) -> tuple[list[str] | None, dict[str, Any]]:
+    """The INT8 float-layer plan of a build, measured on the target's own backend
+    (``backend_kind``: :attr:`pncd.targets.base.Target.plan_backend`): (float nodes for the
+    artifact, or None to keep ``spec.keep_float`` as it is; the manifest's build entries).
+    Nothing is measured unless ``--sensitivity`` or ``--keep-float auto`` asks for it."""
+    auto = "auto" in tuple(keep_float)
+    if not (run_sensitivity or auto) or spec.precision != "int8":
         return None, {}
-    assert calib is not None  # _asked refuses a build without calibration images
-    f = options.flags
+    if spec.prequantized or spec.calib is None:
+        raise PncdError("--sensitivity / --keep-float auto apply to calibrated INT8, not to a QAT run's INT8")
+    if backend_kind is None:
+        raise PncdError("--sensitivity / --keep-float auto: this target has no backend to measure INT8 blocks on")
+    calib = spec.calib
     with tempfile.TemporaryDirectory(prefix="pncd-sens-") as scratch:
-        backend = make_backend(calib, ends_of(f.keep_float), Path(scratch))
-        return plan(backend, options.validation, options.num_classes, f.max_dice_drop, auto, options.log)
+        backend: Any
+        if backend_kind == "openvino":
+            from pncd.targets.cpu import resolve_inference_precision
 
-
-def ort_plan(fp32_onnx: Path, calib: ImageSet | None, options, symmetric: bool) -> tuple[list[str] | None, dict]:
-    """:func:`plan` on ONNX Runtime for the onnxruntime / tensorrt targets (nothing when not asked)."""
-    from pncd.export.pipeline import int8_portable
-
-    f = options.flags
-    return _run_plan(calib, options, lambda images, ends, scratch: OrtBackend(
-        fp32_onnx, images, options.input_name, f.calib_method, symmetric, scratch, ends=ends,
-        reduce_range=not symmetric and int8_portable(f)))
-
-
-def openvino_plan(fp32_onnx: Path, calib: ImageSet | None, options, hint: str) -> tuple[list[str] | None, dict]:
-    """:func:`plan` with NNCF on OpenVINO for the openvino target (nothing when not asked)."""
-    from pncd.export.pipeline import int8_portable
-
-    f = options.flags
-    return _run_plan(calib, options, lambda images, ends, _scratch: OpenVinoBackend(
-        fp32_onnx, images, options.input_name, f.calib_method, f.ov_preset or "mixed", hint, ends=ends,
-        portable=int8_portable(f)))
-
+            hint = resolve_inference_precision(spec.inference_precision, "int8", "CPU")
+            backend = OpenVinoBackend(fp32_onnx, calib, spec.input_name, spec.calib_method, spec.ov_preset, hint,
+                                      ends=spec.keep_float, portable=spec.portable)
+        else:
+            symmetric = backend_kind == "ort-symmetric"
+            backend = OrtBackend(fp32_onnx, calib, spec.input_name, spec.calib_method, symmetric, Path(scratch),
+                                 ends=spec.keep_float, reduce_range=not symmetric and spec.portable)
+        return plan(backend, spec.validation, spec.num_classes, spec.max_dice_drop, auto, spec.log)

@@ -17,17 +17,17 @@ from pncd.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, PncdError
 
 # name -> "module:attribute" of a click command; imported on first use.
 COMMANDS: dict[str, str] = {
-    "demo": "pncd.pipeline:demo_command",
-    "data": "pncd.data.cli:data_group",
+    "demo": "pncd.commands.demo:demo_command",
+    "data": "pncd.commands.data:data_group",
     "models": "pncd.commands.models:models_command",
     "train": "pncd.commands.training:train_command",
     "eval": "pncd.commands.evaluate:eval_command",
     "distill": "pncd.commands.distill:distill_command",
-    "ablate": "pncd.distill.ablate:ablate_command",
+    "ablate": "pncd.commands.ablate:ablate_command",
     "qat": "pncd.commands.qat:qat_command",
-    "export": "pncd.export.cli:export_command",
-    "bench": "pncd.bench.cli:bench_command",
-    "gate": "pncd.bench.gate:gate_command",
+    "export": "pncd.commands.export:export_command",
+    "bench": "pncd.commands.bench:bench_command",
+    "gate": "pncd.commands.gate:gate_command",
 }
 
 class LazyGroup(click.Group):

@@ -1,4 +1,4 @@
-"""The segmentation loss: cross-entropy + soft Dice (REFERENCE.md section 1, ``Loss_seg``).
+"""The segmentation loss: cross-entropy + soft Dice (the PNCD paper's ``Loss_seg``, eq. 10).
 
 Soft Dice is computed batch-wise (sums over the whole batch and all pixels, not per image), over
 the foreground classes 1..K-1 of the softmax probabilities, with smoothing 1e-5:

@@ -1,4 +1,4 @@
-"""Segmentation metrics (REFERENCE.md section 3): Dice, VOE, RVD and a per-case accumulator.
+"""Segmentation metrics (the PNCD paper's section 4.3): Dice, VOE, RVD and a per-case accumulator.
 
 Standard definitions, with P the predicted and G the reference foreground:
 

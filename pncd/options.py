@@ -2,7 +2,7 @@
 
 Each option is defined once, here: the click options of :mod:`pncd.commands.training` take
 their defaults from these dataclasses (``tests/test_options.py`` checks that they agree), and
-:func:`pncd.train.train` takes a :class:`TrainRun`. ``config.json`` records the options under
+:func:`pncd.training.run.train` takes a :class:`TrainRun`. ``config.json`` records the options under
 the names of the command's flags (:meth:`TrainRun.params`), so that ``--resume`` on the command
 line continues a run started from Python and the other way round.
 """

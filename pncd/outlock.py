@@ -1,4 +1,4 @@
-"""One pncd process per output folder: an exclusive lock beside ``--out`` (issue 23).
+"""One pncd process per output folder: an exclusive lock beside ``--out``.
 
 ``pncd train``, ``pncd distill`` and ``pncd qat`` hold :func:`out_lock` on their ``--out`` from
 before they look at it until they end, ``--resume`` and ``--force`` included, so a second

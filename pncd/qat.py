@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 QDQ_ONNX = "model_qdq.onnx"
 # NNCF's torch names of the operations pncd export also keeps in float (FLOAT_OPS of
-# pncd.export.openvino_export): comparisons, selections, max and max-pooling
+# pncd.targets.openvino_build): comparisons, selections, max and max-pooling
 FLOAT_OPS = ("maximum", "minimum", "__eq__", "__ne__", "__gt__", "__ge__", "__lt__", "__le__", "where",
              "max_pool2d", "__and__", "__or__", "__invert__")
 # NNCF compiles its CPU fake-quantize kernels on first use and gives up after 60 s by default,
@@ -77,7 +77,7 @@ class QatResult:
 
 def _dice(model: nn.Module, sliceset: Any) -> float:
     """Per-case mean Dice of ``model`` on a split, as training validates."""
-    from pncd.evaluate import evaluate_model
+    from pncd.evaluation.run import evaluate_model
 
     return float(evaluate_model(model, sliceset, progress=False).summary()["dice"])
 
@@ -129,9 +129,9 @@ def quantize(model: nn.Module, calib: list[torch.Tensor], keep_float: str = "fir
     ``keep_float="first"`` leaves the layers that read the image in float, as ``pncd export``'s
     INT8 does by default: a lesion is often the brightest outlier of a normalised scan, which a
     calibrated input range clips, and ONNX Runtime's u8 x s8 kernels can saturate on CPUs without
-    VNNI (see ``pncd.export.ort_export.float_layers``). ``portable``: NNCF's overflow fix on every
+    VNNI (see ``pncd.targets.onnxrt_build.float_layers``). ``portable``: NNCF's overflow fix on every
     layer, 7-bit weights, so the QDQ ONNX computes the same on CPUs without VNNI (as the export's
-    PTQ, see ``pncd.export.openvino_export``)."""
+    PTQ, see ``pncd.targets.openvino_build``)."""
     import logging
 
     import nncf
@@ -214,7 +214,7 @@ def export_qdq(q: nn.Module, example: torch.Tensor, path: Path) -> None:
 
     import nncf
 
-    from pncd.export.onnx_export import INPUT_NAME, OUTPUT_NAME
+    from pncd.targets.onnx_export import INPUT_NAME, OUTPUT_NAME
     from pncd.io import atomic_path
 
     stripped = nncf.strip(q.eval(), do_copy=True, example_input=example)

@@ -1,8 +1,8 @@
 """A training run's directory: what it holds, and how ``--out``, ``--resume`` and ``--force`` treat it.
 
 With ``--force`` onto an existing run the new run is trained in a staging directory beside it
-(:func:`staging_dir`) and swapped in by :class:`pncd.trainer.Trainer` when it finishes, so the
-old run stays whole until then. ``pncd.train.train`` and ``pncd.distill.run.distill`` hold the
+(:func:`staging_dir`) and swapped in by :class:`pncd.training.loop.Trainer` when it finishes, so the
+old run stays whole until then. ``pncd.training.run.train`` and ``pncd.distill.run.distill`` hold the
 lock of ``--out`` (:mod:`pncd.outlock`) around all of this, so one process at a time writes a run.
 
 :func:`run_progress` tells whether a run finished its epochs; :func:`incomplete_warning` is the

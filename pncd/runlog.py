@@ -60,6 +60,33 @@ class TermMonitor:
         return out
 
 
+GRADIENT_SAMPLES = 4  # steps per epoch at which each term's gradient is measured
+
+
+class GradientShares:
+    """Each loss term's gradient on the trained network, sampled a few steps per epoch: the epoch
+    means of its norm (``grad_norm_TERM``) and of its share of the terms' summed norms
+    (``grad_share_TERM``; the shares of one step add up to 1)."""
+
+    def __init__(self) -> None:
+        self.reset_epoch()
+
+    def reset_epoch(self) -> None:
+        self.norms: dict[str, list[float]] = {}
+        self.shares: dict[str, list[float]] = {}
+
+    def update(self, norms: dict[str, float]) -> None:
+        total = sum(v for v in norms.values() if math.isfinite(v))
+        for k, v in norms.items():
+            self.norms.setdefault(k, []).append(v)
+            self.shares.setdefault(k, []).append(v / total if total > 0 and math.isfinite(v) else 0.0)
+
+    def epoch_summary(self) -> dict[str, float]:
+        out = {f"grad_norm_{k}": sum(v) / len(v) for k, v in self.norms.items()}
+        out.update({f"grad_share_{k}": sum(v) / len(v) for k, v in self.shares.items()})
+        return out
+
+
 class RunLog:
     """Appends rows to ``OUT/log.jsonl`` (and, when ``tensorboard`` and the package is there,
     their numbers to ``OUT/tensorboard``). Only the main process of a run writes one."""

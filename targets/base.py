@@ -20,8 +20,7 @@ import numpy as np
 from pncd.errors import RunFailed
 
 if TYPE_CHECKING:
-    from pncd.export.calibration import ImageSet
-    from pncd.export.pipeline import ExportOptions
+    from pncd.data.images import ImageSet
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -89,20 +88,34 @@ class Runner:
 
 
 @dataclass
-class BuildOptions:
-    """What a target's build may use besides the FP32 ONNX and the calibration images."""
+class BuildSpec:
+    """What a target's build needs besides the FP32 ONNX: the precision, the images, and the INT8
+    settings the export resolved (the float-layer plan included). Settings a target does not
+    take stay at their defaults (the export refuses them first, from :attr:`Target.flags`)."""
 
-    flags: "ExportOptions"  # the pncd export flags (calib_method, keep_float, dynamic_batch, ...)
+    precision: str
+    calib: "ImageSet | None" = None  # INT8 calibration images (None: FP32/FP16, or a QAT run's INT8)
     validation: "ImageSet | None" = None  # held-out images (OpenVINO's accuracy control)
     num_classes: int = 2
     input_chw: tuple[int, int, int] | None = None  # (C, H, W) of the exported input
     input_name: str = "image"
+    dynamic_batch: bool = False
     prequantized: bool = False  # INT8 from a QAT run: the ONNX given is already quantized (QDQ)
+    calib_method: str = "minmax"
+    keep_float: tuple[str, ...] = ("first",)  # network ends INT8 leaves in float: first, last
+    float_nodes: list[str] | None = None  # the export's float-layer plan (None: ``keep_float`` alone)
+    plan_record: dict[str, Any] = field(default_factory=dict)  # how the plan was found (manifest "build")
+    portable: bool = True  # CPU INT8: 7-bit weights (correct on x86 CPUs without VNNI)
+    accuracy_control: bool = False  # OpenVINO INT8: NNCF's accuracy control
+    max_dice_drop: float = 0.01
+    ov_preset: str = "mixed"
+    ov_rounding: str = "nearest"  # OpenVINO INT8: how 1x1 convolution weights are rounded (resolved)
+    inference_precision: str = "auto"  # OpenVINO: auto|f32|f16|bf16
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))  # progress lines
 
 
 @dataclass
-class Artifact:
+class BuildResult:
     """What a build wrote into its directory, and what the manifest and the parity check need."""
 
     artifact: str  # the file the runner loads (manifest "artifact")
@@ -114,7 +127,7 @@ class Artifact:
 
 
 @dataclass
-class RunOptions:
+class RunnerOptions:
     """How to run an artifact: the artifact's own facts and the caller's settings."""
 
     threads: int | None = None
@@ -134,15 +147,22 @@ class Target:
     description: str
     precisions: tuple[str, ...] = PRECISIONS
     suffixes: tuple[str, ...] = ()  # bare files (no manifest) this target's runner loads, by suffix
+    # the pncd export options this target takes beyond the common ones, each with the precisions
+    # it applies to (pncd export refuses the others)
+    flags: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    plan_backend: str | None = None  # how INT8's float-layer plan is measured: "ort", "ort-symmetric", "openvino"
+
+    def takes(self, flag: str, precision: str) -> bool:
+        """Whether ``--FLAG`` applies to this target at ``precision``."""
+        return any(name == flag and precision in precs for name, precs in self.flags)
 
     def require(self, precision: str) -> None:
         """Import the conversion tools up front, so a missing one names its package before any work."""
 
-    def build(self, onnx: Path, out_dir: Path, precision: str, calib: "ImageSet | None",
-              options: BuildOptions) -> Artifact:
-        """Write the artifact for ``precision`` into ``out_dir`` from the FP32 ``onnx``."""
+    def build(self, onnx: Path, out_dir: Path, spec: BuildSpec) -> BuildResult:
+        """Write the artifact for ``spec.precision`` into ``out_dir`` from the FP32 ``onnx``."""
         raise NotImplementedError
 
-    def runner(self, path: Path, device: str | None, options: RunOptions) -> Runner:
+    def runner(self, path: Path, device: str | None, options: RunnerOptions) -> Runner:
         """An inactive runner for the artifact file ``path`` on ``device``."""
         raise NotImplementedError

@@ -1,9 +1,9 @@
 """What this CPU can compute fast, and which precision OpenVINO computes in on it.
 
-x86-64 machines differ in the instructions the runtimes pick kernels for (REFERENCE.md
-section 5): AVX2-only parts (e.g. AMD EPYC before Zen 4) have no native BF16, FP16 or INT8
-dot-product (VNNI) instructions; AVX-512 parts may have BF16 and VNNI (Intel Xeon since Cooper
-Lake / Ice Lake, AMD Zen 4+), AVX-512 FP16 and AMX (Intel Sapphire Rapids and later).
+x86-64 machines differ in the instructions the runtimes pick kernels for: AVX2-only parts (e.g.
+AMD EPYC before Zen 4) have no native BF16, FP16 or INT8 dot-product (VNNI) instructions;
+AVX-512 parts may have BF16 and VNNI (Intel Xeon since Cooper Lake / Ice Lake, AMD Zen 4+),
+AVX-512 FP16 and AMX (Intel Sapphire Rapids and later).
 
 Two effects matter to pncd:
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pncd.errors import PncdError
-from pncd.targets.base import Artifact, BuildOptions, Runner, RunOptions, Target, require
+from pncd.targets.base import BuildResult, BuildSpec, Runner, RunnerOptions, Target, require
 
 
 X64_QUANT_PRECISION = "session.x64quantprecision"  # ONNX Runtime's session config key (see OnnxRuntimeRunner)
@@ -125,22 +125,18 @@ def ort_providers(device: str | None) -> list[str]:
 class OnnxRuntimeTarget(Target):
     """FP32 as exported, FP16 (onnxconverter-common), INT8 QDQ with asymmetric activations."""
 
-    def build(self, onnx: Path, out_dir: Path, precision: str, calib, options: BuildOptions) -> Artifact:
-        from pncd.export.ort_export import write_precision_onnx
-        from pncd.export.sensitivity import ends_of, ort_plan
+    def build(self, onnx: Path, out_dir: Path, spec: BuildSpec) -> BuildResult:
+        from pncd.targets.onnxrt_build import write_precision_onnx
 
-        float_nodes, found = ort_plan(onnx, calib, options, symmetric=False) if precision == "int8" else (None, {})
-        from pncd.export.pipeline import int8_portable
-
-        name, build = write_precision_onnx(onnx, out_dir, precision, options.input_name, calib,
-                                           options.flags.calib_method, ends_of(options.flags.keep_float), symmetric=False,
-                                           prequantized=options.prequantized, float_nodes=float_nodes,
-                                           reduce_range=int8_portable(options.flags))
-        build.update(found)
-        return Artifact(name, name, build, calibration_method=build.get("calibrate_method", ""),
+        name, build = write_precision_onnx(onnx, out_dir, spec.precision, spec.input_name, spec.calib,
+                                           spec.calib_method, spec.keep_float, symmetric=False,
+                                           prequantized=spec.prequantized, float_nodes=spec.float_nodes,
+                                           reduce_range=spec.portable)
+        build.update(spec.plan_record)
+        return BuildResult(name, name, build, calibration_method=build.get("calibrate_method", ""),
                         parity_runners=[(self.name, OnnxRuntimeRunner(out_dir / name))])
 
-    def runner(self, path: Path, device: str | None, options: RunOptions) -> Runner:
+    def runner(self, path: Path, device: str | None, options: RunnerOptions) -> Runner:
         """``path`` on ONNX Runtime; a TensorRT/Jetson artifact's INT8 ONNX with TensorRT's int32 sums."""
         man = options.manifest or {}
         for_tensorrt = man.get("runtime") == "tensorrt" and options.precision == "int8"
@@ -150,4 +146,5 @@ class OnnxRuntimeTarget(Target):
 
 TARGET = OnnxRuntimeTarget(
     "onnxruntime", runtime="onnxruntime", package="onnxruntime", suffixes=(".onnx",),
+    flags=(("int8_cpu", ("int8",)), ("sensitivity", ("int8",))), plan_backend="ort",
     description="ONNX Runtime: FP32, FP16 (onnxconverter-common), INT8 QDQ (static calibration)")

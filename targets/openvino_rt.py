@@ -2,8 +2,9 @@
 
 ``openvino`` is imported when the runner is activated. On CPUs with BF16 support the CPU plugin
 computes in bf16 unless told otherwise, so FP32 artifacts are run with
-``INFERENCE_PRECISION_HINT = "f32"`` (REFERENCE.md section 5); ``settings["inference_precision"]``
-reports what the plugin actually uses.
+``INFERENCE_PRECISION_HINT = "f32"`` (OpenVINO's precision control:
+https://docs.openvino.ai/2025/openvino-workflow/running-inference/optimize-inference/precision-control.html);
+``settings["inference_precision"]`` reports what the plugin actually uses.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pncd.errors import PncdError
-from pncd.targets.base import Artifact, BuildOptions, Runner, RunOptions, Target, require
+from pncd.targets.base import BuildResult, BuildSpec, Runner, RunnerOptions, Target, require
 
 
 class OpenVinoRunner(Runner):
@@ -135,34 +136,24 @@ class OpenVinoTarget(Target):
         if precision == "int8":
             require("nncf", "nncf", "OpenVINO INT8 quantization")
 
-    def build(self, onnx: Path, out_dir: Path, precision: str, calib, options: BuildOptions) -> Artifact:
-        from pncd.export.openvino_export import convert, default_rounding
+    def build(self, onnx: Path, out_dir: Path, spec: BuildSpec) -> BuildResult:
+        from pncd.targets.openvino_build import convert
         from pncd.targets.cpu import resolve_inference_precision
 
-        from pncd.export.pipeline import int8_portable
-        from pncd.export.sensitivity import check_artifact, ends_of, openvino_plan
-
-        f = options.flags
         xml = out_dir / "model.xml"
-        hint = resolve_inference_precision(f.inference_precision, precision, "CPU")
-        float_nodes, found = openvino_plan(onnx, calib, options, hint) if precision == "int8" else (None, {})
-        rounding = getattr(f, "ov_rounding", None) or default_rounding(int8_portable(f), f.accuracy_control)
-        build = convert(onnx, xml, precision, options.input_name, calib=calib, method=f.calib_method,
-                        accuracy_control=f.accuracy_control, validation=options.validation,
-                        max_drop=f.max_dice_drop, num_classes=options.num_classes,
-                        keep_float=ends_of(f.keep_float), preset=f.ov_preset or "mixed", prequantized=options.prequantized,
-                        float_nodes=float_nodes, portable=int8_portable(f), rounding=rounding)
-        build.update(found)
-        if "keep_float_auto" in found and rounding != "nearest":
-            with OpenVinoRunner(xml, device="CPU", precision_hint=hint) as r:
-                check_artifact(build, lambda x: next(iter(r.infer({options.input_name: x}).values())),  # one output
-                               options.validation, options.num_classes, rounding, options.log)
+        hint = resolve_inference_precision(spec.inference_precision, spec.precision, "CPU")
+        build = convert(onnx, xml, spec.precision, spec.input_name, calib=spec.calib, method=spec.calib_method,
+                        accuracy_control=spec.accuracy_control, validation=spec.validation,
+                        max_drop=spec.max_dice_drop, num_classes=spec.num_classes,
+                        keep_float=spec.keep_float, preset=spec.ov_preset, prequantized=spec.prequantized,
+                        float_nodes=spec.float_nodes, portable=spec.portable, rounding=spec.ov_rounding)
+        build.update(spec.plan_record)
         build["parity_config"] = {"device": "CPU", "INFERENCE_PRECISION_HINT": hint}
-        return Artifact("model.xml", None, build,
+        return BuildResult("model.xml", None, build,
                         calibration_method=f"nncf {build.get('nncf_range_estimator', '')}".strip(),
                         parity_runners=[(self.name, OpenVinoRunner(xml, device="CPU", precision_hint=hint))])
 
-    def runner(self, path: Path, device: str | None, options: RunOptions) -> Runner:
+    def runner(self, path: Path, device: str | None, options: RunnerOptions) -> Runner:
         from pncd.targets.cpu import resolve_inference_precision
 
         hint = resolve_inference_precision(options.inference_precision, options.precision, ov_device(device))
@@ -171,4 +162,7 @@ class OpenVinoTarget(Target):
 
 TARGET = OpenVinoTarget(
     "openvino", runtime="openvino", package="openvino", suffixes=(".xml",),
+    flags=(("accuracy_control", ("int8",)), ("ac_images", ("int8",)), ("ov_preset", ("int8",)), ("ov_rounding", ("int8",)),
+           ("int8_cpu", ("int8",)), ("sensitivity", ("int8",)), ("inference_precision", ("fp32", "fp16", "int8"))),
+    plan_backend="openvino",
     description="OpenVINO IR: FP32, FP16 weights, INT8 (NNCF post-training quantization)")

@@ -54,7 +54,7 @@ from typing import Any
 from pncd.errors import PncdError
 from pncd.registry import Registry
 from pncd.targets import onnxrt, openvino_rt, trt
-from pncd.targets.base import PRECISIONS, Runner, RunOptions, Target
+from pncd.targets.base import PRECISIONS, Runner, RunnerOptions, Target
 
 MANIFEST = "manifest.json"
 
@@ -141,7 +141,7 @@ def load_runner(
     manifest_path = find_manifest(path)
     if manifest_path is None:
         if path.is_file():
-            return _runner_for_file(path, device, runtime, RunOptions(threads, inference_precision=inference_precision))
+            return _runner_for_file(path, device, runtime, RunnerOptions(threads, inference_precision=inference_precision))
         raise PncdError(f"{path}: not an exported artifact (no {MANIFEST}); pass a directory written by pncd export")
     man = read_manifest(manifest_path)
     d = manifest_path.parent
@@ -160,12 +160,12 @@ def load_runner(
                 raise PncdError(f"{d}: this {man['target']} artifact has no ONNX file for ONNX Runtime; re-export it")
             main = d / onnx
     recorded = (man.get("inference_precision") or {}).get("requested")
-    opts = RunOptions(threads, precision=man["precision"], inference_precision=inference_precision or recorded,
+    opts = RunnerOptions(threads, precision=man["precision"], inference_precision=inference_precision or recorded,
                       manifest=man, directory=d)
     return target.runner(main, device, opts)
 
 
-def _runner_for_file(path: Path, device: str | None, runtime: str | None, opts: RunOptions) -> Runner:
+def _runner_for_file(path: Path, device: str | None, runtime: str | None, opts: RunnerOptions) -> Runner:
     """A bare file without a manifest: the target named by ``runtime``, else the one claiming its suffix."""
     suffix = path.suffix.lower()
     target: Target | None

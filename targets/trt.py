@@ -18,52 +18,20 @@ from typing import Any
 import numpy as np
 
 from pncd.errors import PncdError, RunFailed
-from pncd.targets.base import Artifact, BuildOptions, Runner, RunOptions, Target, require
+from pncd.targets.base import BuildResult, BuildSpec, Runner, RunnerOptions, Target, require
 from pncd.targets.trt_build import (
     DEFAULT_MAX_BATCH,
     ONNX_FOR_PRECISION,
     STRONGLY_TYPED_SINCE,
-    build_engine_bytes,
     parse_trt_version,
     trt_build_plan,
     trtexec_command,
 )
+from pncd.targets.trt_export import build_engine
 
 __all__ = ["DEFAULT_MAX_BATCH", "JETSON", "ONNX_FOR_PRECISION", "STRONGLY_TYPED_SINCE", "TENSORRT", "JetsonTarget",
            "TensorRTRunner", "TensorRTTarget", "build_engine", "parse_trt_version", "trt_build_plan",
            "trtexec_command"]
-
-
-def build_engine(
-    onnx_path: str | os.PathLike,
-    engine_path: str | os.PathLike | None,
-    precision: str,
-    workspace_mb: int = 1024,
-    max_batch: int = DEFAULT_MAX_BATCH,
-) -> bytes:
-    """Build a serialized engine from the export's ONNX with the installed TensorRT.
-
-    :func:`pncd.targets.trt_build.build_engine_bytes` (Polygraphy's loaders) with the plan of
-    the installed version; writes ``engine_path`` atomically when given; returns the bytes.
-    """
-    trt = require("tensorrt", "tensorrt", "building TensorRT engines")
-    poly = require("polygraphy.backend.trt", "polygraphy", "building TensorRT engines")
-    logger = require("polygraphy.logger", "polygraphy", "building TensorRT engines").G_LOGGER
-    try:
-        with logger.verbosity(logger.WARNING):  # Polygraphy logs to stdout; warnings and errors only
-            data, _ = build_engine_bytes(str(onnx_path), precision, trt, poly, max_batch, workspace_mb)
-    except PncdError:
-        raise
-    except Exception as e:  # PolygraphyException: its log above says why
-        detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise RunFailed(f"{onnx_path}: TensorRT {trt.__version__} could not build a {precision} engine "
-                        f"({detail})") from None
-    if engine_path is not None:
-        from pncd.io import atomic_path
-
-        with atomic_path(engine_path) as tmp:
-            tmp.write_bytes(data)
-    return data
 
 
 class TensorRTRunner(Runner):
@@ -137,32 +105,28 @@ class TensorRTTarget(Target):
 
     builds_engine = True
 
-    def build(self, onnx: Path, out_dir: Path, precision: str, calib, options: BuildOptions) -> Artifact:
-        from pncd.export import tensorrt_export as te
-        from pncd.export.ort_export import write_precision_onnx
+    def build(self, onnx: Path, out_dir: Path, spec: BuildSpec) -> BuildResult:
+        from pncd.targets import trt_export as te
+        from pncd.targets.onnxrt_build import write_precision_onnx
         from pncd.targets.onnxrt import OnnxRuntimeRunner
 
-        from pncd.export.sensitivity import ends_of, ort_plan
-
-        f = options.flags
-        float_nodes, found = ort_plan(onnx, calib, options, symmetric=True) if precision == "int8" else (None, {})
-        name, build = write_precision_onnx(onnx, out_dir, precision, options.input_name, calib, f.calib_method,
-                                           ends_of(f.keep_float), symmetric=True, prequantized=options.prequantized,
-                                           float_nodes=float_nodes)
-        build.update(found)
-        info = te.maybe_build_engine(self.builds_engine, out_dir / name, out_dir, precision,
-                                     dynamic_shape=options.input_chw if f.dynamic_batch else None)
+        name, build = write_precision_onnx(onnx, out_dir, spec.precision, spec.input_name, spec.calib, spec.calib_method,
+                                           spec.keep_float, symmetric=True, prequantized=spec.prequantized,
+                                           float_nodes=spec.float_nodes)
+        build.update(spec.plan_record)
+        info = te.maybe_build_engine(self.builds_engine, out_dir / name, out_dir, spec.precision,
+                                     dynamic_shape=spec.input_chw if spec.dynamic_batch else None)
         if info.get("engine_note"):  # e.g. the trtexec command to run where TensorRT is installed
-            options.log(info["engine_note"])
+            spec.log(info["engine_note"])
         runners: list[tuple[str, Runner]] = []
         if info.get("engine"):
             runners.append(("tensorrt", TensorRTRunner(out_dir / info["engine"])))
         # ONNX Runtime sums its INT8 products in int32 as TensorRT does, also on CPUs without VNNI
         runners.append(("onnxruntime (the TensorRT ONNX)", OnnxRuntimeRunner(out_dir / name, int32_sums=True)))
-        return Artifact(name, name, build, calibration_method=build.get("calibrate_method", ""), tensorrt=info,
+        return BuildResult(name, name, build, calibration_method=build.get("calibrate_method", ""), tensorrt=info,
                         parity_runners=runners)
 
-    def runner(self, path: Path, device: str | None, options: RunOptions) -> Runner:
+    def runner(self, path: Path, device: str | None, options: RunnerOptions) -> Runner:
         """A bare engine file as it is; an export directory's engine if this TensorRT built it, else
         one built now from the artifact's ONNX. Needs an NVIDIA GPU (device "cuda")."""
         if options.manifest is None and path.suffix.lower() in self.suffixes:
@@ -191,7 +155,8 @@ class JetsonTarget(TensorRTTarget):
 
 TENSORRT = TensorRTTarget(
     "tensorrt", runtime="tensorrt", package="tensorrt", suffixes=(".engine", ".plan"),
+    flags=(("sensitivity", ("int8",)),), plan_backend="ort-symmetric",
     description="TensorRT: FP32 / FP16 / symmetric INT8 QDQ ONNX, engine built where tensorrt is importable")
 JETSON = JetsonTarget(
-    "jetson", runtime="tensorrt", package="tensorrt",
+    "jetson", runtime="tensorrt", package="tensorrt", flags=(("sensitivity", ("int8",)),), plan_backend="ort-symmetric",
     description="NVIDIA Jetson: the TensorRT ONNX only; pncd bench builds the engine on the device")

@@ -1,6 +1,7 @@
 """TensorRT build plans and the one engine builder (Polygraphy's loaders), for the host and the device.
 
-TensorRT changed how precision is asked for (REFERENCE.md section 5):
+TensorRT changed how precision is asked for (NVIDIA's 10.x to 11.x migration guide:
+https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html):
 
 - 10.0 - 10.11 (JetPack 6 ships 10.3): *weakly typed* networks. FP16 and INT8 are builder
   flags; INT8 scales come from the QDQ nodes of the ONNX (explicit quantization, no

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from pncd.bench.gate import run_gate
-from pncd.pipeline import summary_table, verdict_line
+from pncd.apps.demo import summary_table, verdict_line
 
 
 def _report(tmp_path, int8_dice: float):

@@ -1,11 +1,11 @@
-"""pncd.evaluation: label maps from logits, batched prediction, per-case scores, slice choice."""
+"""pncd.scoring: label maps from logits, batched prediction, per-case scores, slice choice."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pncd.evaluation import (disagreement, extreme_slices, predict, predict_logits, score, slice_dice, to_labels,
+from pncd.scoring import (disagreement, extreme_slices, predict, predict_logits, score, slice_dice, to_labels,
                              worst_slices)
 from pncd.metrics import SegMetrics
 
@@ -74,7 +74,7 @@ def test_score_per_case_volumes_equals_slice_by_slice_accumulation():
     by = {c["case"]: c for c in m.per_case()}
     assert by["a"]["dice"] == 1.0 and by["b"]["dice"] == pytest.approx(2 * 18 / (18 + 36))
     assert m.summary()["n_cases"] == 2 and m.summary()["dice"] == pytest.approx((1 + 2 * 18 / 54) / 2)
-    one_by_one = SegMetrics(2)  # how the export parity check used to accumulate: the same numbers
+    one_by_one = SegMetrics(2)  # accumulated one slice at a time: the same numbers
     for i, case in enumerate(ids):
         one_by_one.update(case, preds[i], masks[i])
     assert one_by_one.summary() == m.summary() and one_by_one.per_case() == m.per_case()

@@ -7,7 +7,7 @@ synthetic phantoms; its README says how it was made) is exported with pncd expor
 
 Why it holds on every x86 CPU kind: nothing is retrained here. A model retrained in CI differs
 between CPU kinds (float rounding in training: its torch FP32 Dice was 0.015 below the baseline on
-an AVX2-only EPYC, issue 22); the weights here are fixed. What remains CPU-dependent is small:
+an AVX2-only EPYC); the weights here are fixed. What remains CPU-dependent is small:
 float kernels (AVX2, AVX-512) move logits by ~1e-6, and INT8 keeps 7-bit weights by default, so
 its integer sums are exact with and without VNNI (``tests/export/test_avx2_emulated.py`` gates the
 INT8 exports on an emulated AVX2 CPU against this same baseline). Training reproducibility is
@@ -29,7 +29,7 @@ import pytest
 from tests.conftest import CI_GATE_BASELINE as BASELINE
 
 # The checkpoint keeps 99.2-101% of its torch Dice in INT8 on the 4 test cases (OpenVINO 99.2%,
-# measured when the baseline was written; 98.6% before its full bias correction): the reference rule allows 97%, the baseline
+# measured when the baseline was written): the reference rule allows 97%, the baseline
 # rules (Dice drop <= 0.005 absolute, VOE, RVD against the committed values) catch regressions.
 MIN_REF_RATIO = 0.97
 

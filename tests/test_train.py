@@ -46,7 +46,7 @@ def test_train_writes_run_and_eval(synthetic_root, tmp_path):
 KILLED_AT_STEP_4 = """
 import os, signal, sys
 from pncd.options import DataOptions, TrainOptions, TrainRun
-from pncd.train import train
+from pncd.training.run import train
 
 def kill_after(step):
     def callback(trainer):
@@ -93,7 +93,7 @@ def test_typed_train_returns_the_run_and_records_the_cli_options(synthetic_root,
     """``train(TrainRun)`` writes what ``pncd train`` writes: config.json options under the flag
     names, which ``pncd train --resume`` restores; the result names the run and its best Dice."""
     from pncd.options import DataOptions, TrainOptions, TrainRun
-    from pncd.train import train
+    from pncd.training.run import train
 
     out = tmp_path / "api"
     result = train(TrainRun(model="enet", out=out, data=DataOptions(data=str(synthetic_root), size=32),

@@ -122,7 +122,7 @@ def time_student(a, name, runtimes, teacher, x, y, seg, dev, sync, amp) -> list[
             with amp:
                 pncd.teacher_forward(x)  # the teacher as distillation runs it (pncd.distill.teacher_runtime)
 
-        student.train(), pncd.train()
+        student.train(), pncd.training.run()
         fns[f"distill:{rt}"], fns[f"teacher:{rt}"] = distill_step, teacher_fwd
     plain.train()
     times: dict[str, list[float]] = {k: [] for k in fns}

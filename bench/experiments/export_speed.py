@@ -87,10 +87,10 @@ def _model_and_data(name: str | None, run: str | None, size: int):
 
 def _variants(fp32_onnx: Path, work: Path, calib: np.ndarray, threads: int) -> dict[str, Callable[[], Any]]:
     """Build every variant; returns name -> runner factory."""
-    from pncd.export.calibration import ImageSet
-    from pncd.export.onnx_export import INPUT_NAME
-    from pncd.export.openvino_export import convert
-    from pncd.export.ort_export import quantize_int8, to_fp16
+    from pncd.data.images import ImageSet
+    from pncd.targets.onnx_export import INPUT_NAME
+    from pncd.targets.openvino_build import convert
+    from pncd.targets.onnxrt_build import quantize_int8, to_fp16
     from pncd.targets.onnxrt import OnnxRuntimeRunner
     from pncd.targets.openvino_rt import OpenVinoRunner
 
@@ -117,7 +117,7 @@ def bench_one(label: str, model, data: dict, size: int, iters: int, warmup: int,
               calib_size: int, variants: tuple[str, ...], log: Callable[[str], None]) -> list[dict[str, Any]]:
     """All rows for one network: torch eager and each variant, timed interleaved."""
     from pncd.export.calibration import calibration_images, held_out_images
-    from pncd.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+    from pncd.targets.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
     from pncd.export.parity import runner_logits
     from pncd.targets.torch_runner import TorchRunner
 

@@ -139,7 +139,7 @@ def score(run: Path, data: str, split: str) -> dict[str, Any]:
     the GPU where there is one (several runs share a GPU machine's CPU cores)."""
     import torch
 
-    from pncd.distill.ablate import score_run
+    from pncd.apps.ablate import score_run
     from pncd.checkpoint import load_model
 
     model, cfg = load_model(run)

@@ -36,7 +36,7 @@ def foreground(run: Path, images: np.ndarray, batch: int = 32) -> np.ndarray:
 
 def per_patient_dice(prob: np.ndarray, labels: np.ndarray, cases: list[str]) -> float:
     """pncd eval's per-patient Dice of the prediction ``prob > 0.5``."""
-    from pncd.evaluation import score
+    from pncd.scoring import score
 
     return float(score((prob > 0.5).astype(np.int64), labels, cases, num_classes=2).summary()["dice"])
 

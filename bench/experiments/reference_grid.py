@@ -23,7 +23,7 @@ PNCD for each seed, ENet's deployment, the ENet ablation, the other students, U-
 deployments. Two runners may share a grid (e.g. --only '*-s0' and --only '*-s1'): every job
 writes its own files.
 
-Each training job runs :func:`pncd.train.train` or :func:`pncd.distill.run.distill` in a spawned
+Each training job runs :func:`pncd.training.run.train` or :func:`pncd.distill.run.distill` in a spawned
 child process (its own threads and memory; a crash ends the job, not the grid), its output in
 WORK/logs/<job>.log; exports and benchmarks run in this process (:func:`pncd.export.pipeline.export_run`,
 :func:`pncd.bench.pipeline.run`).
@@ -181,7 +181,7 @@ def where() -> dict[str, Any]:
 
 def score_row(job: Job, run: Path, recipe: Recipe) -> dict[str, Any]:
     from pncd.checkpoint import load_model
-    from pncd.distill.ablate import score_run
+    from pncd.apps.ablate import score_run
 
     model, cfg = load_model(run)
     res = score_run(run, "test", loaded=(model, cfg))
@@ -242,7 +242,7 @@ def _child(kind: str, opts: Any, log: str) -> None:
     apply_threads(opts.threads)  # as pncd train and distill do: --threads, else the physical cores
     try:
         if kind == "train":
-            from pncd.train import train
+            from pncd.training.run import train
 
             train(opts)
         else:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from pncd.commands.training import CONFIG, check_resume, common_training_options, data_options, ranged, train_options
-from pncd.config import resolved_params
+from pncd.commands.config import resolved_params
 from pncd.distill.options import (DEFAULT_WEIGHTS, DISTILL_RANGES, MODULES, TEACHER_RUNTIMES, DistillOptions, DistillRun,
                                   parse_modules, parse_taps, parse_weights)
 from pncd.errors import PncdError
@@ -45,9 +45,10 @@ TEACHER_DATA = frozenset({"data", "size", "channels", "num_classes", "normalizat
               help="emkd: |e|^4 maps, squared L2 (EMKD's); paper: |e|^2 maps, L1 (eqs. 2-4).")
 @click.option("--tau", type=_ranged(float, "tau"), default=_O.tau, show_default=True, help="PNSCD temperature.")
 @click.option("--n-negatives", type=_ranged(int, "n_negatives"), default=_O.n_negatives, show_default=True, help="PNSCD negatives N (batch + memory).")
-@click.option("--pnscd-form", type=click.Choice(["infonce", "crd"]), default=_O.pnscd_form, show_default=True,
+@click.option("--pnscd-form", type=click.Choice(["infonce", "crd", "instance"]), default=_O.pnscd_form, show_default=True,
               help="infonce: each positive against the log-sum-exp of the negatives (bounded in N); "
-                   "crd: eq. 8's noise-contrastive sum over negatives (the form before issue 16).")
+                   "instance: each image's class region against the other images' regions (instance discrimination); "
+                   "crd: eq. 8's noise-contrastive sum over negatives (CRD's form).")
 @click.option("--pnscd-memory", type=_ranged(int, "pnscd_memory"), default=_O.pnscd_memory,
               help="PNSCD memory per class. Default: 256 teacher region vectors (infonce), ceil(N/(K-1)) embeddings (crd).")
 @click.option("--pnscd-norm", type=click.Choice(["crd", "none"]), default=_O.pnscd_norm, show_default=True,
@@ -89,7 +90,7 @@ def distill_command(ctx: click.Context, **params_in: Any) -> None:
       pncd distill --teacher runs/dcsaunet --student enet --student-reference runs/enet --strict --out runs/enet-kd
       pncd distill --teacher runs/dcsaunet --student enet --teacher-runtime openvino-int8 --out runs/enet-kd8
       pncd distill --teacher runs/dcsaunet --student enet --pnscd-form crd --rmd-variant paper \\
-          --kd-warmup 0 --clip-grad-norm 0 --out runs/enet-old          # the behaviour before issue 16
+          --kd-warmup 0 --clip-grad-norm 0 --out runs/enet-crd          # CRD's form, no warm-up or clipping
       pncd distill --teacher mypkg.nets:build --teacher-weights t.safetensors \\
           --taps encoder1=stem --taps encoder3=layer3 --student resnet18 --data DIR --out runs/r18
     """
@@ -101,7 +102,7 @@ def distill_command(ctx: click.Context, **params_in: Any) -> None:
     if Path(params["teacher"]).exists():  # recorded absolute, so that --resume works from any directory
         params["teacher"] = str(Path(params["teacher"]).resolve())
     run = distill_run(ctx, params_in)
-    params["clip_grad_norm"] = run.train.clip_grad_norm  # 0 for a run recorded before issue 16 (distill_run)
+    params["clip_grad_norm"] = run.train.clip_grad_norm  # 0 for a run recorded without --pnscd-form (distill_run)
     result = distill(run, record=params)
     click.echo(f"student written to {result.out}")
 
@@ -127,7 +128,7 @@ def distill_weights(ctx: click.Context, p: dict[str, Any]) -> tuple[tuple[str, .
     return (*modules, *(n for n, w in given.items() if w > 0 and n not in modules)), weights
 
 
-def recorded_before_issue16(out: str | Path) -> bool:
+def recorded_without_pnscd_form(out: str | Path) -> bool:
     """Whether ``out`` holds a distillation run recorded before --pnscd-form existed (its PNSCD
     was the crd form, with no warm-up and no clipping)."""
     from pncd.io import read_json
@@ -141,10 +142,10 @@ def recorded_before_issue16(out: str | Path) -> bool:
 
 def distill_run(ctx: click.Context, p: dict[str, Any]) -> DistillRun:
     """The :class:`DistillRun` of ``pncd distill``'s parsed flags. Data options not given are
-    left to the teacher run; a run recorded before issue 16 continues as it began (crd PNSCD,
+    left to the teacher run; a run recorded without --pnscd-form continues as it began (crd PNSCD,
     no warm-up, no clipping) unless flags say otherwise."""
     p = dict(p)
-    if p["resume"] and recorded_before_issue16(p["out"]):
+    if p["resume"] and recorded_without_pnscd_form(p["out"]):
         for key, old in (("pnscd_form", "crd"), ("kd_warmup", 0.0), ("clip_grad_norm", 0.0)):
             if not _given(ctx, key):
                 p[key] = old

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from pncd.config import config_option, threads_option
+from pncd.commands.config import config_option, threads_option
 
 
 @click.command("eval")
@@ -30,6 +30,11 @@ def eval_command(ctx: click.Context, **params: Any) -> None:
       pncd eval runs/unet --split test
       pncd eval runs/enet-pncd --data ../shared/data/lgg-flair --split val --out reports/enet-val
     """
-    from pncd.evaluate import run_eval
+    from pncd.commands.config import resolved_params
+    from pncd.evaluation.run import evaluate_run
 
-    run_eval(ctx, **params)
+    p = dict(params)
+    p.pop("config", None)
+    p.pop("threads", None)
+    evaluate_run(p.pop("run"), p.pop("split"), **p, options=resolved_params(ctx),
+                 echo=click.echo, warn=lambda m: click.echo(m, err=True))

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from pncd.config import config_option, threads_option
+from pncd.commands.config import config_option, threads_option
 
 
 def _weights(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, float]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from pncd.config import config_option, resolved_params, threads_option
+from pncd.commands.config import config_option, resolved_params, threads_option
 from pncd.errors import PncdError
 from pncd.options import DATA_DEFAULTS, RANGES, DataOptions, Range, TrainOptions, TrainRun
 
@@ -185,7 +185,7 @@ def train_command(ctx: click.Context, model_name: str, pretrained: str | None, *
       pncd train --model enet --out runs/enet --resume                   # continue a run
       torchrun --nproc-per-node 2 -m pncd.cli train --model enet --out runs/enet-ddp
     """
-    from pncd.train import train
+    from pncd.training.run import train
 
     params = resolved_params(ctx)
     if p["resume"]:

@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch import nn
 
 from pncd.registry import Registry
-
-if TYPE_CHECKING:
-    from pncd.distill.options import DistillOptions
 
 # name -> module that registers it: one line per built-in loss (their order is the sum's order)
 BUILTIN: dict[str, str] = {
@@ -65,7 +62,7 @@ class LossContext:
     channels of every tapped feature (student, teacher; pair order), M (the class-region
     samples of the training set) and the DDP gather function (identity on one process)."""
 
-    options: DistillOptions
+    options: Any  # pncd.distill.options.DistillOptions (which imports this module to name the losses)
     num_classes: int
     s_channels: list[int]
     t_channels: list[int]

@@ -29,7 +29,7 @@ from pncd.distill.options import DEFAULT_WEIGHTS, MODULES, DistillOptions
 from pncd.distill.teacher import best_val_dice, check_teacher_dice, fuse_conv_bn, load_teacher, prepare_teacher, resolve_taps
 from pncd.distill.teacher_runtime import build_runner, runtime_record
 from pncd.models import FeatureTaps
-from pncd.trainer import Trainer
+from pncd.training.loop import Trainer
 
 HEAD_SEED_OFFSET = 0x5EED_0001  # the distillation heads' RNG stream: torch.manual_seed(offset + run seed)
 
@@ -163,6 +163,24 @@ class DistillTrainer(Trainer):
     def kd_scale(self) -> float:
         return warmup_scale(self.global_step, self.opts.epochs * self.steps_per_epoch, self.dopts.kd_warmup)
 
+    def term_gradient_norms(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The norm of each weighted term's gradient on the student (Loss_seg and every active
+        distillation loss): one extra backward pass per term on the sampled steps."""
+        params = [p for p in self.raw_model.parameters() if p.requires_grad]
+        weighted = {"seg": parts["loss_seg"]}
+        scale = self.kd_scale()
+        for name in self.losses:
+            weighted[name] = parts[name] * (scale * self.dopts.weight(name))
+        norms: dict[str, float] = {}
+        for name, term in weighted.items():
+            if not term.requires_grad:
+                norms[name] = 0.0
+                continue
+            grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+            sq = sum(float(g.detach().float().pow(2).sum()) for g in grads if g is not None)
+            norms[name] = sq ** 0.5
+        return norms
+
     def step_info(self) -> dict[str, float]:
         return {"kd_scale": self.kd_scale()}
 
@@ -179,5 +197,3 @@ class DistillTrainer(Trainer):
 
 __all__ = ["DEFAULT_WEIGHTS", "MODULES", "PNCD", "DistillOptions", "DistillTrainer", "best_val_dice", "check_teacher_dice",
            "count_region_samples", "fuse_conv_bn", "load_teacher", "prepare_teacher", "resolve_taps", "warmup_scale"]
-
-from pncd.commands.distill import distill_command  # noqa: E402,F401  (re-exported for older imports; torch-free)

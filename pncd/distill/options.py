@@ -38,7 +38,8 @@ DISTILL_RANGES: dict[str, Range] = {
 
 @dataclass
 class DistillOptions:
-    """The distillation part of a run's configuration (defaults: REFERENCE.md section 1).
+    """The distillation part of a run's configuration (defaults: the paper's and EMKD's
+    settings, except the loss weights (DEFAULT_WEIGHTS) and the PNSCD form).
 
     ``weights`` maps loss names to weights; ``modules`` the losses switched on (None: every
     loss in ``weights``). A loss is active when it is switched on with a weight above 0.
@@ -48,13 +49,13 @@ class DistillOptions:
     # the default weights and why they are not the paper's: DEFAULT_WEIGHTS above
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     temperature: float = 4.0  # PMD
-    rmd_variant: str = "emkd"  # was "paper" before issue 16
+    rmd_variant: str = "emkd"  # "paper": |e|^2 maps and L1 (eqs. 2-4)
     rd_p: int = 2
     tau: float = 0.07
     n_negatives: int = 4096
     embed_dim: int = 128
     pnscd_norm: str = "crd"  # the crd form's constant Z only
-    pnscd_form: str = "infonce"  # "crd": eq. 8's NCE sum, the form before issue 16
+    pnscd_form: str = "infonce"  # "crd": eq. 8's noise-contrastive sum (CRD's form)
     pnscd_memory: int | None = None  # per class; None: 256 (infonce), ceil(N / (K - 1)) (crd)
     kd_warmup: float = 0.1  # fraction of all steps over which the distillation weights ramp 0 -> 1
     taps: list[tuple[str, str]] = field(default_factory=list)

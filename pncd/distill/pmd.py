@@ -2,7 +2,7 @@
 
     L_PMD = T^2 * (1 / (B*H*W)) * sum over pixels of KL(p_t || p_s),   p = softmax(z / T)
 
-Departures from the paper, as REFERENCE.md fixes them:
+Departures from the paper:
 
 - direction: the paper prints KL(p_s || p_t); the usual distillation direction, with the teacher
   as the target distribution, is used (as in Hinton et al. and EMKD);

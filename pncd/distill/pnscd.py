@@ -39,7 +39,20 @@ small the memory or short the run (the 4,096-slot embedding memory of the crd fo
 embeddings made by heads thousands of steps old, and in a short run is never refreshed). The
 teacher head receives gradient through the memory's projections as well as the batch's.
 
-``"crd"`` (``--pnscd-form crd``, the behaviour before issue 16; REFERENCE.md's reading of eq. 8),
+``"instance"`` (``--pnscd-form instance``): instance discrimination, as CRD transfers knowledge.
+Each class region of each image is its own identity: the student anchor ``g_s(b,k)`` has one
+positive, the teacher's embedding of the same region ``g_t(b,k)``, and as negatives the teacher
+embeddings of every other image's regions of either class (this batch, then the memory of past
+teacher region vectors, re-projected by the current head), at most N::
+
+    L = -log( e^s(pos) / (e^s(pos) + sum over negatives e^s(neg)) )
+
+With two classes the class-level forms are solved by the trainable heads alone (the other class
+is one tight cluster), so their loss sits near 0 between rare spikes and passes the student
+little; the instance form asks the student's embedding to single out its own image's region
+among regions of the same class, which only a student that carries the teacher's detail can do.
+
+``"crd"`` (``--pnscd-form crd``; the paper's eq. 8 read as CRD's noise-contrastive estimate),
 CRD's noise-contrastive form with ``h = e^s / (e^s + N/M)`` (N = the negatives this anchor
 actually used, M = ``n_data``, the number of class-region samples in the training set)::
 
@@ -85,7 +98,7 @@ from pncd.distill.base import DistillBatch, DistillLoss, LossContext, register_l
 from pncd.distill.region import class_masks, region_vectors_from_masks
 
 
-FORMS = ("infonce", "crd")
+FORMS = ("infonce", "crd", "instance")
 MEMORY_PER_CLASS = 256  # default memory of the infonce form
 _MASKED = -1.0e4  # a score that exp() turns into 0 (scores lie within +-1/tau)
 
@@ -142,7 +155,7 @@ class PNSCDLoss(DistillLoss):
         self.tau = float(tau)
         self.n_negatives = int(n_negatives)
         # crd: by default the other classes' memories together can supply N negatives.
-        q = memory_per_class or (MEMORY_PER_CLASS if form == "infonce" else math.ceil(n_negatives / (num_classes - 1)))
+        q = memory_per_class or (MEMORY_PER_CLASS if form != "crd" else math.ceil(n_negatives / (num_classes - 1)))
         if q < 1:
             raise ValueError(f"memory_per_class must be positive, got {memory_per_class}")
         self.memory_per_class = int(q)
@@ -150,8 +163,8 @@ class PNSCDLoss(DistillLoss):
         self.embed_t = nn.Linear(t_channels, dim)
         # Slot q of each class (the extra one) is scratch: writes that must not land anywhere
         # go there, which keeps the update free of data-dependent shapes (no host sync).
-        # infonce stores teacher region vectors (re-projected every step), crd stores embeddings.
-        width = t_channels if form == "infonce" else dim
+        # infonce and instance store teacher region vectors (re-projected every step), crd embeddings.
+        width = t_channels if form != "crd" else dim
         self.register_buffer("memory", torch.zeros(num_classes, q + 1, width))
         self.register_buffer("mem_ptr", torch.zeros(num_classes, dtype=torch.long))
         self.register_buffer("mem_count", torch.zeros(num_classes, dtype=torch.long))
@@ -284,13 +297,15 @@ class PNSCDLoss(DistillLoss):
 
             pos, neg = self._masks(valid, cls)
             mem = self.memory.view(-1, self.memory.shape[-1])  # raw ring buffers, no copy
-            if self.form == "infonce":
+            if self.form == "instance":
+                loss = self._instance(g_s, g_t, mem, valid, b)
+            elif self.form == "infonce":
                 loss = self._infonce(g_s, g_t, mem, pos, neg, valid)
             else:
                 loss = self._crd(g_s, g_t, mem, pos, neg, valid)
 
         if self.training:
-            mem_rows = vt.reshape(b * k, -1) if self.form == "infonce" else g_t.detach()
+            mem_rows = vt.reshape(b * k, -1) if self.form != "crd" else g_t.detach()
             self.enqueue(self.gather_fn(mem_rows * valid[:, None]), self.gather_fn(torch.where(valid, cls, -1)))
         return loss
 
@@ -304,6 +319,28 @@ class PNSCDLoss(DistillLoss):
         log_p = s - torch.logaddexp(s, neg_lse)
         per_anchor = -torch.where(pos, log_p, torch.zeros_like(s)).sum(dim=1) / n_pos.clamp_min(1)
         use = valid & (n_pos > 0) & (n_neg > 0)
+        return torch.where(use, per_anchor, torch.zeros_like(per_anchor)).sum() / use.sum().clamp_min(1)
+
+    def _instance(self, g_s: torch.Tensor, g_t: torch.Tensor, mem: torch.Tensor, valid: torch.Tensor,
+                  b: int) -> torch.Tensor:
+        """Each region against its own teacher region (positive) and every other image's regions
+        (negatives: this batch, then the memory, at most N); memory re-projected."""
+        k, q = self.num_classes, self.memory_per_class
+        dev = g_s.device
+        mem_emb = F.normalize(self.embed_t(mem), dim=1)
+        s = torch.cat([g_s @ g_t.t(), g_s @ mem_emb.t()], dim=1) / self.tau  # (B*K, B*K + K*(Q+1))
+        image = torch.arange(b, device=dev).repeat_interleave(k)
+        neg_b = (image[:, None] != image[None, :]) & valid[None]
+        slot_cls = torch.arange(k, device=dev).repeat_interleave(q + 1)
+        slot = torch.arange(q + 1, device=dev).repeat(k)
+        age = (self.mem_ptr[slot_cls] - 1 - slot) % q
+        mem_valid = (slot < q) & (age < self.mem_count[slot_cls])
+        neg = torch.cat([neg_b, mem_valid[None].expand(len(valid), -1)], dim=1)
+        neg = neg & (neg.cumsum(dim=1) <= self.n_negatives)
+        pos_score = s[:, : b * k].diagonal()
+        neg_lse = torch.logsumexp(s.masked_fill(~neg, _MASKED), dim=1)
+        per_anchor = torch.logaddexp(pos_score, neg_lse) - pos_score
+        use = valid & neg.any(dim=1)
         return torch.where(use, per_anchor, torch.zeros_like(per_anchor)).sum() / use.sum().clamp_min(1)
 
     def _crd(self, g_s: torch.Tensor, g_t: torch.Tensor, mem: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,

@@ -18,9 +18,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import click
 
 from pncd.distill.options import DistillRun
+from pncd.console import warn
 from pncd.errors import PncdError
 from pncd.options import RunResult
 
@@ -30,7 +30,7 @@ def distill(run: DistillRun, *, record: dict[str, Any] | None = None) -> RunResu
     ``run.resume``). ``record``: the options config.json records (default: ``run.params()``
     with the teacher's path and the data options resolved; the command line passes its own)."""
     from pncd.outlock import is_main_process, out_lock
-    from pncd.train import apply_run_threads
+    from pncd.training.run import apply_run_threads
 
     run.check()
     run.distill.check()
@@ -49,14 +49,14 @@ def _distill(run: DistillRun, record: dict[str, Any] | None) -> RunResult:
     from pncd.outlock import is_main_process
     from pncd.rundir import incomplete_warning, prepare_out, run_progress
     from pncd.runtime import resolve_device, seed_everything
-    from pncd.train import check_size, fit_run
+    from pncd.training.run import check_size, fit_run
 
     device = resolve_device(run.train.device)
     t_model, t_cfg = load_teacher(run.teacher, run.teacher_weights, device)
     if t_cfg is not None and is_main_process():  # a teacher run stopped early: say so (pncd.rundir)
         stopped = incomplete_warning(run.teacher, run_progress(run.teacher, t_cfg), "distilling from")
         if stopped:
-            click.echo(stopped, err=True)
+            warn(stopped)
     data = run.data.resolved(t_cfg["data"] if t_cfg is not None else None)
     spec = data.spec()
     if t_cfg is not None:

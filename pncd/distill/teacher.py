@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import click
 import torch
 from torch import nn
 
 from pncd import checkpoint as ckpt
+from pncd import console
 from pncd.errors import PncdError
 
 
@@ -121,9 +121,9 @@ def check_teacher_dice(teacher: nn.Module, teacher_run: str | None, spec: Any, d
     Deterministic (no RNG is drawn), so it does not move the run's random streams.
     """
     from pncd.data import load_split
-    from pncd.evaluate import evaluate_model
+    from pncd.evaluation.run import evaluate_model
 
-    echo = click.echo if os.environ.get("RANK", "0") == "0" else (lambda *a, **k: None)
+    echo = (lambda msg, err=False: (console.warn if err else console.info)(msg)) if os.environ.get("RANK", "0") == "0" else (lambda *a, **k: None)
     val = load_split(spec, "val")
     if len(val) == 0:
         echo("warning: the val split is empty; the teacher was not checked", err=True)

@@ -18,7 +18,7 @@ one-line note. ``torch.compile`` was measured too (1.2-1.4x faster than eager, 4
 on two cores, and again for each new batch shape) and is not offered.
 
 ``openvino-int8`` (opt-in) goes one step further: the converted teacher is quantized by NNCF
-(:func:`pncd.export.openvino_export.quantize`, the export's INT8 route: MIXED preset, min-max
+(:func:`pncd.targets.openvino_build.quantize`, the export's INT8 route: MIXED preset, min-max
 ranges, the first layer kept in float) on ``CALIBRATION_SLICES`` training slices picked evenly
 over the training split, before any augmentation or sampling (no random stream is touched). Its
 outputs are not torch's: at start-up it is checked on as many other training slices, and refused
@@ -38,12 +38,12 @@ import os
 import warnings
 from typing import Any, Callable
 
-import click
 import numpy as np
 import torch
 from torch import nn
 
 from pncd.distill.options import INT8_MIN_AGREEMENT, TEACHER_RUNTIMES
+from pncd.console import warn
 from pncd.errors import PncdError
 from pncd.models import FeatureTaps
 
@@ -131,8 +131,8 @@ class OpenVinoTeacher(TeacherRunner):
 
 def _quantize_teacher(model: Any, calibration: np.ndarray) -> tuple[Any, dict[str, Any]]:
     """The OpenVINO teacher quantized by the export's INT8 route on ``calibration``, and its record."""
-    from pncd.export.calibration import ImageSet
-    from pncd.export.openvino_export import quantize
+    from pncd.data.images import ImageSet
+    from pncd.targets.openvino_build import quantize
 
     images = np.ascontiguousarray(calibration, dtype=np.float32)
     calib = ImageSet(images, np.zeros((len(images), *images.shape[2:]), np.int64), [""] * len(images), "train", "", len(images))
@@ -149,7 +149,7 @@ def _quantize_teacher(model: Any, calibration: np.ndarray) -> tuple[Any, dict[st
 def calibration_slices(images: np.ndarray, count: int = CALIBRATION_SLICES) -> tuple[np.ndarray, np.ndarray]:
     """(calibration, check): ``count`` training slices spread evenly over ``images`` (N, C, H, W)
     and up to ``count`` others between them, for ``openvino-int8``."""
-    from pncd.export.calibration import evenly_spaced
+    from pncd.data.images import evenly_spaced
 
     n = len(images)
     calib = evenly_spaced(n, count)
@@ -199,7 +199,7 @@ def random_example(channels: int, size: int, batch: int = 2, seed: int = 0) -> t
 
 def _note(message: str) -> None:
     if os.environ.get("RANK", "0") == "0":
-        click.echo(message, err=True)
+        warn(message)
 
 
 def _why_torch(device: torch.device) -> str | None:

@@ -9,8 +9,8 @@ f = 4 (Jin's 2-D liver network), 2.0 M at f = 8 (Jin's 3-D width) and reaches 22
 unpublished f = 26. The count is matched, to three digits, by the *RAUNet* of Ni, Zhou, Li,
 Wang, Zhang and Liu ("RAUNet: Residual Attention U-Net for Semantic Segmentation of Cataract
 Surgical Instruments", ICONIP 2019), the network EMKD ships under that name (EMKD is the public
-code whose loss weights, student sizes and module names the PNCD paper matches; see
-REFERENCE.md). So this file builds Ni et al.'s RAUNet: 22.14 M parameters at 1 input channel
+code whose loss weights, student sizes and module names the PNCD paper matches: Qin et al.,
+IEEE TMI 2021). So this file builds Ni et al.'s RAUNet: 22.14 M parameters at 1 input channel
 and 2 classes.
 
 Layout:

@@ -61,8 +61,8 @@ def test_thresholds_are_configurable():
 
 
 def test_missing_entries_fail_unless_allowed():
-    # issue 23: a baseline entry missing from the report fails by default (it used to be a skip
-    # unless --require-all); --allow-missing makes it a skip
+    # a baseline entry missing from the report fails by default, with or without --require-all;
+    # --allow-missing makes it a skip
     rep = _report()
     base = baseline_from_report(rep)
     base["entries"]["other-enet-openvino-fp16"] = dict(base["entries"]["run-enet-onnxruntime-int8"])

@@ -8,7 +8,7 @@ from dataclasses import MISSING, fields
 import click
 import pytest
 
-from pncd.bench.cli import bench_command
+from pncd.commands.bench import bench_command
 from pncd.bench.options import BenchOptions
 from pncd.errors import PncdError
 

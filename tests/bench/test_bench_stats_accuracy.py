@@ -9,7 +9,7 @@ import pytest
 from pncd.bench.accuracy import compare
 from pncd.bench.latency import summarize, timed_loop
 from pncd.bench.stats import latency_stats, paired_bootstrap
-from pncd.evaluation import score as evaluate
+from pncd.scoring import score as evaluate
 
 
 def test_latency_stats_matches_numpy():

@@ -21,7 +21,7 @@ def teacher_run(synthetic_root, tmp_path_factory):
 
 
 def test_row_options_parse_distill_flags_and_the_row_wins(tmp_path):
-    from pncd.distill.ablate import row_options
+    from pncd.commands.ablate import distill_row as row_options
 
     run = row_options("t", "enet", tmp_path / "rd", ("pmd", "rd"), 3, 7, "--size 32 --weight pmd=0.5 --epochs 9 --lr 2e-3")
     assert (run.teacher, run.student, run.out, run.train.epochs, run.train.seed) == ("t", "enet", str(tmp_path / "rd"), 3, 7)

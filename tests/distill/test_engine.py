@@ -90,7 +90,7 @@ def test_module_subset_costs_nothing_else(teacher_run, tmp_path):
     from pncd.distill.engine import DistillOptions, DistillTrainer
     from pncd.checkpoint import load_model
     from pncd.models import create
-    from pncd.train import TrainOptions
+    from pncd.training.run import TrainOptions
 
     teacher, cfg = load_model(teacher_run)
     spec = DataSpec.from_dict(cfg["data"])

@@ -1,4 +1,4 @@
-"""Issue 16's training controls: defaults, warm-up, gradient clipping, per-term logging and
+"""The distillation's training controls: defaults, warm-up, gradient clipping, per-term logging and
 anomalies, the heads' own RNG stream, and the teacher check (tiny runs: 32x32, 1 epoch, 2-4 steps)."""
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _trainer(cls, root, tmp_path, name, *args, clip=0.0, steps=2):
     from pncd.data import DataSpec
     from pncd.models import create
     from pncd.runtime import seed_everything
-    from pncd.train import TrainOptions
+    from pncd.training.run import TrainOptions
 
     spec = DataSpec(root=str(root), size=32)
     opts = TrainOptions(epochs=1, batch=4, steps_per_epoch=steps, device="cpu", seed=3, clip_grad_norm=clip, log_every=1, tensorboard=False)
@@ -111,7 +111,7 @@ def test_distillation_heads_leave_every_other_random_stream_alone(teacher_run, s
     from pncd.checkpoint import load_model
     from pncd.distill.engine import DistillOptions, DistillTrainer
     from pncd.distill.pnscd import PNSCDLoss
-    from pncd.train import Trainer
+    from pncd.training.run import Trainer
 
     teacher, _ = load_model(teacher_run)
     got = []
@@ -156,7 +156,7 @@ class _ProbeTrainer:
 
 
 def test_anomalies_reported_with_their_step(synthetic_root, tmp_path, capsys):
-    from pncd.train import Trainer
+    from pncd.training.run import Trainer
 
     cls = type("Probe", (_ProbeTrainer, Trainer), {"spikes": {6: 50.0, 7: float("nan")}})
     tr = _trainer(cls, synthetic_root, tmp_path, "probe", steps=8)
@@ -172,7 +172,7 @@ def test_anomalies_reported_with_their_step(synthetic_root, tmp_path, capsys):
 
 
 def test_term_monitor_needs_history_before_calling_a_spike():
-    from pncd.train import TermMonitor
+    from pncd.training.run import TermMonitor
 
     m = TermMonitor()
     assert m.update({"x": 100.0}) == [] and m.update({"x": 0.0}) == []  # too early to judge
@@ -189,7 +189,7 @@ def test_term_monitor_needs_history_before_calling_a_spike():
 def test_clip_grad_norm_bounds_the_step_gradient(synthetic_root, tmp_path):
     """In the shared Trainer: after a step with --clip-grad-norm 1e-3 the gradients the optimizer
     used have a total norm of 1e-3; the logged grad_norm is the norm before clipping."""
-    from pncd.train import Trainer
+    from pncd.training.run import Trainer
 
     tr = _trainer(Trainer, synthetic_root, tmp_path, "clip", clip=1e-3)
     tr.fit()
@@ -223,7 +223,7 @@ def test_run_from_before_issue_16_resumes_as_it_began(teacher_run, tmp_path):
     assert p.returncode == 0, p.stderr
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text())
-    for key in ("pnscd_form", "pnscd_memory", "kd_warmup"):  # as written before issue 16
+    for key in ("pnscd_form", "pnscd_memory", "kd_warmup"):  # as a run recorded without these options
         cfg["distill"].pop(key)
         cfg["options"].pop(key, None)
     for key in ("clip_grad_norm", "log_every", "student_reference", "strict", "check_teacher"):

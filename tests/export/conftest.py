@@ -101,7 +101,7 @@ def size_for(model: nn.Module) -> int:
 def exported(tmp_path_factory, images_at) -> Callable[[str], Exported]:
     """``exported(name)``: the network (seeded, BN statistics set) and its FP32 ONNX, cached."""
     from pncd import models
-    from pncd.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+    from pncd.targets.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
     from pncd.export.parity import runner_logits, torch_logits
     from pncd.targets.onnxrt import OnnxRuntimeRunner
 

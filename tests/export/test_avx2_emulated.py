@@ -3,7 +3,7 @@
 QEMU's user-mode emulator (Debian's ``qemu-user``; ``.ci/run`` installs it) runs this very Python
 and its ONNX Runtime / OpenVINO on a Haswell CPU model: AVX2 without AVX-512 or VNNI, as CPUID
 reports it to the runtimes, which then pick their AVX2 kernels (u8 x s8 products summed in pairs
-into int16 by ``vpmaddubsw``, which saturates). That is the CPU of issue 22, where the demo's INT8
+into int16 by ``vpmaddubsw``, which saturates). On such a CPU the demo's INT8 with 8-bit weights
 kept 33% (ONNX Runtime) and 23% (OpenVINO) of its Dice. Where the emulator is missing the tests
 skip with the reason; nothing here is mocked.
 

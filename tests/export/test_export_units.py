@@ -12,7 +12,8 @@ from torch import nn
 
 from pncd.errors import PncdError
 from pncd.export import parity
-from pncd.export.calibration import evenly_spaced, parse_size
+from pncd.data.images import evenly_spaced
+from pncd.export.calibration import parse_size
 
 # --- helpers and checks ---------------------------------------------------------------------
 
@@ -105,8 +106,8 @@ def test_fp16_conversion_repairs_cast_and_constant_types(tmp_path):
     import onnxruntime as ort
     from onnxconverter_common import float16
 
-    from pncd.export.onnx_export import export_onnx
-    from pncd.export.ort_export import to_fp16
+    from pncd.targets.onnx_export import export_onnx
+    from pncd.targets.onnxrt_build import to_fp16
 
     torch.manual_seed(0)
     model = ZerosAndScatter().eval()
@@ -127,7 +128,7 @@ def test_import_leaves_optional_backends_alone():
     """Importing the export stage and the registry must not import OpenVINO, NNCF or TensorRT."""
     code = (
         "import sys\n"
-        "import pncd.export.cli, pncd.export.pipeline, pncd.targets.registry, pncd.targets.trt\n"
+        "import pncd.commands.export, pncd.export.pipeline, pncd.targets.registry, pncd.targets.trt\n"
         "from pncd.cli import main\n"
         "heavy = [m for m in ('openvino', 'nncf', 'tensorrt', 'polygraphy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
@@ -148,9 +149,9 @@ def test_openvino_int8_falls_back_to_fast_bias_correction_and_says_so(tmp_path, 
     import openvino as ov
 
     from pncd.errors import RunFailed
-    from pncd.export.calibration import ImageSet
-    from pncd.export.onnx_export import export_onnx
-    from pncd.export.openvino_export import quantize
+    from pncd.data.images import ImageSet
+    from pncd.targets.onnx_export import export_onnx
+    from pncd.targets.openvino_build import quantize
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),

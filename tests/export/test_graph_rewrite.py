@@ -14,8 +14,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from pncd.export.graph_rewrite import PRELU_REWRITE, QDQ_OPS, QDQ_REWRITE, rewrite_file, scalar_prelu_to_leaky_relu
-from pncd.export.onnx_export import export_onnx
+from pncd.targets.graph_rewrite import PRELU_REWRITE, QDQ_OPS, QDQ_REWRITE, rewrite_file, scalar_prelu_to_leaky_relu
+from pncd.targets.onnx_export import export_onnx
 
 
 class TwoSlopes(nn.Module):

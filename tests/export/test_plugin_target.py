@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from pncd.cli import main
-from pncd.targets.base import Artifact, BuildOptions, Runner, RunOptions, Target
+from pncd.targets.base import BuildResult, BuildSpec, Runner, RunnerOptions, Target
 from pncd.targets.onnxrt import OnnxRuntimeRunner
 from pncd.targets.registry import TARGETS, load_runner, read_manifest, register_target
 
@@ -33,13 +33,13 @@ class ToyRunner(OnnxRuntimeRunner):
 class CopyTarget(Target):
     """The whole backend: copy the FP32 ONNX, run it with ONNX Runtime."""
 
-    def build(self, onnx: Path, out_dir: Path, precision: str, calib, options: BuildOptions) -> Artifact:
+    def build(self, onnx: Path, out_dir: Path, spec: BuildSpec) -> BuildResult:
         CALLS["build"] += 1
         shutil.copyfile(onnx, out_dir / "toy.onnx")
-        return Artifact("toy.onnx", "toy.onnx", {"toy": "a copy of the FP32 ONNX"},
+        return BuildResult("toy.onnx", "toy.onnx", {"toy": "a copy of the FP32 ONNX"},
                         parity_runners=[(self.name, ToyRunner(out_dir / "toy.onnx"))])
 
-    def runner(self, path: Path, device: str | None, options: RunOptions) -> Runner:
+    def runner(self, path: Path, device: str | None, options: RunnerOptions) -> Runner:
         CALLS["runner"] += 1
         return ToyRunner(path, threads=options.threads)
 

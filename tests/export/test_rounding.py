@@ -1,4 +1,4 @@
-"""Error-compensating rounding of NNCF's 7-bit weights (pncd.export.rounding), on real NNCF models.
+"""Error-compensating rounding of NNCF's 7-bit weights (pncd.targets.openvino_rounding), on real NNCF models.
 
 The measure is the one the pass optimises and the one that matters: how far the quantized
 layer's (or model's) output lies from the float one's, on the calibration images and on images
@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from pncd.export import rounding
+from pncd.targets import openvino_rounding as rounding
 
 
 def _correlated_inputs(rng: np.random.Generator, n: int, cin: int, mix: np.ndarray | None = None) -> np.ndarray:
@@ -59,7 +59,7 @@ def test_an_input_dead_on_the_calibration_images_is_rounded_to_nearest():
 @pytest.fixture(scope="module")
 def pointwise_net(tmp_path_factory):
     """A small network whose middle is 1x1 convolutions (MobileNetV2's shape), exported to ONNX."""
-    from pncd.export.onnx_export import export_onnx
+    from pncd.targets.onnx_export import export_onnx
 
     from tests.helpers import settle_batchnorm
 
@@ -102,8 +102,8 @@ def test_export_rounding_brings_the_int8_model_closer_to_float(pointwise_net):
     less squared error here: the rest is the 8-bit activations', which this pass leaves alone)."""
     import openvino as ov
 
-    from pncd.export.calibration import ImageSet
-    from pncd.export.openvino_export import quantize
+    from pncd.data.images import ImageSet
+    from pncd.targets.openvino_build import quantize
 
     path, calib_images, held_out = pointwise_net
     calib = ImageSet(calib_images, np.zeros((len(calib_images), 16, 16), np.int64), ["c"] * len(calib_images), "train", "", 32)
@@ -126,8 +126,8 @@ def test_export_rounding_brings_the_int8_model_closer_to_float(pointwise_net):
 def test_rounding_with_8bit_weights_uses_the_8bit_range(pointwise_net):
     import openvino as ov
 
-    from pncd.export.calibration import ImageSet
-    from pncd.export.openvino_export import quantize
+    from pncd.data.images import ImageSet
+    from pncd.targets.openvino_build import quantize
 
     path, calib_images, _ = pointwise_net
     calib = ImageSet(calib_images, np.zeros((len(calib_images), 16, 16), np.int64), ["c"] * len(calib_images), "train", "", 32)

@@ -34,8 +34,8 @@ def export(*args) -> int:
 
 
 def artifact_dice(out, images) -> float:
-    """What a bench of the artifact measures on ``images``: its runner, pncd.evaluation."""
-    from pncd.evaluation import predict, score
+    """What a bench of the artifact measures on ``images``: its runner, pncd.scoring."""
+    from pncd.scoring import predict, score
 
     with load_runner(out) as r:
         preds = predict(lambda x: r.infer({"image": x})["logits"], images.images, batch=1)
@@ -179,9 +179,9 @@ def test_auto_with_accuracy_control_is_refused(make_run, tmp_path, capsys):
 
 
 def test_unit_dice_matches_the_float_model(make_run, data_spec, tmp_path):
-    """The table's float Dice is the FP32 ONNX's Dice on the validation images (pncd.evaluation)."""
+    """The table's float Dice is the FP32 ONNX's Dice on the validation images (pncd.scoring)."""
     from pncd.checkpoint import load_model
-    from pncd.export.onnx_export import export_onnx
+    from pncd.targets.onnx_export import export_onnx
     from pncd.export.sensitivity import OrtBackend, dice_of
     from pncd.export.calibration import calibration_images
 
@@ -214,12 +214,23 @@ def test_tensorrt_sensitivity_runs_its_symmetric_qdq(make_run, tmp_path):
 
 
 def test_a_target_that_does_not_run_the_search_refuses_it(tmp_path):
-    """A plug-in target's build knows nothing of the sensitivity: the flag must not pass silently."""
+    """A plug-in target's build knows nothing of the sensitivity: the flag must not pass silently
+    (the target declares no such flag, so the export refuses it from the targets' table)."""
     from pncd.errors import PncdError
-    from pncd.export.pipeline import ExportOptions, _validate_sensitivity
+    from pncd.export.pipeline import ExportOptions, _validate_sensitivity, _validate_target_flags
+    from pncd.targets.base import Target
+    from pncd.targets.registry import TARGETS, register_target
 
-    with pytest.raises(PncdError, match="applies to targets onnxruntime, openvino, tensorrt"):
-        _validate_sensitivity(ExportOptions(target="toy", precision="int8", out=str(tmp_path / "x"), sensitivity=True))
+    register_target(Target("toy", runtime="toy", package="onnxruntime", description="test only"))
+    try:
+        with pytest.raises(PncdError, match="--sensitivity applies to --target onnxruntime, openvino, tensorrt or jetson "
+                                            "--precision int8 only"):
+            _validate_target_flags(ExportOptions(target="toy", precision="int8", out=str(tmp_path / "x"), sensitivity=True))
+        with pytest.raises(PncdError, match="--keep-float auto applies to --target onnxruntime"):
+            _validate_sensitivity(ExportOptions(target="toy", precision="int8", out=str(tmp_path / "x"), keep_float=("auto",)))
+    finally:
+        TARGETS._items.pop("toy", None)
+        TARGETS._meta.pop("toy", None)
     _validate_sensitivity(ExportOptions(target="jetson", precision="int8", out=str(tmp_path / "x"),
                                         keep_float=("auto",)))
 
@@ -255,7 +266,7 @@ def test_greedy_keeps_the_most_sensitive_first_and_says_when_it_cannot(monkeypat
     # full INT8 0.70; a in float 0.77; a and d 0.797; never better
     backend = _Scripted(blocks, lambda fl: 0.70 + 0.07 * ("a1" in fl) + 0.027 * ("d1" in fl))
     lines: list[str] = []
-    from pncd.export.calibration import ImageSet
+    from pncd.data.images import ImageSet
 
     images = ImageSet(np.zeros((4, 1, 2, 2), np.float32), np.zeros((4, 2, 2), np.int64), ["c"] * 4, "val", "", 4)
     nodes, rec = sens.plan(backend, images, 2, max_drop, auto=True, log=lines.append)

@@ -32,7 +32,7 @@ import pytest
 
 from pncd import models
 from pncd.export import parity
-from pncd.export.onnx_export import INPUT_NAME, OUTPUT_NAME
+from pncd.targets.onnx_export import INPUT_NAME, OUTPUT_NAME
 from pncd.export.pipeline import ExportOptions, build_target
 from pncd.targets.cpu import UNIT_ROUNDOFF, compute_precision, isa_summary
 

@@ -1,7 +1,7 @@
-"""Issue 23, item 6: a .nii.gz whose gzip trailer is cut or whose compressed data has a flipped
-bit was read as valid (nibabel stops reading once it has the voxels). Every reader now checks
-the whole gzip stream (CRC-32 and length): the file is refused in one line that names it, in
-pncd data check, train and eval alike; the intact file still reads."""
+"""A .nii.gz whose gzip trailer is cut or whose compressed data has a flipped bit reads as valid
+to nibabel (it stops reading once it has the voxels), so every reader checks the whole gzip
+stream (CRC-32 and length): the file is refused in one line that names it, in pncd data check,
+train and eval alike; the intact file still reads."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Issue 23, item 7a: a numeric option at 0 or below where that means nothing (``--epochs 0``
-reported success with no weights; ``--batch 0`` was "unexpected ValueError", exit 1) is refused
-before any work: exit 2, one line naming the flag, nothing written. The same ranges guard runs
-built from Python (pncd.options.RANGES, pncd.distill.options.DISTILL_RANGES)."""
+"""A numeric option at 0 or below where that means nothing (``--epochs 0``: a run with no
+weights; ``--batch 0``) is refused before any work: exit 2, one line naming the flag, nothing
+written. The same ranges guard runs built from Python (pncd.options.RANGES,
+pncd.distill.options.DISTILL_RANGES)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_epochs_0_from_python_is_refused_before_anything_is_written(tiny_data, t
     from pncd.distill.options import DistillOptions, DistillRun
     from pncd.distill.run import distill
     from pncd.options import DataOptions, TrainOptions, TrainRun
-    from pncd.train import train
+    from pncd.training.run import train
 
     out = tmp_path / "run"
     data = DataOptions(data=str(tiny_data), size=32)

@@ -1,6 +1,6 @@
-"""Issue 23, item 7c: ``pncd data check`` passed a data set whose val split is empty, which
-``pncd train`` refuses. Both now apply one rule (pncd.data.splits.empty_split): data check fails
-naming the split's file, train refuses with the same words."""
+"""A data set whose val split is empty: ``pncd data check`` and ``pncd train`` apply one rule
+(pncd.data.splits.empty_split): data check fails naming the split's file, train refuses with
+the same words."""
 
 from __future__ import annotations
 

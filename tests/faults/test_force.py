@@ -1,4 +1,4 @@
-"""Case 2: --force checks the inputs first, builds the new output beside the old and swaps at the
+"""--force checks the inputs first, builds the new output beside the old and swaps at the
 end, refuses to replace the run it reads, keeps files pncd did not write, and refuses a file."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Case 4: the gate fails when it compared nothing (unless --allow-empty), names the rows it could
+"""The gate fails when it compared nothing (unless --allow-empty), names the rows it could
 not compare, and treats non-numeric or missing metrics as bad input (exit 2, field named)."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def test_run_benched_under_another_name_fails_and_names_the_rows(tmp_path):
     assert p.returncode == 1, p.stdout + p.stderr
     assert "nothing was compared" in p.stdout and "gate: PASS" not in p.stdout
     assert "new-torch-fp32" in p.stdout.split("not compared:")[1]
-    # issue 23: the baseline's entry missing from the report is a failing row (it was a skip)
+    # the baseline's entry missing from the report is a failing row
     assert any(ln.startswith("old-torch-fp32") and "FAIL" in ln and "--allow-missing" in ln for ln in p.stdout.splitlines())
     assert _gate(rep, "--baseline", base, "--allow-empty").returncode == 1
     p = _gate(rep, "--baseline", base, "--allow-missing")

@@ -1,4 +1,4 @@
-"""Issue 23, items 2 and 3: --update-baseline writes only a new file or over a baseline (never the
+"""--update-baseline writes only a new file or over a baseline (never the
 report it reads, nor any other file); the gate fails a report of another data set than the
 baseline's (moving the data set keeps its identity), a baseline entry missing from the report
 (unless --allow-missing), and a report benched with --no-verify (unless --allow-unverified).

@@ -1,8 +1,8 @@
-"""Issue 23, item 7b: a run stopped before its last epoch (Ctrl-C, kill, a NaN stop) was exported
-without a word. ``pncd export`` and ``pncd eval`` now warn in one line (how far it got, how to
-finish it) and record it: the manifest's ``source.complete``/``epochs_done``/``epochs``,
-metrics.json's ``run_progress``; ``pncd bench`` of such an export and ``pncd distill`` from such
-a teacher warn too. A run still being written by another process says so."""
+"""A run stopped before its last epoch (Ctrl-C, kill, a NaN stop): ``pncd export`` and
+``pncd eval`` of it warn in one line (how far it got, how to finish it) and record it: the
+manifest's ``source.complete``/``epochs_done``/``epochs``, metrics.json's ``run_progress``;
+``pncd bench`` of such an export and ``pncd distill`` from such a teacher warn too. A run still
+being written by another process says so."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def _warnings(p) -> list[str]:
 def test_interrupted_run_is_exported_and_evaluated_with_a_warning_and_recorded(tiny_data, tmp_path):
     run = tmp_path / "run"
     # 12 epochs, Ctrl-C after the first: enough left that a test process descheduled on a busy CI
-    # machine still interrupts the run. (The exit 0 two CI runs saw was not that: the suite ran as a
-    # background job, which inherits SIGINT ignored; kill_when now gives the child Ctrl-C's default.)
+    # machine still interrupts the run. (A suite run as a background job inherits SIGINT ignored;
+    # kill_when gives the child Ctrl-C's default.)
     args = ["train", "--model", "enet", "--data", tiny_data, "--epochs", str(EPOCHS), "--seed", "2", *TINY, "--out", run]
     args[args.index("--steps-per-epoch") + 1] = "4"
     assert kill_when(args, lambda: (run / "last_state.pt").is_file(), sig=signal.SIGINT) == 130  # Ctrl-C

@@ -1,4 +1,4 @@
-"""Issue 23, item 5: one pncd process per --out. A second train, distill or qat on an --out that
+"""One pncd process per --out. A second train, distill or qat on an --out that
 another process is writing fails at once (exit 2, one line naming that process) and changes
 nothing; the first is unaffected; the lock goes with its process, even after kill -9."""
 
@@ -22,7 +22,7 @@ PAUSED_TRAIN = """
 import sys, time
 from pathlib import Path
 from pncd.options import DataOptions, TrainOptions, TrainRun
-from pncd.train import train
+from pncd.training.run import train
 
 paused, go = Path(sys.argv[3]), Path(sys.argv[4])
 

@@ -1,4 +1,4 @@
-"""Case 3: NaN/Inf in images is found where images are read (data check, train, eval), and the
+"""NaN/Inf in images is found where images are read (data check, train, eval), and the
 non-finite-loss message names a checkpoint that exists, or says there is none."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Case 5: OS errors (a read-only --out), schema errors (config.json without "model") and a broken
+"""OS errors (a read-only --out), schema errors (config.json without "model") and a broken
 teacher factory are one line and a non-zero exit in every command; PNCD_DEBUG=1 or --debug adds
 the traceback."""
 

@@ -1,4 +1,4 @@
-"""Issue 23, items 1 and 7: --force replaces only what pncd wrote. A folder without pncd's marker
+"""--force replaces only what pncd wrote. A folder without pncd's marker
 (.pncd-owned.json) is refused whole, and an entry of the new output that would land on a file
 the marker does not list is refused too, in every command that writes an output directory;
 an --out under a file is one line naming that file. Each refusal leaves the folder as it was."""

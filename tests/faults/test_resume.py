@@ -1,4 +1,4 @@
-"""Case 1: --resume restores what the run recorded and refuses what contradicts it; kill -9
+"""--resume restores what the run recorded and refuses what contradicts it; kill -9
 during train or distill, then --resume, ends with the weights of an uninterrupted run."""
 
 from __future__ import annotations

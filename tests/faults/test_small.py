@@ -1,4 +1,4 @@
-"""Case 6: artifact SHA-256 checked by bench (--no-verify recorded), data synth permissions,
+"""Artifact SHA-256 checked by bench (--no-verify recorded), data synth permissions,
 all-background data sets warned about, --host/--ssh-option/--calib-data refused before any data
 is loaded, the same exit status for a missing run in eval and export, strict host keys on -J."""
 

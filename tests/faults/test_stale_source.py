@@ -1,4 +1,4 @@
-"""Issue 23, item 4: the bench compares an artifact with the very weights it was exported from.
+"""The bench compares an artifact with the very weights it was exported from.
 An export of a run retrained since (its checkpoint's SHA-256 differs from the manifest) is
 refused unless --allow-stale-source; the torch reference loads the checkpoint the manifest
 names (an export of last.safetensors is not compared with best.safetensors); a source run that

@@ -1,6 +1,7 @@
 """The device-side runner on this machine: locally (no SSH), and its TensorRT path on a mock.
 
-TensorRT cannot be installed here (REFERENCE.md section 5), so ``test_tensorrt_path_*`` drive
+TensorRT cannot be installed here (the ``tensorrt`` wheels' libraries come from outside the
+package registries this machine reaches), so ``test_tensorrt_path_*`` drive
 the runner's ``TrtBackend`` with MOCKS: a stand-in ``tensorrt`` module and stand-ins for the
 Polygraphy loaders and ``TrtRunner`` it uses; the "engine" executes the ONNX with ONNX Runtime.
 What these tests check is the runner's own logic around TensorRT — engine cache naming and

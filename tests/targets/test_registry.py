@@ -22,7 +22,7 @@ def test_target_registry_pairs():
 
 
 def test_bare_files_and_runner_metadata(tmp_path):
-    from pncd.export.onnx_export import export_onnx
+    from pncd.targets.onnx_export import export_onnx
     from pncd.targets.onnxrt import OnnxRuntimeRunner
     from pncd.targets.torch_runner import TorchRunner
 

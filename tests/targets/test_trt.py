@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pncd.errors import PncdError, RunFailed
-from pncd.targets.base import PRECISIONS, RunOptions
+from pncd.targets.base import PRECISIONS, RunnerOptions
 from pncd.targets.trt import JETSON, TENSORRT, build_engine, parse_trt_version, trt_build_plan, trtexec_command
 
 # --- trt_build_plan: the version logic --------------------------------------------------------
@@ -101,12 +101,12 @@ def test_build_engine_failure_is_one_line(mocked_trt, tiny_onnx, tmp_path):
 
 def test_runner_needs_a_gpu_and_builds_without_a_matching_engine(mocked_trt, tiny_onnx, tmp_path):
     man = {"target": "jetson", "precision": "fp32", "tensorrt": {"engine": None}}
-    opts = RunOptions(precision="fp32", manifest=man, directory=tmp_path)
+    opts = RunnerOptions(precision="fp32", manifest=man, directory=tmp_path)
     with pytest.raises(PncdError, match="is a jetson artifact: TensorRT runs on an NVIDIA GPU"):
         JETSON.runner(Path(tiny_onnx), "cpu", opts)
     r = TENSORRT.runner(Path(tiny_onnx), "cuda", opts)  # no engine in the directory: one built in memory
     assert r._bytes.startswith(b"ENGINE") and mocked_trt[2]["builds"] == 1
-    assert TENSORRT.runner(tmp_path / "x.engine", "cpu", RunOptions()).path == tmp_path / "x.engine"  # a bare engine
+    assert TENSORRT.runner(tmp_path / "x.engine", "cpu", RunnerOptions()).path == tmp_path / "x.engine"  # a bare engine
 
 
 # --- TensorRT itself (only where it is installed) ---------------------------------------------
@@ -118,7 +118,7 @@ def test_tensorrt_engine_matches_onnxruntime(tmp_path):
     pytest.importorskip("tensorrt", reason="tensorrt is not installed (its wheels need NVIDIA's index and a GPU)")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device: TensorRT engines need an NVIDIA GPU")
-    from pncd.export.onnx_export import export_onnx
+    from pncd.targets.onnx_export import export_onnx
     from pncd.targets.onnxrt import OnnxRuntimeRunner
     from pncd.targets.trt import TensorRTRunner, build_engine
 

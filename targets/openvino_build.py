@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from pncd.errors import PncdError, RunFailed
-from pncd.export.calibration import ImageSet
+from pncd.data.images import ImageSet
 from pncd.targets.base import require
 
 NNCF_METHODS = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "entropy": "HISTOGRAM"}
@@ -60,7 +60,7 @@ def convert(
     ``onnx_path`` is a QAT run's QDQ ONNX, whose Quantize/DequantizeLinear pairs OpenVINO runs as INT8.
     ``float_nodes``: further op friendly names NNCF leaves in floating point (``--keep-float auto``).
     ``portable``: 7-bit weights, correct on CPUs without VNNI (see the module docstring).
-    ``rounding``: "nearest" (NNCF's) or "gptq" (:mod:`pncd.export.rounding`); None: gptq for 7-bit
+    ``rounding``: "nearest" (NNCF's) or "gptq" (:mod:`pncd.targets.openvino_rounding`); None: gptq for 7-bit
     weights without accuracy control, else nearest."""
     ov = require("openvino", "openvino", "the openvino target")
     model = ov.convert_model(str(onnx_path))
@@ -103,7 +103,7 @@ WEIGHT_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "Gro
 
 def float_layers(model, keep: tuple[str, ...]) -> list[str]:
     """Friendly names of the OpenVINO ops NNCF leaves in floating point, as ONNX Runtime's
-    :func:`pncd.export.ort_export.float_layers`: "first" = ops reading the input, "last" = the
+    :func:`pncd.targets.onnxrt_build.float_layers`: "first" = ops reading the input, "last" = the
     classifier and the weight-free ops after it."""
     names: list[str] = []
     if "first" in keep:
@@ -129,7 +129,7 @@ def quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_cont
              rounding: str = "nearest"):
     """``model`` (OpenVINO) quantized to INT8 by NNCF on ``calib``, and the record of how (for the export,
     its sensitivity search, ``pncd distill --teacher-runtime openvino-int8``). ``portable``: NNCF's overflow
-    fix on every layer (7-bit weights); ``rounding`` "gptq": :mod:`pncd.export.rounding` after NNCF."""
+    fix on every layer (7-bit weights); ``rounding`` "gptq": :mod:`pncd.targets.openvino_rounding` after NNCF."""
     nncf = require("nncf", "nncf", "OpenVINO INT8 quantization")
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
@@ -219,7 +219,7 @@ def refine_rounding(q, model, calib: ImageSet, portable: bool) -> dict[str, Any]
     """NNCF's 1x1 convolution weights in ``q`` rounded again on ``calib`` (in place); its record."""
     import openvino as ov
 
-    from pncd.export import rounding
+    from pncd.targets import openvino_rounding as rounding
 
     core = ov.Core()
     levels = (rounding.LEVEL_MIN, rounding.LEVEL_MAX) if portable else (-127, 127)
@@ -238,8 +238,8 @@ def dice_validation_fn(num_classes: int):
     """NNCF validation function: (Dice per case over the items, per-item Dice) of a compiled model.
 
     Items are (image (1, C, H, W), label map (H, W), case id); predictions and scores come from
-    :mod:`pncd.evaluation`, as everywhere else."""
-    from pncd.evaluation import predict, score, slice_dice
+    :mod:`pncd.scoring`, as everywhere else."""
+    from pncd.scoring import predict, score, slice_dice
 
     def validate(compiled_model, items) -> tuple[float, list[float]]:
         items = list(items)

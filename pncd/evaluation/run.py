@@ -1,6 +1,6 @@
 """``pncd eval``: per-case Dice/VOE/RVD of a run on a split, with overlays like the paper's Fig. 5.
 
-The torch side of :mod:`pncd.evaluation` (predict, then score per case) lives here too:
+The torch side of :mod:`pncd.scoring` (predict, then score per case) lives here too:
 :func:`evaluate_model` is what training and distillation validate with.
 """
 
@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import click
+import sys
+
 import numpy as np
 import torch
 from torch import nn
 
-from pncd import evaluation
-from pncd.config import resolved_params
+from pncd import scoring
 from pncd.errors import PncdError
 from pncd.metrics import SegMetrics
 
@@ -23,7 +23,7 @@ from pncd.metrics import SegMetrics
 def predict(model: nn.Module, images: np.ndarray, device: torch.device | str = "cpu", batch: int = 16,
             progress: bool = True) -> np.ndarray:
     """Argmax labels (N,H,W) uint8 of a torch model on preprocessed images (N,C,H,W)
-    (:func:`pncd.evaluation.predict` with the model as its ``infer_fn``)."""
+    (:func:`pncd.scoring.predict` with the model as its ``infer_fn``)."""
     model.eval()
     device = torch.device(device)
 
@@ -31,12 +31,12 @@ def predict(model: nn.Module, images: np.ndarray, device: torch.device | str = "
     def infer(x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
-    return evaluation.predict(infer, images, batch, desc="predict" if progress else None)
+    return scoring.predict(infer, images, batch, desc="predict" if progress else None)
 
 
 def score(preds: np.ndarray, sliceset: Any) -> SegMetrics:
     """Per-case metrics (3-D per patient volume) of label maps over a SliceSet."""
-    return evaluation.score(preds, sliceset.masks, sliceset.case_ids, sliceset.spec.num_classes)
+    return scoring.score(preds, sliceset.masks, sliceset.case_ids, sliceset.spec.num_classes)
 
 
 def evaluate_model(model: nn.Module, sliceset: Any, device: torch.device | str = "cpu", batch: int = 16,
@@ -45,16 +45,14 @@ def evaluate_model(model: nn.Module, sliceset: Any, device: torch.device | str =
     return score(predict(model, sliceset.images, device, batch, progress), sliceset)
 
 
-def run_eval(ctx: click.Context, config: str | None, run: str, data: str | None, split: str, which: str,
-             out: str | None, overlays: int, device: str, force: bool) -> None:
-    """``pncd eval`` (the command is :func:`pncd.commands.evaluate.eval_command`)."""
-    evaluate_run(run, split, data=data, which=which, out=out, overlays=overlays, device=device, force=force,
-                 options=resolved_params(ctx))
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
 
 
 def evaluate_run(run: str | Path, split: str = "test", *, data: str | None = None, which: str = "best",
                  out: str | Path | None = None, overlays: int = 6, device: str = "auto", force: bool = False,
-                 options: dict[str, Any] | None = None, echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
+                 options: dict[str, Any] | None = None, echo: Callable[[str], None] = print,
+                 warn: Callable[[str], None] = _stderr) -> dict[str, Any]:
     """Score a run's ``which`` checkpoint on ``split``; write ``metrics.json`` and overlay PNGs to
     ``out`` (default ``RUN/eval-SPLIT``) and return what metrics.json holds. ``options``: what
     metrics.json records as the options (default: these arguments). A run that stopped before
@@ -77,7 +75,7 @@ def evaluate_run(run: str | Path, split: str = "test", *, data: str | None = Non
     progress = run_progress(run_dir, cfg)
     stopped = incomplete_warning(run, progress, "evaluating")
     if stopped:
-        click.echo(stopped, err=True)
+        warn(stopped)
     spec = DataSpec.from_dict(cfg["data"])
     if data:
         spec.root = data
@@ -91,7 +89,7 @@ def evaluate_run(run: str | Path, split: str = "test", *, data: str | None = Non
               "run_progress": progress.record()}
     with atomic_dir(out_dir, force=force, protect=(run_dir,)) as tmp:
         write_json(tmp / "metrics.json", result)
-        for rank, i in enumerate(evaluation.extreme_slices(preds, ss.masks, overlays)):
+        for rank, i in enumerate(scoring.extreme_slices(preds, ss.masks, overlays)):
             save_png(tmp / f"overlay_{rank:02d}_{ss.case_ids[i]}_z{ss.slice_index[i]}.png",
                      overlay(ss.images[i], ss.masks[i], preds[i]), scale=2, titles=OVERLAY_TITLES,
                      caption=f"{ss.case_ids[i]}, slice {ss.slice_index[i]}")
@@ -105,5 +103,3 @@ def fmt(x: float | None, digits: int = 4) -> str:
     """A metric for people: 'n/a' where it is undefined (e.g. RVD with no ground truth)."""
     return "n/a" if x is None else f"{x:.{digits}f}"
 
-
-from pncd.commands.evaluate import eval_command  # noqa: E402  (re-exported: the click layer, torch-free)

@@ -43,7 +43,7 @@ def click_option(f: Field) -> Callable[[Callable], Callable]:
 
 def bench_options(fn: Callable) -> Callable:
     """ARTIFACTS, every CLI field of :class:`BenchOptions`, ``--gate`` and ``--config``."""
-    from pncd.config import config_option
+    from pncd.commands.config import config_option
 
     opts: list[Callable[[Callable], Callable]] = [
         click.argument("artifacts", nargs=-1, type=click.Path(path_type=Path)),
@@ -71,7 +71,7 @@ def bench_command(ctx: click.Context, artifacts: tuple[Path, ...], gate_baseline
       pncd bench exports/enet-ov-int8 --out reports/ov --gate baselines/enet.json
     """
     from pncd.bench.pipeline import run
-    from pncd.config import resolved_params
+    from pncd.commands.config import resolved_params
 
     opts = BenchOptions.from_params(params)
     report = run(artifacts, opts, params=resolved_params(ctx))
@@ -82,7 +82,8 @@ def bench_command(ctx: click.Context, artifacts: tuple[Path, ...], gate_baseline
                    + (f"   ΔDice {e['dice_diff']:+.5f}" if e.get("dice_diff") is not None else ""))
     click.echo(f"report: {opts.out}/report.md")
     if gate_baseline is not None:
-        from pncd.bench.gate import print_rows, run_gate
+        from pncd.bench.gate import run_gate
+        from pncd.commands.gate import print_rows
 
         # --no-verify on this very command line is the user's choice: the gate warns and goes on
         warnings: list[str] = []

@@ -1,8 +1,8 @@
 """``train(TrainRun) -> RunResult``: one network trained alone (``pncd train``, a teacher or a
-student baseline), with the paper's recipe (see :mod:`pncd.trainer` for the loop).
+student baseline), with the paper's recipe (see :mod:`pncd.training.loop` for the loop).
 
     from pncd.options import DataOptions, TrainOptions, TrainRun
-    from pncd.train import train
+    from pncd.training.run import train
 
     result = train(TrainRun(model="enet", out="runs/enet", data=DataOptions(size=64),
                             train=TrainOptions(epochs=5, steps_per_epoch=50)))
@@ -24,7 +24,7 @@ from pncd.errors import PncdError
 from pncd.options import DataOptions, RunResult, TrainOptions, TrainRun
 from pncd.rundir import RUN_FILES, prepare_out, staging_dir
 from pncd.runlog import TermMonitor
-from pncd.trainer import EpochSampler, Trainer
+from pncd.training.loop import EpochSampler, Trainer
 
 
 def check_size(model: nn.Module, size: int) -> None:
@@ -83,9 +83,5 @@ def _train(run: TrainRun, record: dict[str, Any] | None) -> RunResult:
     return fit_run(Trainer(model, spec, run.train_options(), out, resume=run.resume, command_params=params, on_step=run.on_step))
 
 
-# the click layer, torch-free, lives in pncd.commands.training (re-exported for older imports)
-from pncd.commands.training import (  # noqa: E402
-    RESUME_MAY_CHANGE, check_resume, common_training_options, recorded_options, train_command)
-
-__all__ = ["RESUME_MAY_CHANGE", "check_resume", "common_training_options", "recorded_options", "train_command", "DataOptions", "EpochSampler", "RUN_FILES", "RunResult", "TermMonitor", "TrainOptions", "TrainRun", "Trainer",
+__all__ = ["DataOptions", "EpochSampler", "RUN_FILES", "RunResult", "TermMonitor", "TrainOptions", "TrainRun", "Trainer",
            "check_size", "fit_run", "prepare_out", "staging_dir", "train"]

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from pncd.data.images import feeds
 from pncd.errors import PncdError, RunFailed
 
 # TensorRT's ONNX parser takes DequantizeLinear only on activation types (float tensors): an
@@ -186,7 +187,6 @@ def quantize_preprocessed(pre: str | Path, dst: str | Path, images: np.ndarray, 
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from pncd.export.calibration import ort_reader
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
@@ -259,3 +259,18 @@ def write_precision_onnx(fp32_onnx: Path, out_dir: Path, precision: str, input_n
         raise PncdError("INT8 needs calibration images")
     return name, quantize_int8(fp32_onnx, dst, calib.images, input_name, method, symmetric=symmetric,
                                keep_float=keep_float, float_nodes=float_nodes, reduce_range=reduce_range)
+def ort_reader(images: np.ndarray, input_name: str):
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over ``images`` (batch 1)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = feeds(images, input_name)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+        def rewind(self) -> None:
+            self._it = feeds(images, input_name)
+
+    return _Reader()

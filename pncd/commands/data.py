@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pncd.config import config_option
+from pncd.commands.config import config_option
 from pncd.errors import PncdError, RunFailed
 
 

@@ -1,7 +1,7 @@
 """Error-compensating rounding of NNCF's 7-bit convolution weights (GPTQ-style, after NNCF).
 
 NNCF rounds each weight to its nearest 7-bit level on its own. With 7-bit weights (pncd's
-portable default, see :mod:`pncd.export.openvino_export`) that costs the LGG MobileNetV2 about one
+portable default, see :mod:`pncd.targets.openvino_build`) that costs the LGG MobileNetV2 about one
 point of Dice kept, where 8-bit weights cost none. This pass keeps NNCF's grid (its per-channel
 scales, its activation quantizers, the int8 range) and chooses the integer levels again, layer
 by layer in graph order, so that each 1x1 convolution's output on the calibration images is as
@@ -209,6 +209,6 @@ def refine(qmodel, fmodel, images: np.ndarray, compile_fn: Callable, level_range
         layer.bias.output(0).replace(ov.op.Constant(bias.astype(np.float32).reshape(bshape)).output(0))
         changed += int(np.count_nonzero(levels.astype(np.int64) != old))
         total += old.size
-    return {"method": "error-compensating (GPTQ-style) rounding of the 1x1 convolutions, pncd.export.rounding",
+    return {"method": "error-compensating (GPTQ-style) rounding of the 1x1 convolutions, pncd.targets.openvino_rounding",
             "layers": len(layers), "levels_changed": changed, "weights": total, "level_range": list(level_range),
             "rows_per_image": ROWS_PER_IMAGE, "images": len(images), "damp": DAMP}

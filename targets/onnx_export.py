@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pncd.errors import RunFailed
-from pncd.export.graph_rewrite import rewrite_file
+from pncd.targets.graph_rewrite import rewrite_file
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"

@@ -7,19 +7,9 @@ from typing import Any
 
 import click
 
-from pncd.bench.gate import (GateInputError, baseline_from_report, check_baseline_target, compared, load_report,
-                             run_gate)
+from pncd.bench.gate import (GateInputError, baseline_from_report, check_baseline_target, compared, format_rows,
+                             load_report, run_gate)
 from pncd.errors import PncdError
-
-
-def format_rows(rows: list[dict[str, Any]]) -> str:
-    head = ("entry", "rule", "value", "limit", "result")
-    body = [(r["entry"], r["rule"], "–" if r["value"] is None else f"{r['value']:.5g}", r["limit"],
-             r["status"].upper() + (f"  ({r['detail']})" if r["detail"] else "")) for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    widths[-1] = 0
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(head), line(tuple("-" * max(w, 6) for w in widths)), *(line(b) for b in body)])
 
 
 def print_rows(rows: list[dict[str, Any]], allow_empty: bool = False, warnings: list[str] | tuple[str, ...] = ()) -> None:

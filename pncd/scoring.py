@@ -1,7 +1,7 @@
 """One way to evaluate a segmentation network: predict label maps, then score them per case.
 
 Every place that turns a network's outputs into Dice/VOE/RVD uses these functions (``pncd eval``
-and the training loop through :mod:`pncd.evaluate`, the bench, the export parity check and
+and the training loop through :mod:`pncd.evaluation.run`, the bench, the export parity check and
 OpenVINO's accuracy control), so they all agree on what a prediction is and what a case is:
 
 - :func:`predict` / :func:`predict_logits`: run ``infer_fn`` over images ``batch`` at a time.
@@ -16,7 +16,7 @@ OpenVINO's accuracy control), so they all agree on what a prediction is and what
   :func:`extreme_slices` (the worst and best lesion slices against the ground truth): which
   slices an overlay shows.
 
-Nothing here imports torch; a torch model is one ``infer_fn`` away (see :func:`pncd.evaluate.predict`).
+Nothing here imports torch; a torch model is one ``infer_fn`` away (see :func:`pncd.evaluation.run.predict`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pncd.config import config_option, resolved_params
+from pncd.commands.config import config_option, resolved_params
 from pncd.targets.registry import TARGETS
 
 

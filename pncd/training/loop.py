@@ -23,17 +23,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import click
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from pncd import checkpoint as ckpt
+from pncd.console import warn
 from pncd.errors import PncdError, RunFailed
 from pncd.options import TrainOptions
 from pncd.rundir import RUN_FILES, staging_dir, take_staged
-from pncd.runlog import RunLog, TermMonitor
+from pncd.runlog import GRADIENT_SAMPLES, GradientShares, RunLog, TermMonitor
 from pncd.runtime import init_distributed, resolve_device, seed_everything
 
 
@@ -92,8 +92,8 @@ class Trainer:
         if len(self.train_set) == 0:
             raise PncdError(f"the train split of {data_spec.root or 'the synthetic data'} is empty; check splits.json")
         if self.dist.is_main and not (np.asarray(self.train_set.masks) > 0).any():
-            click.echo(f"warning: no mask of the train split of {data_spec.root or 'the synthetic data'} has a "
-                       "foreground pixel; the network will learn to predict background only (check the masks)", err=True)
+            warn(f"warning: no mask of the train split of {data_spec.root or 'the synthetic data'} has a "
+                       "foreground pixel; the network will learn to predict background only (check the masks)")
         self.model = model.to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -108,6 +108,7 @@ class Trainer:
         # --clip-grad-norm acts on everything the optimizer trains (the student and any heads)
         self._clip_params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.monitor = TermMonitor()
+        self.gradients = GradientShares()
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=max(1, opts.epochs * self.steps_per_epoch), eta_min=opts.min_lr
         )
@@ -136,6 +137,11 @@ class Trainer:
     def compute_loss(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.model(images)
         return self.seg_loss(logits, masks)
+
+    def term_gradient_norms(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The norm of each weighted loss term's gradient on the network being trained ({}: the
+        loss has one term; a distillation names each of its terms)."""
+        return {}
 
     def step_info(self) -> dict[str, float]:
         """Values besides the loss terms that the step rows of log.jsonl record (e.g. warm-up)."""
@@ -222,6 +228,7 @@ class Trainer:
         written to the console and as ``anomaly`` rows, with their step, whenever they occur."""
         self.model.train()
         self.monitor.reset_epoch()
+        self.gradients.reset_epoch()
         bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.opts.epochs}", leave=False, disable=not self.dist.is_main, unit="batch")
         for images, masks in bar:
             vals, info = self._step(epoch, images, masks)
@@ -230,7 +237,7 @@ class Trainer:
                 self._log({"type": "step", "epoch": epoch, "step": self.global_step, **vals, **info, "lr": self.scheduler.get_last_lr()[0]})
             for callback in self.on_step:
                 callback(self)
-        return self.monitor.epoch_summary()
+        return {**self.monitor.epoch_summary(), **self.gradients.epoch_summary()}
 
     def _step(self, epoch: int, images: torch.Tensor, masks: torch.Tensor) -> tuple[dict[str, float], dict[str, float]]:
         """One optimizer step; returns the step's terms (and grad_norm) and ``step_info``."""
@@ -241,6 +248,8 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
             parts = self.compute_loss(images, masks)
         loss = parts["loss"]
+        if self.global_step % max(1, self.steps_per_epoch // GRADIENT_SAMPLES) == 0:
+            self.gradients.update(self.term_gradient_norms(parts))
         vals = {k: float(v.detach()) for k, v in parts.items()}
         self._report(epoch, self.monitor.update(vals))
         if not torch.isfinite(loss):
@@ -270,7 +279,7 @@ class Trainer:
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
-        from pncd.evaluate import evaluate_model
+        from pncd.evaluation.run import evaluate_model
 
         if len(self.val_set) == 0:
             return {}

@@ -1,0 +1,52 @@
+"""``pncd ablate``: the click layer over :func:`pncd.apps.ablate.run_ablation`."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pncd.commands.config import config_option
+
+
+@click.command("ablate")
+@config_option
+@click.option("--teacher", required=True, help="Teacher run directory.")
+@click.option("--student", default="enet", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory for the runs and the table.")
+@click.option("--grid", "grid_kind", type=click.Choice(["table3", "singles"]), default="table3", show_default=True,
+              help="table3: none, each module, each pair, all four; singles: none, each module, all four.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--distill-args", default="", help="Extra options passed to every `pncd distill` (quoted string).")
+def ablate_command(config: str | None, teacher: str, student: str, out: str, grid_kind: str, split: str, epochs: int, seed: int, distill_args: str) -> None:
+    """Run the PNCD module ablation for one student and write ablation.md / ablation.json.
+
+    \b
+    Example:
+      pncd ablate --teacher runs/dcsaunet --student enet --epochs 10 --out runs/ablate-enet \\
+          --distill-args "--size 128 --batch 8 --lesion-fraction 0.5"
+    """
+    from pncd.apps.ablate import run_ablation
+
+    def row_options(run: Path, mods: tuple[str, ...]) -> Any:
+        return distill_row(teacher, student, run, mods, epochs, seed, distill_args)
+
+    run_ablation(student, teacher, out, grid_kind, split, row_options, log=click.echo)
+
+
+def distill_row(teacher: str, student: str, run: Path, mods: tuple[str, ...], epochs: int, seed: int, distill_args: str) -> Any:
+    """The :class:`~pncd.distill.options.DistillRun` of one row: ``distill_args`` parsed as
+    ``pncd distill`` parses them, then the row's own settings (continued with --resume when
+    the row has a finished epoch, replaced with --force when it has only a partial one)."""
+    from pncd.commands.distill import distill_command, distill_run
+
+    args = [*shlex.split(distill_args), "--teacher", teacher, "--student", student, "--out", str(run), "--epochs", str(epochs),
+            "--seed", str(seed), "--modules", ",".join(mods) or "none"]
+    if run.exists():
+        args.append("--resume" if (run / "last_state.pt").is_file() else "--force")
+    with distill_command.make_context("distill", args) as ctx:
+        return distill_run(ctx, ctx.params)

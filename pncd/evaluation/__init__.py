@@ -1,0 +1,1 @@
+"""Evaluating a trained run on a split: predictions, per-case metrics, overlays (:mod:`pncd.evaluation.run`)."""
