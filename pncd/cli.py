@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "eval": "pncd.commands.evaluate:eval_command",
     "distill": "pncd.commands.distill:distill_command",
     "ablate": "pncd.commands.ablate:ablate_command",
+    "compare": "pncd.commands.compare:compare_command",
     "qat": "pncd.commands.qat:qat_command",
     "export": "pncd.commands.export:export_command",
     "bench": "pncd.commands.bench:bench_command",
@@ -71,7 +72,7 @@ def cli(debug: bool) -> None:
     \b
     Examples:
       pncd demo --out pncd-demo                  # the whole pipeline on synthetic data
-      pncd data check ../shared/data/lgg-flair   # inspect a data set
+      pncd data check path/to/lgg-flair    # inspect a data set
       pncd train --model dcsaunet --data DIR --out runs/teacher
       pncd distill --teacher runs/teacher --student enet --data DIR --out runs/enet-pncd
       pncd export runs/enet-pncd --target openvino --precision int8 --out exports/enet-ov-int8

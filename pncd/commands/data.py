@@ -16,7 +16,7 @@ def data_group() -> None:
 
     \b
     Examples:
-      pncd data check ../shared/data/lgg-flair
+      pncd data check path/to/lgg-flair
       pncd data synth data/synthetic --cases 24 --slices 8 --size 128
     """
 
@@ -44,7 +44,7 @@ def check_command(config: str | None, directory: Path, num_classes: int | None, 
 
     \b
     Examples:
-      pncd data check ../shared/data/lgg-flair
+      pncd data check path/to/lgg-flair
       pncd data check my-data --num-classes 3 --json report.json
     """
     from pncd.data.check import check_dataset, format_report
@@ -104,13 +104,14 @@ def split_command(config: str | None, directory: Path, k: int, seed: int, val_fr
     selects the best epoch (val), the others are trained on. Every case is held out once.
 
     \b
-    Use a fold wherever a split is chosen: `--fold I` on train, distill, eval, export and bench
-    (the file beside the data is found by itself; elsewhere add --folds-file FILE).
+    Train or distil on a fold with `--fold I` (the file beside the data is found by itself;
+    elsewhere add --folds-file FILE); the run records its fold, and eval, export (calibration
+    and parity) and bench of that run use the same fold's splits. `pncd compare` runs them all.
 
     \b
     Examples:
-      pncd data split ../shared/data/lgg-flair --folds 5 --seed 0 --out lgg-folds.json
-      pncd train --model enet --data ../shared/data/lgg-flair --folds-file lgg-folds.json --fold 0 --out runs/enet-f0
+      pncd data split path/to/lgg-flair --folds 5 --seed 0 --out lgg-folds.json
+      pncd train --model enet --data path/to/lgg-flair --folds-file lgg-folds.json --fold 0 --out runs/enet-f0
       pncd data split my-nnunet-set --folds 5 --nnunet          # DIR/splits_final.json
     """
     from pncd.data import folds as F

@@ -41,7 +41,7 @@ def demo_command(config: str | None, out: str, data: str | None, cases: int, tea
     \b
     Example:
       pncd demo --out pncd-demo
-      pncd demo --out demo-lgg --data ../shared/data/lgg-flair --size 128 --teacher-epochs 6
+      pncd demo --out demo-lgg --data path/to/lgg-flair --size 128 --teacher-epochs 6
     """
     if data is not None and cases != DemoRecipe.cases:
         raise PncdError("--cases sets the built-in phantoms' size; it does not go with --data")

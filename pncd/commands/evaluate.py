@@ -28,7 +28,7 @@ def eval_command(ctx: click.Context, **params: Any) -> None:
     \b
     Example:
       pncd eval runs/unet --split test
-      pncd eval runs/enet-pncd --data ../shared/data/lgg-flair --split val --out reports/enet-val
+      pncd eval runs/enet-pncd --data path/to/lgg-flair --split val --out reports/enet-val
     """
     from pncd.commands.config import resolved_params
     from pncd.evaluation.run import evaluate_run

@@ -180,7 +180,7 @@ def train_command(ctx: click.Context, model_name: str, pretrained: str | None, *
 
     \b
     Examples:
-      pncd train --model unet --data ../shared/data/lgg-flair --size 128 --epochs 5 --out runs/unet
+      pncd train --model unet --data path/to/lgg-flair --size 128 --epochs 5 --out runs/unet
       pncd train --model dcsaunet --out runs/teacher --epochs 3          # synthetic data
       pncd train --model enet --out runs/enet --resume                   # continue a run
       torchrun --nproc-per-node 2 -m pncd.cli train --model enet --out runs/enet-ddp
