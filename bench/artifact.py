@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pncd.errors import PncdError
+from pncd.export.manifest import MANIFEST
+from pncd.io import write_json
 
 
 @dataclass(frozen=True)
@@ -27,15 +31,36 @@ class Artifact:
     onnx: Path | None  # its ONNX file, when it has one
     static_batch: int | None  # the fixed batch size of its input (None: dynamic)
     source_check: str | None = None  # its source checkpoint against the manifest (set by the bench)
+    origin: Path | None = None  # the folder named on the command line, once ``dir`` is its verified copy (snapshot)
+    reference_copy: Path | None = None  # a private copy of the source checkpoint bytes whose SHA-256 was checked
+
+    @property
+    def folder(self) -> Path:
+        """The artifact folder as the user named it (``dir`` may be a private, verified copy)."""
+        return self.origin or self.dir
 
     @property
     def checkpoint(self) -> Path | None:
         """The checkpoint of the source run it was exported from (manifest ``source.checkpoint``),
-        None when the manifest does not name one."""
+        None when the manifest does not name one inside the source run (:meth:`checkpoint_problem`)."""
         name = (self.manifest.get("source") or {}).get("checkpoint")
-        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        if name is None or self.checkpoint_problem():
             return None
         return self.source_run / name
+
+    def checkpoint_problem(self) -> str | None:
+        """Why the manifest's ``source.checkpoint`` is not a file inside the source run (a relative
+        path that leaves it, symbolic links resolved, or not a name at all); None when it is one
+        or names none."""
+        name = (self.manifest.get("source") or {}).get("checkpoint")
+        if name is None:
+            return None
+        if isinstance(name, str) and name and "\\" not in name and "\0" not in name:
+            root = self.source_run.resolve()
+            real = (root / name).resolve()
+            if real != root and real.is_relative_to(root):
+                return None
+        return f"its source.checkpoint {name!r} is not a file inside the source run {self.source_run}"
 
     @property
     def checkpoint_sha256(self) -> str | None:
@@ -43,40 +68,58 @@ class Artifact:
         return sha if isinstance(sha, str) and sha else None
 
     def reference_checkpoint(self) -> Path | None:
-        """The weights its torch reference loads: the checkpoint it was exported from, or (when
-        the manifest does not name one, or it is gone) the run's default (``best``, else
+        """The weights its torch reference loads: the private copy of the checked checkpoint bytes
+        (:attr:`reference_copy`), else :meth:`reference_source`."""
+        return self.reference_copy or self.reference_source()
+
+    def reference_source(self) -> Path | None:
+        """The checkpoint of the source run its reference stands for: the one it was exported from,
+        or (when the manifest does not name one, or it is gone) the run's default (``best``, else
         ``last``); None when the run has none."""
         if self.checkpoint is not None and self.checkpoint.is_file():
             return self.checkpoint
         return default_checkpoint(self.source_run)
 
-    def check_source(self, reference: bool, allow_stale: bool, hashes: dict[Path, str] | None = None) -> str:
+    def check_source(self, reference: bool, allow_stale: bool, hashes: SourceCopies | None = None) -> str:
         """Its source checkpoint against the SHA-256 its manifest recorded at export time; returns
         what the report records (``source_check``). A checkpoint that changed since (the run was
-        retrained) is refused unless ``allow_stale``, and one that is gone while the torch
-        reference (``reference``) needs it is refused: the bench would compare the artifact with
-        other weights than it was exported from. A source run that is gone (the artifact copied to
-        another machine) is only noted. ``hashes``: a cache of file -> SHA-256."""
-        from pncd.io import sha256_file
+        retrained), or that the manifest places outside the source run, is refused unless
+        ``allow_stale``, and one that is gone while the torch reference (``reference``) needs it
+        is refused: the bench would compare the artifact with other weights than it was exported
+        from. A source run that is gone (the artifact copied to another machine) is only noted.
+        ``hashes``: each checkpoint read once (and copied, for the reference to load those bytes)."""
+        return self._source_check(reference, allow_stale, hashes or SourceCopies(None))[0]
 
+    def with_source_checked(self, reference: bool, allow_stale: bool, sources: SourceCopies) -> Artifact:
+        """This artifact with :attr:`source_check` set, and its torch reference bound to the very
+        bytes checked (:attr:`reference_copy`, when ``sources`` copies)."""
+        check, copy = self._source_check(reference, allow_stale, sources)
+        return dataclasses.replace(self, source_check=check, reference_copy=copy)
+
+    def _source_check(self, reference: bool, allow_stale: bool, sources: SourceCopies) -> tuple[str, Path | None]:
+        bad = self.checkpoint_problem()
+        if bad:
+            if not allow_stale:
+                raise PncdError(f"{self.folder}: {bad}, so the weights it was exported from cannot be checked; "
+                                "re-export it or pass --allow-stale-source")
+            return f"not checked ({bad}): benched with --allow-stale-source", None
         ck, want = self.checkpoint, self.checkpoint_sha256
         if ck is None or want is None:
-            return "not recorded in the manifest"
+            return "not recorded in the manifest", None
         if not self.source_run.is_dir():
-            return "source run not found: not checked"
+            return "source run not found: not checked", None
         if not ck.is_file():
             if reference:
-                raise PncdError(f"{self.dir} was exported from {ck}, which no longer exists; restore it, re-export "
-                                "the artifact, or pass --no-reference")
-            return "checkpoint not found: not checked"
-        hashes = {} if hashes is None else hashes
-        have = hashes.get(ck) or hashes.setdefault(ck, sha256_file(ck))
+                raise PncdError(f"{self.folder} was exported from {ck}, which no longer exists; restore it, "
+                                "re-export the artifact, or pass --no-reference")
+            return "checkpoint not found: not checked", None
+        have, copy = sources.read(ck, self.source_run)
         if have == want:
-            return "sha256 matches the manifest"
+            return "sha256 matches the manifest", copy
         if not allow_stale:
-            raise PncdError(f"{self.dir} was exported from {ck} with SHA-256 {want[:12]}…, but that file now has "
+            raise PncdError(f"{self.folder} was exported from {ck} with SHA-256 {want[:12]}…, but that file now has "
                             f"{have[:12]}… (retrained?); re-export it or pass --allow-stale-source")
-        return f"differs from the manifest (sha256 {have[:12]}… vs {want[:12]}…): benched with --allow-stale-source"
+        return f"differs from the manifest (sha256 {have[:12]}… vs {want[:12]}…): benched with --allow-stale-source", copy
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> Artifact:
@@ -110,14 +153,68 @@ class Artifact:
         return self.source_run.name
 
     def verify(self) -> None:
-        """The files against the SHA-256 of the manifest: a swapped or damaged file is refused."""
-        from pncd.export.manifest import verify
+        """The files against the manifest it was read with (:func:`pncd.export.manifest.check_files`:
+        listed inside the folder, SHA-256) and its claims against the graph (precision, target):
+        anything else is refused in one line."""
+        self._checked(None)
 
-        problems = verify(self.dir, extras=False)
+    def snapshot(self, into: str | os.PathLike) -> Artifact:
+        """:meth:`verify`, keeping the very bytes verified: each listed file is read once, checked
+        and written to ``into`` with the manifest it was read with; the artifact returned runs
+        from there (``dir``; ``origin`` is this folder), so a folder replaced meanwhile (an
+        ``export --force``) cannot make the bench run files other than those it verified."""
+        into = Path(into)
+        into.mkdir(parents=True, exist_ok=True)
+        self._checked(into)
+        write_json(into / MANIFEST, self.manifest)
+        return dataclasses.replace(self, dir=into, origin=self.folder, onnx=_onnx_file(self.manifest, into))
+
+    def _checked(self, into: Path | None) -> None:
+        from pncd.export.manifest import check_files, claim_problem, listing_problems
+
+        listing = listing_problems(self.dir, self.manifest)
+        if listing:
+            raise PncdError(f"{self.folder}: {listing[0]}{_more(listing)}; re-export the artifact")
+        problems = check_files(self.dir, self.manifest, into)
         if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise PncdError(f"{self.dir}: {problems[0]}{more}; re-export the artifact, or pass --no-verify to "
-                            "bench it anyway")
+            raise PncdError(f"{self.folder}: {problems[0]}{_more(problems)}; re-export the artifact, or pass "
+                            "--no-verify to bench it anyway")
+        claim = claim_problem(into or self.dir, self.manifest)
+        if claim:
+            raise PncdError(f"{self.folder}: {claim}")
+
+
+class SourceCopies:
+    """Each source checkpoint a bench checks, read once: its SHA-256 and (with a folder) a private
+    copy of those bytes beside a copy of the run's config.json, which the torch reference loads."""
+
+    def __init__(self, into: Path | None) -> None:
+        self.into = into
+        self.seen: dict[Path, tuple[str, Path | None]] = {}
+
+    def read(self, checkpoint: Path, run: Path) -> tuple[str, Path | None]:
+        """(SHA-256, private copy or None) of ``checkpoint``'s bytes (of the run ``run``), read the
+        first time only."""
+        import hashlib
+
+        from pncd.checkpoint import CONFIG
+
+        if checkpoint not in self.seen:
+            data = checkpoint.read_bytes()
+            copy = None
+            if self.into is not None:
+                private = self.into / f"source-{len(self.seen)}"
+                private.mkdir(parents=True)
+                if (run / CONFIG).is_file():
+                    shutil.copyfile(run / CONFIG, private / CONFIG)
+                copy = private / checkpoint.name
+                copy.write_bytes(data)
+            self.seen[checkpoint] = (hashlib.sha256(data).hexdigest(), copy)
+        return self.seen[checkpoint]
+
+
+def _more(problems: list[str]) -> str:
+    return f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
 
 
 def default_checkpoint(run: Path) -> Path | None:

@@ -23,10 +23,16 @@ Checks that compare no metric (``PRESENCE_RULES``):
   with ``--require-all`` (which does not affect ``in_report``: that fails by default).
 - ``verified``: a report benched with ``--no-verify`` (its artifacts not checked against the
   SHA-256 of their manifests) prints a warning line and fails unless ``--allow-unverified``.
+- ``source``: an entry benched with ``--allow-stale-source`` (its artifact exported from other
+  weights than its source run now holds) prints a warning line and fails unless the gate is
+  given ``--allow-stale-source`` too.
+
+A baseline with no entries is refused (exit 2) until one is recorded with ``--update-baseline``;
+each threshold must lie in its range (:data:`THRESHOLDS`, exit 2 otherwise).
 
 Entries are matched to the baseline by ``key`` (run name, model, target, precision). A gate
-that compared nothing (no metric row passed or failed, e.g. a run benched under another name or
-an empty baseline) fails unless ``--allow-empty``; the rows that could not be compared are
+that compared nothing (no metric row passed or failed, e.g. a run benched under another name)
+fails unless ``--allow-empty``; the rows that could not be compared are
 named. Exit status: 0 all rules pass, 1 a rule fails or nothing was compared, 2 the report or
 the baseline is missing or malformed (a non-numeric or missing ``dice``, a non-numeric
 ``voe``/``rvd``/latency: the field is named). ``--update-baseline`` writes the baseline from the
@@ -48,7 +54,11 @@ REPORT_SCHEMA = "pncd.bench/1"
 BASELINE_FIELDS = ("kind", "model", "target", "precision", "ref_key", "dice", "voe", "rvd", "latency_ms_median",
                    "n_cases", "data_fingerprint")
 BASELINE_DATA = ("fingerprint", "root", "split", "n_cases", "n_slices")  # the baseline's ``data``: the report's
-PRESENCE_RULES = ("baseline", "in_report", "data_set", "verified")  # rows that compare no metric
+PRESENCE_RULES = ("baseline", "in_report", "data_set", "verified", "source")  # rows that compare no metric
+# Each threshold's range, (low, high or None, low excluded): pncd gate's click ranges and run_gate's check
+THRESHOLDS = {"min_ref_ratio": (0.0, 1.5, True), "max_dice_drop": (0.0, 1.0, False),
+              "max_voe_increase": (0.0, 1.0, False), "max_rvd_increase": (0.0, None, False),
+              "max_latency_ratio": (0.0, None, True)}
 
 
 class GateInputError(PncdError):
@@ -177,6 +187,7 @@ def run_gate(
     allow_empty: bool = False,
     allow_missing: bool = False,
     allow_unverified: bool = False,
+    allow_stale_source: bool = False,
     warnings: list[str] | None = None,
 ) -> tuple[bool, list[dict[str, Any]]]:
     """Check a report; returns (all passed, rows). Raises :class:`GateInputError` on bad input.
@@ -184,13 +195,20 @@ def run_gate(
     Passing needs at least one compared metric row (pass or fail, not skip) unless
     ``allow_empty``. A baseline entry missing from the report fails unless ``allow_missing``;
     with ``require_all`` a report entry missing from the baseline fails too. ``warnings``: a
-    list the gate appends its warning lines to (no data set identity, a --no-verify report)."""
+    list the gate appends its warning lines to (no data set identity, a --no-verify report, an
+    entry benched with --allow-stale-source, which fails unless ``allow_stale_source``)."""
     if require_all and allow_missing:
         raise GateInputError("--require-all and --allow-missing contradict each other; pass one of them")
+    check_thresholds(min_ref_ratio=min_ref_ratio, max_dice_drop=max_dice_drop, max_voe_increase=max_voe_increase,
+                     max_rvd_increase=max_rvd_increase, max_latency_ratio=max_latency_ratio)
     rep = report if isinstance(report, dict) else load_report(report)
     base = None
     if baseline is not None:
         base = baseline if isinstance(baseline, dict) else load_baseline(baseline)
+        if not base["entries"]:
+            where = "the baseline" if isinstance(baseline, dict) else str(baseline)
+            raise GateInputError(f"{where}: baseline has no entries, so the gate would compare nothing; record one "
+                                 "from a report with --update-baseline")
     notes: list[str] = [] if warnings is None else warnings
     by_id = {e["id"]: e for e in rep["entries"]}
     rows: list[dict[str, Any]] = []
@@ -221,6 +239,7 @@ def run_gate(
                                                                              "; pass --allow-missing to skip it")))
     notes.extend(_identity_warnings(unknown, baseline))
     rows.extend(_verified_rows(rep, allow_unverified, notes))
+    rows.extend(_stale_rows(rep, allow_stale_source, notes))
     ok = all(r["status"] != "fail" for r in rows)
     if not allow_empty and not compared(rows):
         ok = False  # a gate that compared nothing must not pass by accident
@@ -291,6 +310,32 @@ def _verified_rows(rep: dict[str, Any], allow_unverified: bool, notes: list[str]
         return []
     return [_row("(report)", "verified", None, "sha256", False,
                  "benched with --no-verify; bench again without it, or pass --allow-unverified")]
+
+
+def _stale_rows(rep: dict[str, Any], allow_stale_source: bool, notes: list[str]) -> list[dict[str, Any]]:
+    """Entries benched with --allow-stale-source: a warning, and a failing row each unless
+    ``allow_stale_source`` (as :func:`_verified_rows` treats --no-verify)."""
+    stale = [e["key"] for e in rep["entries"]
+             if isinstance(e.get("source_check"), str) and e["source_check"].startswith("differs")]
+    if not stale:
+        return []
+    notes.append(f"{', '.join(stale)}: benched with --allow-stale-source (exported from other weights than its source "
+                 "run now holds)" + ("" if allow_stale_source else "; it fails unless --allow-stale-source"))
+    if allow_stale_source:
+        return []
+    return [_row(k, "source", None, "sha256", False, "benched with --allow-stale-source; re-export it and bench "
+                 "again, or pass --allow-stale-source") for k in stale]
+
+
+def check_thresholds(**values: float | None) -> None:
+    """Each threshold within its range (:data:`THRESHOLDS`), else a GateInputError naming it."""
+    for name, v in values.items():
+        lo, hi, lo_open = THRESHOLDS[name]
+        if v is None:
+            continue
+        if not _is_number(v) or v < lo or (lo_open and v == lo) or (hi is not None and v > hi):
+            where = f"{'>' if lo_open else '>='} {lo:g}" + ("" if hi is None else f" and <= {hi:g}")
+            raise GateInputError(f"--{name.replace('_', '-')} {v!r} is out of its range: it must be {where}")
 
 
 def _baseline_rows(name: str, e: dict[str, Any], b: dict[str, Any], base: dict[str, Any], max_dice_drop: float,

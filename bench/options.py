@@ -63,6 +63,9 @@ class BenchOptions:
     warmup: int = field(default=10, metadata=cli(low=0))
     iters: int = field(default=100, metadata=cli("Timed iterations at batch 1.", low=1))
     duration: float = field(default=0.0, metadata=cli("Seconds to time instead of --iters (0: use --iters).", low=0))
+    interleave_rounds: int = field(default=10, metadata=cli(
+        "Time the reference and every artifact again in this many interleaved rounds, so all see the same machine "
+        "load; report each row's CV and flag unstable rows (0: off).", low=0))
     batch: int = field(default=8, metadata=cli("Batch size for the throughput measurement (1: skip).", low=1))
     accuracy_batch: int = field(default=8, metadata=cli(low=1))
     n_boot: int = field(default=2000, metadata=cli("Bootstrap resamples for the Dice difference interval.", low=100))

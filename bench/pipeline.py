@@ -14,14 +14,17 @@ and, once per source run and preprocessing, the torch model it was exported from
 
 Order of work: everything that can fail on bad input (options, artifacts, checksums, each
 artifact's source checkpoint against the SHA-256 its manifest recorded, the output directory, the
-device's host and SSH options) fails before any data is loaded or written. The torch reference
-of an artifact is the checkpoint it was exported from; each entry records the benched split's
-identity (:func:`pncd.data.loading.fingerprint`), which ``pncd gate`` compares with the baseline's.
+device's host and SSH options) fails before any data is loaded or written. Each manifest is read
+once; each artifact is checked against it (files inside the folder and listed with their SHA-256,
+the precision and target its graph bears out: :meth:`Artifact.snapshot`) and run from a private
+copy of the very bytes checked. The torch reference of an artifact is the checkpoint it was
+exported from, loaded from the bytes whose SHA-256 was checked; each entry records the benched
+split's identity (:func:`pncd.data.loading.fingerprint`), which ``pncd gate`` compares with the
+baseline's. One process at a time writes a report folder (:func:`pncd.outlock.out_lock`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -32,7 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pncd.bench import report as rep
-from pncd.bench.artifact import Artifact, default_checkpoint, int8_record
+from pncd.bench.artifact import Artifact, SourceCopies, default_checkpoint, int8_record
 from pncd.bench.options import BenchOptions, validate
 from pncd.bench.report import Report
 from pncd.bench.sites import Measured, Site, make_site
@@ -48,17 +51,30 @@ def run(artifacts: Sequence[str | os.PathLike | Artifact], options: BenchOptions
 
     ``command`` and ``params`` are recorded in the report (default: this process's command line,
     and no options). ``site``: where to time them (default: the one ``options.device`` names).
-    Raises :class:`PncdError` on bad input before anything is written.
+    Raises :class:`PncdError` on bad input before anything is written. Holds the lock of
+    ``options.out`` throughout (:func:`pncd.outlock.out_lock`, as train and export do: a second
+    bench or export into it is refused at once), and runs each artifact from a private copy of
+    the bytes it verified (:meth:`Artifact.snapshot`), deleted at the end.
     """
+    import tempfile
+
+    from pncd.outlock import out_lock
+
+    with out_lock(options.out, "pncd bench"), tempfile.TemporaryDirectory(prefix="pncd-bench-") as private:
+        return _run(artifacts, options, log or _stderr, command, params, site, Path(private))
+
+
+def _run(artifacts: Sequence[str | os.PathLike | Artifact], options: BenchOptions, log: Log, command: str | None,
+         params: dict[str, Any] | None, site: Site | None, private: Path) -> Report:
     from pncd.bench.machine import command_line
     from pncd.io import atomic_dir, write_json, write_text
 
-    log = log or _stderr
-    threads, site, arts = prepare(artifacts, options, log, site)
-    with atomic_dir(options.out, force=options.force, protect=tuple(a.dir for a in arts)) as tmp:
+    threads, site, arts = prepare(artifacts, options, log, site, private)
+    with atomic_dir(options.out, force=options.force, protect=tuple(a.folder for a in arts), kind="report") as tmp:
         bench = Bench(options, site, log)
         for a in arts:
             bench.add(a)
+        bench.interleave()
         files = bench.write_figures(tmp)
         report = bench.report(files, threads, command or command_line(), params or {})
         write_json(tmp / "report.json", report.to_json())
@@ -68,8 +84,13 @@ def run(artifacts: Sequence[str | os.PathLike | Artifact], options: BenchOptions
 
 
 def prepare(artifacts: Sequence[str | os.PathLike | Artifact], o: BenchOptions, log: Log,
-            site: Site | None = None) -> tuple[int, Site, list[Artifact]]:
-    """Check everything that needs no data: (threads per runtime, the site, the artifacts)."""
+            site: Site | None = None, private: Path | None = None) -> tuple[int, Site, list[Artifact]]:
+    """Check everything that needs no data: (threads per runtime, the site, the artifacts).
+
+    ``private``: a folder of the caller's own (it deletes it): each manifest is read once, each
+    artifact verified against it and returned as a copy there of the very bytes verified
+    (:meth:`Artifact.snapshot`; without ``private``, verified in place), and each source
+    checkpoint's checked bytes are copied there for the torch reference to load."""
     from pncd.io import check_output
     from pncd.runtime import default_threads
 
@@ -78,24 +99,24 @@ def prepare(artifacts: Sequence[str | os.PathLike | Artifact], o: BenchOptions, 
     threads = o.threads or default_threads()
     log(f"threads: {threads} per runtime ({why})")
     site = site or make_site(o, threads, log)
-    arts = [a if isinstance(a, Artifact) else Artifact.read(a) for a in artifacts]
-    if o.verify:
-        for a in arts:
-            a.verify()
-    hashes: dict[Path, str] = {}  # each source checkpoint is hashed once
-    arts = [dataclasses.replace(a, source_check=a.check_source(o.reference, o.allow_stale_source, hashes))
-            for a in arts]
+    named = [a if isinstance(a, Artifact) else Artifact.read(a) for a in artifacts]
+    arts = [a.snapshot(private / f"artifact-{i}") if o.verify and private is not None else a
+            for i, a in enumerate(named)]
+    for a in arts if o.verify and private is None else ():
+        a.verify()
+    sources = SourceCopies(private)  # each source checkpoint is read (hashed, copied) once
+    arts = [a.with_source_checked(o.reference, o.allow_stale_source, sources) for a in arts]
     for a in arts:  # an export of a run stopped early (its manifest's source.complete, pncd.rundir.RunProgress)
         src = a.manifest.get("source") or {}
         if src.get("complete") is False:
-            log(f"warning: {a.dir} was exported from {a.source_run} at epoch {src.get('epochs_done')} of "
+            log(f"warning: {a.folder} was exported from {a.source_run} at epoch {src.get('epochs_done')} of "
                 f"{src.get('epochs')} (the run had not finished); its numbers are those of an unfinished run")
-    check_output(o.out, o.force, protect=tuple(a.dir for a in arts) + tuple(a.source_run for a in arts)
-                 + ((o.data,) if o.data is not None else ()), names=REPORT_FILES)
-    for a in arts:
-        site.check(a)
+    check_output(o.out, o.force, protect=tuple(a.folder for a in arts) + tuple(a.source_run for a in arts)
+                 + ((o.data,) if o.data is not None else ()), names=REPORT_FILES, kind="report")
+    for a, as_named in zip(arts, named):
+        site.check(as_named)  # its messages name the folder given, not the private copy
         if o.reference and not (a.source_run / "config.json").is_file():
-            raise PncdError(f"{a.dir}: its source run {a.source_run} is missing (no config.json); "
+            raise PncdError(f"{a.folder}: its source run {a.source_run} is missing (no config.json); "
                             "restore the run or pass --no-reference")
     return threads, site, arts
 
@@ -140,8 +161,8 @@ class Bench:
         model_part = "" if not a.model or a.model in a.run_name else f"-{a.model}"
         aid = self._unique(f"{a.run_name}{model_part}-{a.target}-{a.precision}")
         m = self.site.measure(a, ss.images, aid)
-        head = {"id": aid, "key": aid, "kind": "artifact", "name": a.dir.name, "ref_id": ref_id,
-                "source_run": str(a.source_run), "artifact_dir": str(a.dir), "model": a.model, "target": a.target,
+        head = {"id": aid, "key": aid, "kind": "artifact", "name": a.folder.name, "ref_id": ref_id,
+                "source_run": str(a.source_run), "artifact_dir": str(a.folder), "model": a.model, "target": a.target,
                 "runtime": a.runtime, "precision": a.precision, "device": self.o.device,
                 "source_checkpoint": a.checkpoint.name if a.checkpoint is not None else None,
                 "source_check": a.source_check, "int8": int8_record(a.manifest)}
@@ -153,7 +174,7 @@ class Bench:
         time): the weights ``a`` was exported from, so an artifact of ``last.safetensors`` is not
         compared with ``best.safetensors``. Named ``RUN-torch-fp32`` for the run's default
         checkpoint, ``RUN-STEM-torch-fp32`` for another one."""
-        ck = a.reference_checkpoint()
+        ck = a.reference_source()  # the run's file; the reference loads the bytes checked (a.reference_checkpoint())
         rkey = f"{a.source_run}|{ck}|{key}"  # one reference per checkpoint and preprocessing
         if rkey not in self.refs:
             stem = "" if ck is None or ck == default_checkpoint(a.source_run) else f"-{ck.name.split('.')[0]}"
@@ -185,6 +206,35 @@ class Bench:
                              **rep.accuracy_fields(summary), **rep.compare_fields(cmp)})
         self.per_case[ident], self.settings[ident] = cases, m.settings
         self.preds[ident], self.split_of[ident] = m.preds, key
+
+    def interleave(self) -> None:
+        """Replace each entry's latency by the interleaved timing (where the site offers it), add its
+        CV, the load, the stability verdict and, for artifacts, the speed-up over the reference
+        with its interval; warn about unstable rows."""
+        from pncd.bench.interleave import speedup
+
+        if self.o.interleave_rounds <= 0 or not hasattr(self.site, "interleave") or len(self.entries) < 1:
+            return
+        figures, machine = self.site.interleave()
+        for e in self.entries:
+            f = figures.get(e["id"])
+            if f is None:
+                continue
+            e.update(latency_ms_median_sequential=e.get("latency_ms_median"), latency_ms_median=f["median_ms"],
+                     latency_cv=f["cv"], latency_unstable=f["unstable"], latency_unstable_why=f["unstable_why"],
+                     latency_threads=f["threads"], latency_threads_tried=f["threads_tried"],
+                     load_average=max(v for v in (machine["load_before"], machine["load_after"], 0.0) if v is not None),
+                     timing=f"interleaved: {machine['rounds']} rounds x {machine['iterations_per_round']} iterations")
+            ref = figures.get(e.get("ref_id") or "")
+            if ref is not None:
+                e.update(speedup(ref, f, n_boot=self.o.n_boot, seed=self.o.seed))
+                e["latency_unstable"] = e["latency_unstable"] or ref["unstable"]
+                why = [w for w in (f["unstable_why"] or "").split("; ") if w]
+                why += [f"reference: {w}" for w in (ref["unstable_why"] or "").split("; ") if w and w not in why]
+                e["latency_unstable_why"] = "; ".join(why) or None
+            if e["latency_unstable"]:
+                self.log(f"warning: {e['id']}: timing unstable ({e['latency_unstable_why']}); its latency and speed-up "
+                         "are marked in the report: rerun on an idle machine to trust them")
 
     def _unique(self, text: str) -> str:
         ident, out, i = _slug(text), _slug(text), 2
@@ -233,7 +283,8 @@ class Bench:
                 "normalization": first.spec.normalization}
         return Report(
             schema=rep.SCHEMA, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), pncd_version=__version__,
-            artifacts_verified="sha256 against each manifest" if o.verify else "skipped (--no-verify)",
+            artifacts_verified=("sha256 against each manifest (run from a private copy of the files verified)"
+                                if o.verify else "skipped (--no-verify)"),
             command=command, options=params,
             machine={**host_machine(), "bench_threads": threads, "cpu_isa": isa_summary()},
             device_machine=device_machine(self.site.env), versions=versions(), data=data, entries=self.entries,

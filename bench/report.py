@@ -42,7 +42,7 @@ class Report:
     schema: str
     created: str
     pncd_version: str
-    artifacts_verified: str
+    artifacts_verified: str  # "sha256 against each manifest (...)" or "skipped (--no-verify)"
     command: str
     options: dict[str, Any]  # the command's options (``pncd bench``: as given, config file included)
     machine: dict[str, Any]
@@ -131,7 +131,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "## Latency (batch 1, end-to-end: host arrays in and out)\n\n" + _table(
             ["entry", "device", "computes in", "median ms", "mean ± std ms", "p90 ms", "p99 ms", "img/s (b1)",
              "img/s (batch)", "first ms", "peak RSS growth MiB"],
-            [[e["name"], e["where"] or e["device"], _f(e.get("compute_precision")), _f(e["latency_ms_median"], 3),
+            [[e["name"], e["where"] or e["device"], _f(e.get("compute_precision")),
+              _f(e["latency_ms_median"], 3) + (" (unstable)" if e.get("latency_unstable") else ""),
               f"{_f(e['latency_ms_mean'], 3)} ± {_f(e['latency_ms_std'], 3)}", _f(e["latency_ms_p90"], 3),
               _f(e["latency_ms_p99"], 3), _f(e["throughput_ips"], 1), _batch_cell(e),
               _f(e["first_inference_ms"], 1), _f(e["mem_rss_peak_growth_mib"], 1)] for e in entries],
@@ -143,6 +144,9 @@ def render_markdown(report: dict[str, Any]) -> str:
              for e in entries],
         ),
     ]
+    timed = [e for e in entries if e.get("latency_cv") is not None]
+    if timed:
+        parts.append(timing_section(timed))
     dev = report.get("device_machine")
     if dev:
         parts.insert(2, "## Device (Jetson runner)\n\n" + _table(["what", "value"], [[k, _f(v)] for k, v in dev.items()]))
@@ -280,3 +284,21 @@ def disagreement_panel(image: np.ndarray, gt: np.ndarray, ref: np.ndarray, art: 
     diff[(ref != art) & (art > 0)] = (40, 120, 255)
     sep = np.full((g.shape[0], 2, 3), 255, np.uint8)
     return np.concatenate([with_gt, sep, ref_p, sep, art_p, sep, diff], axis=1)
+
+
+def timing_section(timed: list[dict[str, Any]]) -> str:
+    """The interleaved timing: median, CV, threads, speed-up with its interval, and unstable rows."""
+    def speed(e: dict[str, Any]) -> str:
+        if e.get("speedup") is None:
+            return "1.00x (reference)" if e["kind"] == "reference" else "–"
+        lo, hi = e["speedup_ci"]
+        return f"{e['speedup']:.2f}x ({lo:.2f}-{hi:.2f})"
+
+    rows = [[e["name"], _f(e["latency_ms_median"], 3), f"{e['latency_cv']:.1%}", _f(e.get("latency_threads")),
+             speed(e), _f(e.get("load_average"), 2),
+             "UNSTABLE: " + e["latency_unstable_why"] if e.get("latency_unstable") else "stable"] for e in timed]
+    return ("## Timing (interleaved)\n\n" + (timed[0].get("timing") or "") + "; the reference and every artifact "
+            "timed in turn, round after round, so all see the same machine load. Speed-up: reference / artifact "
+            "median, with a 95% bootstrap interval over rounds. A row is unstable when its coefficient of variation "
+            "is above 10% or the load average was above the CPU count: do not trust its latency or speed-up.\n\n"
+            + _table(["entry", "median ms", "CV", "threads", "speed-up vs torch (95% CI)", "load avg", "timing"], rows))

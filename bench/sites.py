@@ -61,6 +61,8 @@ class LocalSite:
 
     def __init__(self, device: str, options: BenchOptions, threads: int, log: Log) -> None:
         self.device, self.options, self.threads, self.log = device, options, threads, log
+        # ident -> (runner factory taking a thread count, artifact, batch-1 input, "artifact" | "reference")
+        self.factories: dict[str, tuple[Callable[[int], Any], Artifact, np.ndarray, str]] = {}
 
     def check(self, artifact: Artifact) -> None:
         from pncd.bench.artifact import requires_vnni
@@ -92,9 +94,12 @@ class LocalSite:
         runtime = self.local_runtime(a)
         if runtime:
             self.log(f"[{ident}] TensorRT needs an NVIDIA GPU: running its ONNX on ONNX Runtime (cpu)")
-        m = self.time(lambda: load_runner(a.dir, device=self.device, runtime=runtime, threads=self.threads,
-                                          inference_precision=self.options.inference_precision),
-                      a, images, ident, a.precision, a.static_batch)
+        def factory(threads: int) -> Any:
+            return load_runner(a.dir, device=self.device, runtime=runtime, threads=threads,
+                               inference_precision=self.options.inference_precision)
+
+        self.factories[ident] = (factory, a, np.ascontiguousarray(images[:1], dtype=np.float32), "artifact")
+        m = self.time(lambda: factory(self.threads), a, images, ident, a.precision, a.static_batch)
         m.info = {"compute_precision": m.settings.get("compute_precision"), "backend": runtime or a.runtime,
                   "backend_reason": "ONNX of a TensorRT artifact on a CPU" if runtime else None,
                   "engine_build_s": None, "engine_from_cache": None, **NO_POWER}
@@ -104,14 +109,15 @@ class LocalSite:
         from pncd.checkpoint import load_model
         from pncd.targets.torch_runner import TorchRunner
 
-        def make_runner() -> Any:
+        def factory(threads: int) -> Any:
             # the very weights the artifact was exported from (its manifest's source.checkpoint)
             model, _cfg = load_model(a.reference_checkpoint() or a.source_run, device="cpu")
             return TorchRunner(model, input_name=a.input_name, output_name=a.output_name, device=self.device,
-                               threads=self.threads)
+                               threads=threads)
 
+        self.factories[ident] = (factory, a, np.ascontiguousarray(images[:1], dtype=np.float32), "reference")
         self.log(f"[{ident}] torch reference on {self.device}")
-        m = self.time(make_runner, a, images, ident)
+        m = self.time(lambda: factory(self.threads), a, images, ident)
         m.info = {"compute_precision": m.settings.get("compute_precision"), "backend": "torch",
                   "backend_reason": None, "engine_build_s": None, "engine_from_cache": None, **NO_POWER}
         return self.device, m
@@ -139,6 +145,49 @@ class LocalSite:
                "activation_s": m["activation_s"], "mem_rss_peak_growth_mib": m["memory"]["rss_peak_growth_mib"],
                "mem_rss_delta_mib": m["memory"]["rss_delta_mib"]}
         return Measured(fields=out, preds=preds, settings=settings, where=self.device)
+
+
+    def interleave(self) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+        """Time every runner measured so far again, in interleaved rounds (:mod:`pncd.bench.interleave`);
+        the torch reference with 1 thread and with the bench's count, the faster one kept.
+        Returns (per entry id: the interleaved figures, the machine's load record)."""
+        from pncd.bench import interleave as il
+
+        o = self.options
+        timed: list[il.Timed] = []
+        runners: list[Any] = []
+        variants: dict[str, list[tuple[str, int]]] = {}
+        try:
+            for ident, (factory, a, x, kind) in self.factories.items():
+                counts = sorted({1, self.threads}) if kind == "reference" and self.device == "cpu" else [self.threads]
+                variants[ident] = [(f"{ident}@{n}", n) for n in counts]
+                for name, n in variants[ident]:
+                    r = factory(n).activate()
+                    runners.append(r)
+                    before = _torch_threads(n) if kind == "reference" else None
+                    timed.append(il.Timed(name, lat.infer_fn(r, a.input_name, a.output_name), x, before))
+            per_round = max(5, o.iters // max(1, o.interleave_rounds))
+            self.log(f"timing {len(timed)} runners in {o.interleave_rounds} interleaved rounds of {per_round} iterations")
+            machine = il.run_rounds(timed, o.interleave_rounds, per_round, min(o.warmup, 5))
+        finally:
+            for r in runners:
+                r.deactivate()
+        stats = {t.ident: il.runner_stats(t, machine) for t in timed}
+        out: dict[str, dict[str, Any]] = {}
+        for ident, names in variants.items():
+            best_name, best_n = min(names, key=lambda v: stats[v[0]]["median_ms"])
+            out[ident] = {**stats[best_name], "threads": best_n,
+                          "threads_tried": {str(n): stats[name]["median_ms"] for name, n in names}}
+        return out, machine
+
+
+def _torch_threads(n: int) -> Callable[[], None]:
+    def apply() -> None:
+        import torch
+
+        torch.set_num_threads(n)
+
+    return apply
 
 
 class JetsonSite:

@@ -1,10 +1,12 @@
 """``export_run``: a run directory -> one checked artifact directory with its manifest.
 
-Order of work (everything that can fail on bad input fails before anything is written):
+Order of work (everything that can fail on bad input fails before anything is written), all
+under the lock of ``--out`` (:mod:`pncd.outlock`: a second export or bench into it is refused):
 
 1. check the target/precision pair and the options; refuse an existing ``--out`` without
    ``--force``; import the target's runtime (a missing one names the package to install);
-2. load the run (``config.json`` + checkpoint) and the images: held-out images for parity,
+2. load the run (``config.json`` + checkpoint, each read once: the manifest records the SHA-256
+   of the bytes loaded, :mod:`pncd.export.source`) and the images: held-out images for parity,
    training images for INT8 calibration;
 3. in a temporary directory (``pncd.io.atomic_dir``): export the FP32 ONNX, build the target's
    files, run them on their real runtime against torch, apply the checks, write
@@ -27,14 +29,15 @@ from pncd.export import calibration as cal
 from pncd.export import parity
 from pncd.targets.graph_rewrite import rewrite_file
 from pncd.export.manifest import MANIFEST
+from pncd.export.source import SIZE_MULTIPLE
+from pncd.export.source import Source as _Source
+from pncd.export.source import load_source as _load_source
 from pncd.targets.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from pncd.export.sensitivity import check_artifact, ends_of, float_plan
 from pncd.targets.base import BuildResult, BuildSpec, require
 from pncd.targets.cpu import compute_precision
 from pncd.targets.cpu import isa_summary as cpu_summary
 from pncd.targets.registry import check_pair
-
-SIZE_MULTIPLE = 16
 
 
 INT8_PARITY_MAX = 512  # held-out images INT8's parity check takes by default (all of a split this size)
@@ -142,7 +145,7 @@ def validate(opts: ExportOptions, protect: tuple[str | Path | None, ...] = ()) -
     from pncd.io import check_output
 
     # exists without --force, a file, what the export reads, or (--force) a folder pncd does not own
-    check_output(opts.out, opts.force, protect=protect, names=(MANIFEST,))
+    check_output(opts.out, opts.force, protect=protect, names=(MANIFEST,), kind="export")
 
 
 def _validate_sensitivity(opts: ExportOptions) -> None:
@@ -165,7 +168,7 @@ def _takers(flag: str) -> str:
     """``--target A or B --precision P``: the registered targets that take ``flag``, and where."""
     from pncd.targets.registry import TARGETS
 
-    takers = {name: tuple(p for n, ps in TARGETS[name].flags if n == flag for p in ps) for name in TARGETS}
+    takers = {name: tuple(p for n, ps in TARGETS.get(name).flags if n == flag for p in ps) for name in TARGETS}
     takers = {n: ps for n, ps in takers.items() if ps}
     names = list(takers)
     said = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
@@ -189,65 +192,6 @@ def require_runtime(target: str, precision: str) -> None:
     """Import the target's conversion tools up front: a missing one says what to install."""
     check_pair(target, precision).require(precision)
     require("onnxruntime", "onnxruntime", f"the {target} target (parity and quantization run on it)")
-
-
-@dataclass
-class _Source:
-    """The run being exported: its model, config and the data spec it is checked on."""
-
-    run_dir: Path
-    checkpoint: Path
-    model: Any
-    cfg: dict[str, Any]
-    data: dict[str, Any]
-    channels: int
-    num_classes: int
-    size: tuple[int, int]
-    qdq_onnx: Path | None = None  # INT8 of a QAT run (pncd qat): its quantized ONNX
-
-
-def _qat_onnx(run_dir: Path, cfg: dict[str, Any], opts: ExportOptions) -> Path | None:
-    """A QAT run's QDQ ONNX when INT8 is asked of one, else None (the usual calibrated route)."""
-    if cfg.get("kind") != "qat" or opts.precision != "int8":
-        return None
-    path = run_dir / cfg["qat"]["qdq_onnx"]
-    if not path.is_file():
-        raise PncdError(f"{run_dir} is a QAT run but has no {path.name}; run pncd qat again")
-    size = (int(cfg["data"]["size"]),) * 2
-    if opts.input_size and tuple(opts.input_size) != size:
-        raise PncdError(f"--input-size: a QAT run's INT8 ONNX is fixed at {size[0]}x{size[1]}; drop the option")
-    return path
-
-
-def _load_source(run: str | Path, opts: ExportOptions) -> _Source:
-    """Load the run (config, checkpoint) and settle the data root and the input size, or fail in one line."""
-    from pncd.checkpoint import checkpoint_path, load_model, read_run_config
-
-    read_run_config(run)  # a clear error for a directory that is not a run
-    run_dir = Path(run).parent if Path(run).is_file() else Path(run)  # validate() refused an --out onto it
-    ckpt = checkpoint_path(run)
-    model, cfg = load_model(run)
-    from pncd.rundir import incomplete_warning, run_progress
-
-    stopped = incomplete_warning(run, run_progress(run, cfg), "exporting")  # the manifest records it too
-    if stopped:
-        _stderr(stopped)
-    data = dict(cfg.get("data") or {})
-    if not data:
-        raise PncdError(f"{run}/config.json has no data spec; re-run training with this pncd version")
-    if opts.data:
-        if not Path(opts.data).is_dir():
-            raise PncdError(f"--data {opts.data}: no such directory")
-        data["root"] = str(Path(opts.data).resolve())
-    channels = int(cfg["model"].get("in_channels", data.get("channels", 1)))
-    num_classes = int(cfg["model"].get("num_classes", data.get("num_classes", 2)))
-    size = opts.input_size or (int(data["size"]), int(data["size"]))
-    multiple = max(SIZE_MULTIPLE, int(getattr(model, "size_multiple", SIZE_MULTIPLE)))
-    if size[0] % multiple or size[1] % multiple:
-        what = "--input-size" if opts.input_size else "the run's image size"
-        raise PncdError(f"{what} {size[0]}x{size[1]} does not suit {cfg['model'].get('name')}: it needs sides "
-                        f"divisible by {multiple}; pass --input-size HxW (e.g. {multiple * 4}x{multiple * 4})")
-    return _Source(run_dir, ckpt, model, cfg, data, channels, num_classes, size, _qat_onnx(run_dir, cfg, opts))
 
 
 def _load_images(opts: ExportOptions, src: _Source, log: Callable[[str], None]):
@@ -296,7 +240,17 @@ def _check_parity(built: BuildResult, opts: ExportOptions, ref, held: ImageSet, 
 
 def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] | None = None,
                options: dict[str, Any] | None = None, command: str | None = None) -> dict[str, Any]:
-    """Export ``run`` as ``opts`` says; returns the manifest written to ``opts.out``."""
+    """Export ``run`` as ``opts`` says; returns the manifest written to ``opts.out``. Holds the
+    lock of ``--out`` throughout (:func:`pncd.outlock.out_lock`, as train and distill do): a
+    second export or bench into the same folder is refused at once, in one line."""
+    from pncd.outlock import out_lock
+
+    with out_lock(opts.out, "pncd export"):
+        return _export_run(run, opts, log, options, command)
+
+
+def _export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] | None,
+                options: dict[str, Any] | None, command: str | None) -> dict[str, Any]:
     from pncd.export import manifest as mf
     from pncd.io import atomic_dir, write_json
 
@@ -308,7 +262,7 @@ def export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None] 
     ref = parity.torch_logits(src.model, held.images)
     size = src.size
 
-    with atomic_dir(opts.out, force=opts.force, protect=(src.run_dir,)) as tmp, \
+    with atomic_dir(opts.out, force=opts.force, protect=(src.run_dir,), kind="export") as tmp, \
             tempfile.TemporaryDirectory(prefix="pncd-export-") as scratch:
         fp32_onnx = Path(scratch) / "model.onnx"
         if src.qdq_onnx is not None:
@@ -344,7 +298,7 @@ def _manifest(tmp: Path, run: str | Path, src: _Source, opts: ExportOptions, bui
     first = next(iter(results.values()))
     batch_dim: Any = "batch" if opts.dynamic_batch else 1
     h, w = src.size
-    source = mf.source_record(run, src.checkpoint, src.cfg)
+    source = mf.source_record(run, src.checkpoint, src.cfg, src.checkpoint_sha256, src.config_sha256)
     calibration = (cal.calibration_record(calib, opts.calib_method, built.calibration_method)
                    if calib is not None else None)
     return mf.build_manifest(

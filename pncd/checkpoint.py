@@ -14,6 +14,7 @@ from ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from pncd.errors import PncdError
-from pncd.io import atomic_path, read_json
+from pncd.io import atomic_path
 
 CONFIG = "config.json"
 BEST = "best.safetensors"
@@ -43,20 +44,38 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | 
         save_file(state, str(tmp), metadata=meta)
 
 
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load safetensors weights; a checkpoint of another architecture is a clear error."""
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
+    """(tensors, metadata, SHA-256) of a safetensors checkpoint, all from ONE read of the file:
+    the hash is that of the very bytes the weights come from (a file replaced meanwhile cannot
+    make them differ)."""
+    import hashlib
+    import json
+    import struct
+
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    from safetensors.torch import load
 
     path = Path(path)
     if not path.is_file():
         raise PncdError(f"{path}: checkpoint not found")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
+        data = path.read_bytes()
+        (size,) = struct.unpack("<Q", data[:8])
+        meta = json.loads(data[8:8 + size]).get("__metadata__") or {}
+        state = load(data)
+    except (SafetensorError, OSError, ValueError, struct.error, AttributeError) as e:
         raise PncdError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+    return state, dict(meta), hashlib.sha256(data).hexdigest()
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load safetensors weights; a checkpoint of another architecture is a clear error."""
+    state, meta, _sha = read_weights(path)
+    return fit_weights(model, Path(path), state, meta)
+
+
+def fit_weights(model: nn.Module, path: Path, state: dict[str, torch.Tensor], meta: dict[str, str]) -> nn.Module:
+    """Load ``state`` (read from ``path``) into ``model``; another architecture is a clear error."""
     want = (getattr(model, "pncd_spec", None) or {}).get("name")
     have = meta.get("model")
     if want and have and want != have:
@@ -91,13 +110,27 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def read_run_config(run: str | Path) -> dict[str, Any]:
+    return _run_config(run)[0]
+
+
+def _run_config(run: str | Path) -> tuple[dict[str, Any], str]:
+    """(the checked config.json of ``run``, the SHA-256 of the bytes it was parsed from)."""
+    import hashlib
+    import json
+
     run = Path(run)
     if run.is_file():
         run = run.parent
     cfg_path = run / CONFIG
     if not cfg_path.is_file():
         raise PncdError(f"{run} is not a pncd run (no {CONFIG}); pass the --out directory of pncd train/distill")
-    cfg = read_json(cfg_path)
+    try:
+        raw = cfg_path.read_bytes()
+        cfg = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise PncdError(f"{cfg_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except (OSError, ValueError) as e:
+        raise PncdError(f"{cfg_path}: not readable as JSON ({e})") from None
     fix = "pass the --out directory of pncd train/distill, or train the run again"
     if not isinstance(cfg, dict):
         raise PncdError(f"{cfg_path}: not a pncd run configuration (a JSON object is expected); {fix}")
@@ -111,7 +144,7 @@ def read_run_config(run: str | Path) -> dict[str, Any]:
     for key in ("size", "channels", "num_classes"):
         if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 1):
             raise PncdError(f"{cfg_path}: data '{key}' is {data[key]!r}, not a positive integer; {fix}")
-    return cfg
+    return cfg, hashlib.sha256(raw).hexdigest()
 
 
 def checkpoint_path(run: str | Path, which: str = "best") -> Path:
@@ -144,10 +177,31 @@ def build_model(model_cfg: dict[str, Any], where: str | Path = "config.json") ->
 
 def load_model(run: str | Path, which: str = "best", device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a run's network from its config.json and load its weights, in eval mode."""
-    cfg = read_run_config(run)
+    loaded = load_run(run, which, device)
+    return loaded.model, loaded.cfg
+
+
+@dataclass
+class LoadedRun:
+    """A run's network as :func:`load_run` loaded it, with the SHA-256 of the very bytes its
+    weights and configuration were read from (what a manifest records)."""
+
+    model: nn.Module
+    cfg: dict[str, Any]
+    checkpoint: Path
+    checkpoint_sha256: str
+    config_sha256: str
+
+
+def load_run(run: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+    """:func:`load_model`, and the checkpoint it loaded with the hashes of what was read (each
+    file read once: hashed and parsed from the same bytes)."""
+    cfg, cfg_sha = _run_config(run)
     model = build_model(cfg["model"], Path(run) / CONFIG)
-    load_weights(model, checkpoint_path(run, which))
-    return model.to(device).eval(), cfg
+    path = checkpoint_path(run, which)
+    state, meta, sha = read_weights(path)
+    fit_weights(model, path, state, meta)
+    return LoadedRun(model.to(device).eval(), cfg, path, sha, cfg_sha)
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:

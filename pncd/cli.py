@@ -65,14 +65,16 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="pncd")
 @click.option("--debug", is_flag=True, help="Print the traceback of an error (as PNCD_DEBUG=1 does).")
-def cli(debug: bool) -> None:
+@click.option("--allow-telemetry", is_flag=True,
+              help="Let OpenVINO and NNCF send their anonymous usage events (off by default: pncd sends nothing).")
+def cli(debug: bool, allow_telemetry: bool) -> None:
     """pncd: distil a heavy medical segmentation network into a small student, export it and
     measure it on the device.
 
     \b
     Examples:
       pncd demo --out pncd-demo                  # the whole pipeline on synthetic data
-      pncd data check path/to/lgg-flair    # inspect a data set
+      pncd data check path/to/lgg-flair          # inspect a data set
       pncd train --model dcsaunet --data DIR --out runs/teacher
       pncd distill --teacher runs/teacher --student enet --data DIR --out runs/enet-pncd
       pncd export runs/enet-pncd --target openvino --precision int8 --out exports/enet-ov-int8
@@ -81,9 +83,19 @@ def cli(debug: bool) -> None:
     Exit status: 0 done, 1 the work failed (a check or gate failed, training diverged, a runtime,
     device or file-system operation failed), 2 bad input (usage, options, missing or malformed
     files), 130 interrupted.
+
+    Network: pncd connects only to a Jetson host you name (pncd bench --device jetson) and
+    downloads nothing; OpenVINO's and NNCF's usage telemetry is off unless --allow-telemetry.
     """
     if debug:
         os.environ["PNCD_DEBUG"] = "1"
+    if allow_telemetry:
+        from pncd import telemetry
+
+        telemetry.allow()
+    from pncd.console import quiet_cpu_machine
+
+    quiet_cpu_machine()
 
 
 def _debug() -> bool:

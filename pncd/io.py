@@ -35,21 +35,53 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 OWNED_MARKER = ".pncd-owned.json"  # names pncd wrote in an output directory; --force removes only these
+# What an output directory is (the marker's ``kind``): --force replaces an output only with one of the same kind
+KINDS = ("run", "qat", "export", "report", "evaluation", "ablation", "dataset", "compare")
 
 
 def owned_names(directory: str | os.PathLike) -> set[str]:
     """The entries of ``directory`` that pncd wrote (its marker's list; empty without one)."""
-    try:
-        names = json.loads((Path(directory) / OWNED_MARKER).read_text()).get("names", [])
-    except (OSError, ValueError, AttributeError):
+    names = _marker(directory).get("names", [])
+    if not isinstance(names, list):
         return set()
     return {n for n in names if isinstance(n, str) and n and "/" not in n and n not in (".", "..")}
 
 
-def write_owned(directory: str | os.PathLike, names: Iterable[str]) -> None:
-    """Record ``names`` as pncd's own entries of ``directory`` (the marker itself excluded)."""
+def owned_kind(directory: str | os.PathLike) -> str | None:
+    """The kind of output pncd's marker in ``directory`` records (``run``, ``export``, ...);
+    None without a marker, or for a marker written before markers recorded a kind."""
+    kind = _marker(directory).get("kind")
+    return kind if isinstance(kind, str) and kind else None
+
+
+def _marker(directory: str | os.PathLike) -> dict[str, Any]:
+    try:
+        data = json.loads((Path(directory) / OWNED_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_owned(directory: str | os.PathLike, names: Iterable[str], kind: str | None = None) -> None:
+    """Record ``names`` as pncd's own entries of ``directory`` (the marker itself excluded), and
+    what the directory is (``kind``, one of :data:`KINDS`; None keeps the kind recorded there)."""
+    kind = _known(kind) or owned_kind(directory)
     names = sorted(set(names) - {OWNED_MARKER})
-    write_json(Path(directory) / OWNED_MARKER, {"written_by": "pncd", "names": names})
+    write_json(Path(directory) / OWNED_MARKER, {"written_by": "pncd", "kind": kind, "names": names})
+
+
+def _known(kind: str | None) -> str | None:
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown output kind {kind!r}; one of {', '.join(KINDS)}")
+    return kind
+
+
+def is_dataset(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a data set: images/ with labels/ or masks/, or an nnU-Net raw data
+    set (imagesTr/ with dataset.json); with or without pncd's marker."""
+    p = Path(path)
+    return ((p / "images").is_dir() and ((p / "labels").is_dir() or (p / "masks").is_dir())) or \
+        ((p / "imagesTr").is_dir() and (p / "dataset.json").is_file())
 
 
 def file_in_the_way(path: str | os.PathLike) -> Path | None:
@@ -77,18 +109,33 @@ def check_parents(path: str | os.PathLike, what: str = "--out") -> Path:
     return path
 
 
-def check_owned(path: str | os.PathLike, names: Iterable[str] = (), what: str = "--out") -> None:
-    """Refuse to replace anything in the existing directory ``path`` that pncd did not write:
-    a non-empty ``path`` without pncd's marker (``.pncd-owned.json``) at all, and an entry of
-    ``names`` (what the new output holds) that exists there but is not in the marker's list."""
+def check_owned(path: str | os.PathLike, names: Iterable[str] = (), what: str = "--out", *, kind: str | None) -> None:
+    """The one rule of what a new output of ``kind`` may replace in the existing directory
+    ``path`` (--force, a resumed ablation, ...); every writer comes here with its kind. Refused,
+    before anything is touched: a data set (:func:`is_dataset`, marker or not) unless ``kind``
+    is ``dataset``; a non-empty ``path`` without pncd's marker (``.pncd-owned.json``); a
+    marker of another kind (an export never replaces a run, a report never a data set); an
+    entry of ``names`` (what the new output holds) that exists there but is not in the
+    marker's list. ``kind`` None (a caller that does not know its kind) matches only a marker
+    without a kind."""
     from pncd.errors import PncdError
 
+    _known(kind)
     path = Path(path)
     if not path.is_dir() or not any(path.iterdir()):
         return
+    if kind != "dataset" and is_dataset(path):
+        raise PncdError(f"{path} is a data set; --force never replaces a data set: choose another {what} "
+                        "(nothing was changed)")
     if not (path / OWNED_MARKER).is_file():
         raise PncdError(f"{path} was not written by pncd (no {OWNED_MARKER}); choose another {what} "
                         "or remove it yourself (nothing was changed)")
+    have = owned_kind(path)
+    # A marker without a kind was written by a pncd from before markers recorded one: it matches
+    # every kind, so that older runs, exports and reports can still be resumed and replaced.
+    if have is not None and have != kind:
+        raise PncdError(f"{path} holds a pncd output of kind {have!r} (its {OWNED_MARKER}), not {kind!r}; "
+                        f"--force replaces only an output of the same kind: choose another {what} (nothing was changed)")
     owned = owned_names(path)
     clash = sorted(n for n in set(names) - {OWNED_MARKER} if n not in owned
                    and ((path / n).exists() or (path / n).is_symlink()))
@@ -99,13 +146,15 @@ def check_owned(path: str | os.PathLike, names: Iterable[str] = (), what: str = 
 
 
 def check_output(path: str | os.PathLike, force: bool, protect: tuple[str | os.PathLike | None, ...] = (),
-                 what: str = "--out", empty_ok: bool = False, names: Iterable[str] = ()) -> Path:
-    """Refuse an output that exists (without ``force``), that is a file or lies under one, that
-    is (or contains) one of the ``protect`` inputs (--force must never replace what it reads),
-    or (with ``force``) that holds files pncd did not write: a non-empty directory without
-    pncd's marker, or an entry of ``names`` (what the new output will hold) not in its list."""
+                 what: str = "--out", empty_ok: bool = False, names: Iterable[str] = (), *, kind: str) -> Path:
+    """Refuse an output of ``kind`` (one of :data:`KINDS`) that exists (without ``force``), that
+    is a file or lies under one, that is (or holds) one of the ``protect`` inputs, symbolic
+    links resolved (--force must never replace what it reads), or (with ``force``) that
+    :func:`check_owned` refuses: a data set, a folder pncd did not write, an output of another
+    kind, an entry of ``names`` (what the new output will hold) not in the marker's list."""
     from pncd.errors import PncdError
 
+    _known(kind)
     path = check_parents(path, what)
     if path.exists() and not path.is_dir():
         raise PncdError(f"{what} {path} is a file, not a directory; choose another {what} (nothing was changed)")
@@ -120,22 +169,34 @@ def check_output(path: str | os.PathLike, force: bool, protect: tuple[str | os.P
             raise PncdError(f"{what} {path} is {'the input' if s == target else 'a folder holding the input'} {src}; "
                             f"--force would replace it: choose another {what}")
     if force and path.exists():
-        check_owned(path, names, what)
+        check_owned(path, names, what, kind=kind)
+    return path
+
+
+def claim_dir(path: str | os.PathLike, kind: str, names: Iterable[str] = (),
+              protect: tuple[str | os.PathLike | None, ...] = (), what: str = "--out") -> Path:
+    """Make ``path`` a working folder of ``kind`` that a command fills and continues (an
+    ablation): refused as --force onto it would be (:func:`check_output`); created when missing,
+    and its marker records ``kind`` and ``names``."""
+    path = check_output(path, True, protect, what, names=names, kind=kind)
+    path.mkdir(parents=True, exist_ok=True)
+    write_owned(path, owned_names(path) | set(names), kind)
     return path
 
 
 def swap_into(new: Path, final: Path) -> None:
     """Move the finished output ``new`` into ``final``: pncd's old entries there (its marker's
     list, and whatever the new output replaces) go, everything else in ``final`` stays. A
-    ``final`` pncd does not own, or an entry of ``new`` that would replace a file pncd did not
-    write, is refused (:func:`check_owned`) before anything is touched."""
+    ``final`` that ``new`` may not replace (:func:`check_owned`, with the kind ``new``'s marker
+    records) is refused before anything is touched."""
     import shutil
 
     if not final.exists():
         os.replace(new, final)
         return
+    kind = owned_kind(new)
     new_names = {p.name for p in new.iterdir()} - {OWNED_MARKER}
-    check_owned(final, new_names)  # before anything is removed: a user's file is never replaced
+    check_owned(final, new_names, kind=kind)  # before anything is removed: a user's file is never replaced
     for name in (owned_names(final) | new_names):
         old = final / name
         if old.is_dir() and not old.is_symlink():
@@ -144,7 +205,7 @@ def swap_into(new: Path, final: Path) -> None:
             old.unlink()
     for name in sorted(new_names):
         os.replace(new / name, final / name)
-    write_owned(final, new_names)
+    write_owned(final, new_names, kind)
     shutil.rmtree(new, ignore_errors=True)
 
 
@@ -173,22 +234,23 @@ def glob_escape(name: str) -> str:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, force: bool = False,
-               protect: tuple[str | os.PathLike | None, ...] = (), names: Iterable[str] = ()) -> Iterator[Path]:
+               protect: tuple[str | os.PathLike | None, ...] = (), names: Iterable[str] = (), *,
+               kind: str) -> Iterator[Path]:
     """Build a directory under a temporary name beside ``path`` and move it into place on success.
 
-    Refuses an existing ``path`` unless ``force``, a ``path`` that is (or lies under) a file, a
-    ``path`` that is or contains one of ``protect``, and (with ``force``) a ``path`` pncd does not
-    own or whose entries named in ``names`` pncd did not write (:func:`check_output`). With
-    ``force`` the old output stays untouched until the new one is complete; then only pncd's own
-    entries of it are replaced (see ``swap_into``). On failure nothing is left behind.
+    Refuses what :func:`check_output` refuses (an existing ``path`` without ``force``, a file,
+    an input in ``protect``, and with ``force`` a data set, a folder pncd did not write, an
+    output of another ``kind``, a file pncd did not write among ``names``). With ``force`` the
+    old output stays untouched until the new one is complete; then only pncd's own entries of
+    it are replaced (see ``swap_into``). The marker records ``kind``. On failure nothing is left.
     """
-    path = check_output(path, force, protect, names=names)
+    path = check_output(path, force, protect, names=names, kind=kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.pncd-{os.getpid()}-", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        write_owned(tmp, [p.name for p in tmp.iterdir()])
+        write_owned(tmp, [p.name for p in tmp.iterdir()], kind)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         if path.exists() and not any(path.iterdir()):
             path.rmdir()

@@ -260,7 +260,7 @@ def _run_qat(run: Path, out: str | Path, opts: QatOptions, data: str | None, for
     losses = _losses(opts, int(cfg["model"]["num_classes"]))  # a bad --weight fails before any work
     d = {**cfg["data"], **({"root": str(Path(data).resolve())} if data else {})}
     spec = DataSpec.from_dict(d)
-    check_output(out, force, protect=(run, spec.root), names=("config.json", "best.safetensors", "log.json", QDQ_ONNX))
+    check_output(out, force, protect=(run, spec.root), names=("config.json", "best.safetensors", "log.json", QDQ_ONNX), kind="qat")
     train, val = load_split(spec, "train"), load_split(spec, "val")
     k = spec.num_classes
     teacher = _teacher(run, student, cfg, opts.teacher)
@@ -279,7 +279,7 @@ def _run_qat(run: Path, out: str | Path, opts: QatOptions, data: str | None, for
 
     state, best_dice, best_step = fine_tune(q, teacher, train, val, k, opts, losses, log)
     q.load_state_dict(state)
-    with atomic_dir(out, force=force, protect=(run, spec.root)) as tmp:
+    with atomic_dir(out, force=force, protect=(run, spec.root), kind="qat") as tmp:
         export_qdq(q, calib[0], tmp / QDQ_ONNX)
         plain = float_weights(q, cfg["model"])
         save_weights(plain, tmp / "best.safetensors")

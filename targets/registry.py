@@ -147,7 +147,7 @@ def load_runner(
     d = manifest_path.parent
     target = check_pair(man["target"], man["precision"])
     runtime = runtime or man.get("runtime") or target.runtime
-    main = d / man["artifact"]
+    main = _inside(d, man["artifact"], manifest_path)
     if not main.is_file():
         raise PncdError(f"{main}: listed in {manifest_path} but missing; re-export the artifact")
     if runtime != target.runtime:  # another target's runner, e.g. ONNX Runtime on a TensorRT artifact's ONNX
@@ -156,13 +156,31 @@ def load_runner(
         target = TARGETS.get(runtime)
         if runtime == "onnxruntime" and main.suffix != ".onnx":
             onnx = man.get("onnx")
-            if not onnx or not (d / onnx).is_file():
+            if not onnx or not _inside(d, onnx, manifest_path).is_file():
                 raise PncdError(f"{d}: this {man['target']} artifact has no ONNX file for ONNX Runtime; re-export it")
             main = d / onnx
+    engine = (man.get("tensorrt") or {}).get("engine") if isinstance(man.get("tensorrt"), dict) else None
+    if engine:
+        _inside(d, engine, manifest_path)
     recorded = (man.get("inference_precision") or {}).get("requested")
     opts = RunnerOptions(threads, precision=man["precision"], inference_precision=inference_precision or recorded,
                       manifest=man, directory=d)
     return target.runner(main, device, opts)
+
+
+def _inside(d: Path, name: object, manifest_path: Path) -> Path:
+    """``d / name`` for a file the manifest names: a plain relative path that stays inside the
+    export folder, symbolic links resolved; else one line (a manifest must not make a runner
+    load a file from elsewhere)."""
+    bad = not isinstance(name, str) or not name or name.startswith("/") or "\\" in name \
+        or any(part in ("", ".", "..") for part in name.split("/"))
+    if not bad:
+        root = d.resolve()
+        real = (root / str(name)).resolve()
+        bad = real == root or not real.is_relative_to(root)
+    if bad:
+        raise PncdError(f"{manifest_path}: {name!r} is not a file inside {d}; re-export the artifact")
+    return d / str(name)
 
 
 def _runner_for_file(path: Path, device: str | None, runtime: str | None, opts: RunnerOptions) -> Runner:

@@ -4,7 +4,7 @@ For each student with the DCSAU-Net teacher at 256x256 (same batch, same machine
 times: (a) a plain training step of the student (forward, CE + soft Dice, backward, Adam),
 (b) a distillation step with all four modules, (c) the teacher's forward alone, and prints
 
-    ratio       = distill step / plain step              (the issue's goal: <= 1.6)
+    ratio       = distill step / plain step              (target: <= 1.6)
     beyond      = (distill step - teacher forward) / plain step
                   (what the losses, hooks and heads add on top of the unavoidable teacher pass)
 

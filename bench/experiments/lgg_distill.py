@@ -1,6 +1,6 @@
 """Does distillation help? Each student alone and with the default ``pncd distill``, paired by seed.
 
-Issue 16's experiment on LGG FLAIR: a teacher trained to convergence (a finished run, passed
+On LGG FLAIR: a teacher trained to convergence (a finished run, passed
 with --teacher; it is trained beforehand with ``pncd train``), then for every seed and student
 two runs with the same recipe, steps and seed: ``pncd train`` (alone) and ``pncd distill`` with
 its default options (PNCD). Both share every random stream but the distillation heads' (see
@@ -24,10 +24,10 @@ Every child runs with ``--threads`` (default 1). CPU time at 128x128, batch 8, o
 1,500 steps: ENet about 8 minutes alone and 12 distilled, MobileNetV2 and ResNet-18 about 20
 and 25.
 
-A job scored in an earlier session (in --results' rows.json, which is committed) is not run
+A job scored by an earlier call (in --results' rows.json, which is committed) is not run
 again. Outputs: WORK/runs/<job>, WORK/rows/<job>.json (a scored job), and in --results (default
-bench/results/lgg-distill): summary.json (the shape issue 16 asks for: per-patient mean test
-Dice per seed, seeds paired by position), rows.json (every scored job in full) and results.md.
+bench/results/lgg-distill): summary.json (per-patient mean test Dice per seed, seeds paired
+by position), rows.json (every scored job in full) and results.md.
 """
 
 from __future__ import annotations
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     rows_dir.mkdir(parents=True, exist_ok=True)
     from pncd.io import write_json, write_text
 
-    committed = a.results / "rows.json"  # scored jobs of earlier sessions (runs/ is not committed)
+    committed = a.results / "rows.json"  # jobs scored by earlier calls (runs/ is not committed)
     if committed.is_file():
         for name, row in json.loads(committed.read_text()).get("rows", {}).items():
             if not (rows_dir / f"{name}.json").is_file():

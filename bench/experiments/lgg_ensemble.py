@@ -1,6 +1,6 @@
 """How high can a teacher get on LGG's test split from what was trained here? Ensembles of runs.
 
-Issue 16 asks for a teacher at >= 0.75 per-patient test Dice. This scores every finished run of
+The target is a teacher at >= 0.75 per-patient test Dice. This scores every finished run of
 lgg_distill.py (and the teacher), alone and as ensembles that average their foreground
 probabilities (argmax of the mean, i.e. mean probability > 0.5), with the per-patient Dice of
 ``pncd eval`` (each patient's slices pooled; checked: the single runs reproduce their scored

@@ -7,7 +7,7 @@ the exact sum (torch, float64) and the precision OpenVINO ran the layer in:
 
     OMP_NUM_THREADS=1 python bench/experiments/ov_int8_kernel_check.py
 
-Session 11 (AMD EPYC, AVX2 only): ordinary 1x1 and 3x3 convolutions with 8-bit weights 49% error,
+Measured on an AMD EPYC (AVX2 only): ordinary 1x1 and 3x3 convolutions with 8-bit weights 49% error,
 7-bit weights exact; depthwise 3x3 exact with 8-bit weights; 7-bit activations (128 levels) run in f32.
 """
 

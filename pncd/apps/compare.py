@@ -201,7 +201,11 @@ def run_compare(plan: Plan, jobs_in_parallel: int = 1, pncd: list[str] | None = 
 
     check_plan(plan)
     pncd = pncd or default_pncd()
-    plan.out.mkdir(parents=True, exist_ok=True)
+    from pncd.io import claim_dir
+
+    # a new folder, or one pncd compare wrote: never a data set, a run or a user's folder
+    claim_dir(plan.out, "compare", names=("logs", "compare.json", "compare.md", "compare.png", *(f"f{f}" for f in plan.folds)),
+              protect=(plan.data, plan.folds_file))
     jobs = plan.jobs()
     log(f"pncd compare: {len(jobs)} jobs ({len(plan.folds)} folds x teacher + {', '.join(plan.students)} "
         f"x {', '.join(plan.arms)}); finished ones are reused")

@@ -15,7 +15,8 @@ from pncd.commands.config import config_option
 @config_option
 @click.option("--teacher", required=True, help="Teacher run directory.")
 @click.option("--student", default="enet", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory for the runs and the table.")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Directory for the runs and the table (new, or one pncd ablate wrote: it continues there).")
 @click.option("--grid", "grid_kind", type=click.Choice(["table3", "singles"]), default="table3", show_default=True,
               help="table3: none, each module, each pair, all four; singles: none, each module, all four.")
 @click.option("--split", default="test", show_default=True)
@@ -24,6 +25,11 @@ from pncd.commands.config import config_option
 @click.option("--distill-args", default="", help="Extra options passed to every `pncd distill` (quoted string).")
 def ablate_command(config: str | None, teacher: str, student: str, out: str, grid_kind: str, split: str, epochs: int, seed: int, distill_args: str) -> None:
     """Run the PNCD module ablation for one student and write ablation.md / ablation.json.
+
+    Run again with the same --out, it continues: a row already scored with the same settings
+    (the teacher's weights, student, modules and weights, epochs, seed, split, --distill-args)
+    is reused, a row whose settings changed is distilled again (its run replaced). --out must
+    be new or a folder pncd ablate wrote.
 
     \b
     Example:
@@ -40,13 +46,11 @@ def ablate_command(config: str | None, teacher: str, student: str, out: str, gri
 
 def distill_row(teacher: str, student: str, run: Path, mods: tuple[str, ...], epochs: int, seed: int, distill_args: str) -> Any:
     """The :class:`~pncd.distill.options.DistillRun` of one row: ``distill_args`` parsed as
-    ``pncd distill`` parses them, then the row's own settings (continued with --resume when
-    the row has a finished epoch, replaced with --force when it has only a partial one)."""
+    ``pncd distill`` parses them, then the row's own settings. Whether the row's run is
+    continued or replaced is :func:`pncd.apps.ablate.run_ablation`'s to say (by the row's key)."""
     from pncd.commands.distill import distill_command, distill_run
 
     args = [*shlex.split(distill_args), "--teacher", teacher, "--student", student, "--out", str(run), "--epochs", str(epochs),
             "--seed", str(seed), "--modules", ",".join(mods) or "none"]
-    if run.exists():
-        args.append("--resume" if (run / "last_state.pt").is_file() else "--force")
     with distill_command.make_context("distill", args) as ctx:
         return distill_run(ctx, ctx.params)

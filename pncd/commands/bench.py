@@ -88,7 +88,7 @@ def bench_command(ctx: click.Context, artifacts: tuple[Path, ...], gate_baseline
         # --no-verify on this very command line is the user's choice: the gate warns and goes on
         warnings: list[str] = []
         ok, rows = run_gate(Path(opts.out) / "report.json", gate_baseline, allow_unverified=not opts.verify,
-                            warnings=warnings)
+                            allow_stale_source=opts.allow_stale_source, warnings=warnings)
         print_rows(rows, warnings=warnings)
         if not ok:
             ctx.exit(1)

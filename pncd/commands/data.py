@@ -29,7 +29,8 @@ def data_group() -> None:
 @click.option("--split-seed", type=int, default=0, show_default=True,
               help="Seed of the case-level split used when there is no splits.json.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the full report as JSON to this file (written atomically).")
+              help="Also write the full report as JSON to this file (written atomically; it replaces only an "
+              "earlier data-check report, and is never written inside DIRECTORY).")
 def check_command(config: str | None, directory: Path, num_classes: int | None, split_seed: int,
                   json_path: Path | None) -> None:
     """Report cases, slices, image sizes, channels, class balance, empty masks, split sizes and
@@ -50,13 +51,45 @@ def check_command(config: str | None, directory: Path, num_classes: int | None, 
     from pncd.data.check import check_dataset, format_report
     from pncd.io import write_json
 
+    if json_path is not None:
+        check_report_target(json_path, directory)  # before any work: nothing is read or written when refused
     report = check_dataset(directory, num_classes=num_classes, split_seed=split_seed)
     click.echo(format_report(report))
     if json_path is not None:
-        write_json(json_path, report)
+        write_json(json_path, {"schema": CHECK_SCHEMA, **report})
         click.echo(f"wrote {json_path}")
     if not report["ok"]:
         raise RunFailed(f"{directory}: {report['errors']} error(s) found; fix the files listed above")
+
+
+CHECK_SCHEMA = "pncd.data-check/1"  # the key that tells a data-check report from any other file
+_LEGACY_CHECK_KEYS = frozenset({"root", "layout", "splits", "problems", "errors", "warnings", "ok"})
+
+
+def check_report_target(json_path: Path, directory: Path) -> None:
+    """``--json FILE`` is written only outside the data set DIRECTORY (symbolic links resolved),
+    and replaces only a previous data-check report: a PncdError (exit 2, nothing written) else."""
+    import json
+
+    from pncd.io import check_parents
+
+    check_parents(json_path, "--json")
+    target, root = json_path.resolve(), directory.resolve()
+    if root == target or root in target.parents:
+        raise PncdError(f"--json {json_path} is inside the data set {directory} being checked; write the report "
+                        "elsewhere (nothing was written)")
+    if not json_path.exists() and not json_path.is_symlink():
+        return
+    try:
+        doc = json.loads(json_path.read_text()) if json_path.is_file() else None
+    except (OSError, ValueError):
+        doc = None
+    # a report of this pncd carries CHECK_SCHEMA; one of an older pncd is known by its keys
+    if isinstance(doc, dict) and (doc.get("schema") == CHECK_SCHEMA or
+                                  ("schema" not in doc and _LEGACY_CHECK_KEYS <= doc.keys())):
+        return
+    raise PncdError(f"--json {json_path} exists and is not a pncd data-check report; it replaces only such a "
+                    "report: choose another file or remove it yourself (nothing was written)")
 
 
 @data_group.command(name="synth")

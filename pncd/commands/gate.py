@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from pncd.bench.gate import (GateInputError, baseline_from_report, check_baseline_target, compared, format_rows,
-                             load_report, run_gate)
+from pncd.bench.gate import (THRESHOLDS, GateInputError, baseline_from_report, check_baseline_target, compared,
+                             format_rows, load_report, run_gate)
 from pncd.errors import PncdError
 
 
@@ -36,17 +36,23 @@ class _UsageExit(click.ClickException):
     exit_code = 2
 
 
+def _range(name: str) -> click.FloatRange:
+    """The click range of a threshold option (:data:`pncd.bench.gate.THRESHOLDS`)."""
+    lo, hi, lo_open = THRESHOLDS[name]
+    return click.FloatRange(min=lo, max=hi, min_open=lo_open)
+
+
 @click.command("gate", context_settings={"max_content_width": 100})
 @click.argument("report", type=click.Path(path_type=Path))
 @click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Committed baseline JSON (pncd.baseline/1). Without it only the reference rule is checked.")
-@click.option("--min-ref-ratio", type=float, default=0.99, show_default=True,
+@click.option("--min-ref-ratio", type=_range("min_ref_ratio"), default=0.99, show_default=True,
               help="Artifact Dice / its torch reference Dice must be at least this.")
-@click.option("--max-dice-drop", type=float, default=0.005, show_default=True,
+@click.option("--max-dice-drop", type=_range("max_dice_drop"), default=0.005, show_default=True,
               help="Largest allowed Dice drop below the baseline (absolute).")
-@click.option("--max-voe-increase", type=float, default=0.01, show_default=True)
-@click.option("--max-rvd-increase", type=float, default=0.05, show_default=True, help="Of |RVD|, absolute.")
-@click.option("--max-latency-ratio", type=float, default=None,
+@click.option("--max-voe-increase", type=_range("max_voe_increase"), default=0.01, show_default=True)
+@click.option("--max-rvd-increase", type=_range("max_rvd_increase"), default=0.05, show_default=True, help="Of |RVD|, absolute.")
+@click.option("--max-latency-ratio", type=_range("max_latency_ratio"), default=None,
               help="Median latency / the baseline torch reference's median latency must be at most this.")
 @click.option("--allow-missing", is_flag=True,
               help="Skip baseline entries missing from the report (by default each one fails).")
@@ -54,20 +60,24 @@ class _UsageExit(click.ClickException):
               help="Also fail on report entries missing from the baseline (by default they are skipped).")
 @click.option("--allow-unverified", is_flag=True,
               help="Accept a report benched with --no-verify (by default it fails, with a warning).")
+@click.option("--allow-stale-source", is_flag=True,
+              help="Accept entries benched with --allow-stale-source (by default each one fails, with a warning).")
 @click.option("--allow-empty", is_flag=True, help="Pass even when no row could be compared (every row skipped).")
 @click.option("--update-baseline", is_flag=True,
               help="Write --baseline from REPORT instead of checking; replaces only a pncd baseline file.")
 def gate_command(report: Path, baseline: Path | None, min_ref_ratio: float, max_dice_drop: float,
                  max_voe_increase: float, max_rvd_increase: float, max_latency_ratio: float | None,
-                 allow_missing: bool, require_all: bool, allow_unverified: bool, allow_empty: bool,
-                 update_baseline: bool) -> None:
+                 allow_missing: bool, require_all: bool, allow_unverified: bool, allow_stale_source: bool,
+                 allow_empty: bool, update_baseline: bool) -> None:
     """Check a bench REPORT (directory or report.json) against rules and a baseline.
 
     A report of another data set than the baseline's fails (data_set row); a baseline entry
     missing from the report fails unless --allow-missing; a report benched with --no-verify
-    fails unless --allow-unverified. Exit status: 0 when every rule passes, 1 when one fails or
-    when nothing could be compared (unless --allow-empty), 2 when the report or the baseline is
-    missing or malformed, or --update-baseline would replace a file that is not a baseline.
+    fails unless --allow-unverified, an entry benched with --allow-stale-source unless
+    --allow-stale-source. Exit status: 0 when every rule passes, 1 when one fails or when
+    nothing could be compared (unless --allow-empty), 2 when the report or the baseline is
+    missing, malformed or empty (record one with --update-baseline), or --update-baseline would
+    replace a file that is not a baseline.
 
     \b
     Examples:
@@ -91,7 +101,8 @@ def gate_command(report: Path, baseline: Path | None, min_ref_ratio: float, max_
         ok, rows = run_gate(rep, baseline, min_ref_ratio=min_ref_ratio, max_dice_drop=max_dice_drop,
                             max_voe_increase=max_voe_increase, max_rvd_increase=max_rvd_increase,
                             max_latency_ratio=max_latency_ratio, require_all=require_all, allow_empty=allow_empty,
-                            allow_missing=allow_missing, allow_unverified=allow_unverified, warnings=warnings)
+                            allow_missing=allow_missing, allow_unverified=allow_unverified,
+                            allow_stale_source=allow_stale_source, warnings=warnings)
     except PncdError as e:
         raise _UsageExit(str(e)) from None
     print_rows(rows, allow_empty, warnings)

@@ -83,8 +83,10 @@ def empty_split(root: Path, splits: dict[str, list[str]], origin: str, split: st
     reports, so the two cannot disagree."""
     if splits.get(split):
         return None
-    if not origin.startswith("seed "):  # splits.json, or a folds file's fold
-        return root / origin.split(" fold ")[0], f"split {split!r} has no cases ({origin}); list some in it"
+    if origin == "splits.json":
+        return root / "splits.json", f"split {split!r} has no cases; list some in it"
+    if not origin.startswith("seed "):  # a folds file's fold
+        return root / origin.split(" fold ")[0], f"split {split!r} of {origin} has no cases; list some in it"
     n = sum(len(ids) for ids in splits.values())
     return root, (f"split {split!r} has no cases (from {origin}: {n} case(s) in all, and a seeded split gives "
                   "val and test one case each only from 3 cases on); add cases or write a splits.json")

@@ -156,7 +156,7 @@ def generate(
     if out.exists() and not force:
         raise PncdError(f"{out} already exists; choose another directory or pass --force")
     if out.exists():
-        check_owned(out, SYNTH_FILES, "OUT")  # --force: a folder pncd did not write is not replaced
+        check_owned(out, SYNTH_FILES, "OUT", kind="dataset")  # --force: a folder pncd did not write is not replaced
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -174,7 +174,7 @@ def generate(
         from pncd.io import _umask
 
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700: give the data set normal permissions
-        write_owned(tmp, SYNTH_FILES)
+        write_owned(tmp, SYNTH_FILES, "dataset")
         if out.exists() and force:
             swap_into(tmp, out)
             return out

@@ -69,7 +69,7 @@ def evaluate_run(run: str | Path, split: str = "test", *, data: str | None = Non
                    "out": None if out is None else str(out), "overlays": overlays, "device": device, "force": force}
     run_dir = Path(run).parent if Path(run).is_file() else Path(run)
     out_dir = Path(out) if out else run_dir / f"eval-{split}"
-    check_output(out_dir, force, protect=(run_dir,), names=("metrics.json",))  # before any work: --force never replaces the run
+    check_output(out_dir, force, protect=(run_dir,), names=("metrics.json",), kind="evaluation")  # before any work: --force never replaces the run
     dev = resolve_device(device)
     model, cfg = load_model(run, which, dev)
     progress = run_progress(run_dir, cfg)
@@ -87,7 +87,7 @@ def evaluate_run(run: str | Path, split: str = "test", *, data: str | None = Non
     result: dict[str, Any] = {"run": str(run), "checkpoint": which, "split": split, "data": spec.to_dict(),
               "summary": metrics.summary(), "per_case": metrics.per_case(), "options": options,
               "run_progress": progress.record()}
-    with atomic_dir(out_dir, force=force, protect=(run_dir,)) as tmp:
+    with atomic_dir(out_dir, force=force, protect=(run_dir,), kind="evaluation") as tmp:
         write_json(tmp / "metrics.json", result)
         for rank, i in enumerate(scoring.extreme_slices(preds, ss.masks, overlays)):
             save_png(tmp / f"overlay_{rank:02d}_{ss.case_ids[i]}_z{ss.slice_index[i]}.png",

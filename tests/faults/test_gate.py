@@ -52,9 +52,12 @@ def test_run_benched_under_another_name_fails_and_names_the_rows(tmp_path):
 
 
 def test_empty_baseline_fails(tmp_path):
+    """A baseline with no entries is refused, one line, even with --allow-empty (see
+    test_gate_rules_strict.py)."""
     rep = _report(tmp_path, _entry("r-torch-fp32", "reference"))
-    p = _gate(rep, "--baseline", _baseline(tmp_path, {}))
-    assert p.returncode == 1 and "nothing was compared" in p.stdout
+    for extra in ([], ["--allow-empty"]):
+        line = one_error(_gate(rep, "--baseline", _baseline(tmp_path, {}), *extra), 2)
+        assert "no entries" in line and "--update-baseline" in line
 
 
 def test_artifact_without_reference_and_no_baseline_fails(tmp_path):
