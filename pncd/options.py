@@ -40,13 +40,16 @@ class Range:
 
 
 SEED_RANGE = Range(0, 2**32 - 1)
+MAX_EPOCHS = 100_000  # more never ends on any machine (a typo: --epochs 1e23)
+MAX_SIZE = 4096  # square input side; the activation memory is checked against the machine too (pncd.training.memory)
 # The numeric options of pncd train and pncd distill (and of TrainOptions/DataOptions), by field name
 RANGES: dict[str, Range] = {
-    "epochs": Range(1), "batch": Range(1), "lr": Range(0, hint="0 keeps the initial weights"), "min_lr": Range(0), "weight_decay": Range(0),
+    "epochs": Range(1, MAX_EPOCHS), "batch": Range(1),
+    "lr": Range(0, low_open=True, hint="a learning rate of 0 would keep the initial weights"), "min_lr": Range(0), "weight_decay": Range(0),
     "seed": SEED_RANGE, "split_seed": SEED_RANGE, "fold": Range(0), "workers": Range(0, hint="0 loads in the main process"),
     "rotation": Range(0, 180), "lesion_fraction": Range(0, 1),
     "steps_per_epoch": Range(1, hint="leave it out for one pass over the train split per epoch"),
-    "log_every": Range(1), "clip_grad_norm": Range(0, hint="0 disables clipping"), "size": Range(16), "num_classes": Range(2),
+    "log_every": Range(1), "clip_grad_norm": Range(0, hint="0 disables clipping"), "size": Range(16, MAX_SIZE), "num_classes": Range(2),
 }
 
 
@@ -56,11 +59,15 @@ def check_ranges(obj: Any, ranges: dict[str, Range]) -> None:
 
     for f in fields(obj):
         v, r = getattr(obj, f.name), ranges.get(f.name)
-        if r is None or v is None or isinstance(v, bool):
+        if r is None or v is None:
             continue
-        if not isinstance(v, (int, float)) or not r.admits(v):
+        flag = "--" + f.name.replace("_", "-")
+        whole = str(f.type).split("|")[0].strip() == "int"  # an int field takes whole numbers only (size = 32.7)
+        if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)):
+            raise PncdError(f"{flag} must be {'a whole number' if whole else 'a number'} {r.text()} (got {v!r})")
+        if not r.admits(v):
             hint = f"; {r.hint}" if r.hint else ""
-            raise PncdError(f"--{f.name.replace('_', '-')} must be {r.text()} (got {v!r}){hint}")
+            raise PncdError(f"{flag} must be {r.text()} (got {v!r}){hint}")
 
 
 @dataclass
@@ -165,6 +172,9 @@ class RunOptions:
         check_ranges(self.data, RANGES)
         if self.threads is not None and self.threads < 1:
             raise PncdError(f"--threads must be >= 1 (got {self.threads!r})")
+        if self.resume and self.force:
+            raise PncdError(f"--resume and --force contradict each other: --resume continues the run in {self.out}, "
+                            "--force replaces it; pass one of them (nothing was changed)")
 
     def train_options(self) -> TrainOptions:
         """``train`` with ``clip_grad_norm`` None replaced by this command's default."""

@@ -7,14 +7,21 @@ lock of ``--out`` (:mod:`pncd.outlock`) around all of this, so one process at a 
 
 :func:`run_progress` tells whether a run finished its epochs; :func:`incomplete_warning` is the
 line that export, eval, and distill (of a teacher run) print for one that did not.
+
+:func:`writing` turns a write that failed because the device is full (an ``OSError`` ENOSPC, or
+the ``SafetensorError`` / ``RuntimeError`` that safetensors, torch and OpenVINO raise instead)
+into one line naming the file; :func:`scratch_dir` is a command's folder in the system's
+temporary directory, named with its process id, that a later command removes if it was left by
+a process that is gone (``kill -9``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pncd import checkpoint as ckpt
 from pncd.errors import PncdError
@@ -52,7 +59,7 @@ def prepare_out(out: str | Path, resume: bool, force: bool, protect: tuple[str |
                             "start it again with --force, or without --resume in a new --out")
         return path
     try:
-        check_output(path, force, protect=protect, empty_ok=True, names=RUN_FILES)
+        check_output(path, force, protect=protect, empty_ok=True, names=RUN_FILES, kind="run")
     except PncdError as e:
         if "already exists" in str(e):
             raise PncdError(f"{path} already exists; pass --resume to continue it, --force to replace it, "
@@ -142,3 +149,117 @@ def incomplete_warning(run: str | Path, progress: RunProgress, doing: str) -> st
     resume = f"pncd {progress.kind} --out {run} --resume"
     return (f"warning: {run} stopped at {at} (interrupted: killed, stopped or diverged); {doing} its best "
             f"checkpoint so far; finish it with {resume}")
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the file system of ``path`` (its nearest
+    existing parent); None when the system cannot tell."""
+    import os
+
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+_FULL_TEXTS = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+
+
+def disk_full(e: BaseException, paths: tuple[str | Path, ...], need: int = 0) -> Path | None:
+    """Which of ``paths`` could not be written because its device is full, or None (another error).
+
+    ENOSPC / EDQUOT, or their text in the message (safetensors), name the device outright; a
+    bare stream error (torch's "unexpected pos", OpenVINO's "basic_ios::clear") counts when the
+    device has less free space than ``need`` bytes (what was being written; at least 1 MiB)."""
+    import errno
+
+    if not (isinstance(e, (OSError, RuntimeError)) or type(e).__name__ == "SafetensorError") or not paths:
+        return None  # not a failed write
+    said = (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or any(t in str(e) for t in _FULL_TEXTS)
+    for p in map(Path, paths):
+        free = free_bytes(p)
+        if free is not None and free < max(need, 1 << 20):
+            return p
+    return Path(paths[0]) if said else None
+
+
+@contextlib.contextmanager
+def writing(path: str | Path, *also: str | Path, need: int = 0, what: str = "--out") -> Iterator[None]:
+    """Run a write into ``path`` (and scratch folders ``also``); a failure because a device is
+    full becomes a RunFailed line naming the file (or the scratch folder) and saying to free
+    space on the device; other errors pass unchanged."""
+    from pncd.errors import RunFailed
+
+    try:
+        yield
+    except PncdError:
+        raise
+    except Exception as e:
+        where = disk_full(e, (path, *also), need)
+        if where is None:
+            raise
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        folder = "" if where == Path(path) else " (a temporary folder)"
+        raise RunFailed(f"{where}{folder}: no space left on the device ({detail}); free space on the device "
+                        f"or choose another {what}") from e
+
+
+SCRATCH_STALE_S = 24 * 3600  # a scratch folder without an owner's pid counts as left behind after a day
+
+
+@contextlib.contextmanager
+def scratch_dir(kind: str) -> Iterator[Path]:
+    """A private folder ``pncd-<kind>-<pid>-XXXX`` in the system's temporary directory, removed at
+    the end; first removes those of ``kind`` that a killed process left: its pid is gone, or (a
+    name without a pid, from an older pncd) it is older than a day."""
+    import os
+    import shutil
+    import tempfile
+
+    remove_stale_scratch(kind)
+    tmp = Path(tempfile.mkdtemp(prefix=f"pncd-{kind}-{os.getpid()}-"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_scratch(kind: str, now: float | None = None) -> list[Path]:
+    """Remove the scratch folders of ``kind`` left by processes that are gone; returns them."""
+    import os
+    import shutil
+    import tempfile
+    import time
+
+    now = time.time() if now is None else now
+    prefix = f"pncd-{kind}-"
+    removed = []
+    for p in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        head, sep, _ = p.name[len(prefix):].partition("-")
+        owner = int(head) if head.isdigit() and sep else None  # pncd-<kind>-<pid>-XXXX; older names have none
+        try:
+            if owner == os.getpid() or not p.is_dir() or p.is_symlink() or p.stat().st_uid != os.getuid():
+                continue
+            stale = not _alive(owner) if owner is not None else now - p.stat().st_mtime > SCRATCH_STALE_S
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True

@@ -22,8 +22,9 @@ from typing import Iterator, Sequence
 
 from pncd.errors import PncdError, RunFailed
 
-# Options that take a value, as ssh and scp both understand them (``-p`` becomes ``-o Port=``
-# because scp spells the port ``-P``).
+# Options that take a value. The same arguments go to ssh and to scp, so each is passed in a form
+# both read the same way: ``-p PORT`` becomes ``-o Port=PORT`` (scp spells the port ``-P``) and
+# ``-l USER`` becomes ``-o User=USER`` (scp's ``-l`` is a bandwidth limit in Kbit/s).
 _WITH_VALUE = {"-o", "-i", "-p", "-F", "-J", "-c", "-l"}
 _FLAGS = {"-4", "-6", "-C", "-q", "-v"}
 _UNSAFE = {
@@ -36,7 +37,8 @@ def normalize_options(values: Sequence[str]) -> list[str]:
     """Turn ``--ssh-option`` values (each may hold several words) into ssh/scp arguments.
 
     Accepts ``-o KEY=VALUE``, ``-oKEY=VALUE``, ``-i KEY``, ``-p PORT``, ``-F CONFIG``, ``-J JUMP``,
-    ``-c CIPHER``, ``-l USER`` and the flags ``-4 -6 -C -q -v``. Refuses anything that would skip
+    ``-c CIPHER``, ``-l USER`` and the flags ``-4 -6 -C -q -v``; the result means the same to ssh
+    and scp (``-p`` and ``-l`` become ``-o Port=`` and ``-o User=``). Refuses anything that would skip
     host key checking. ``-J JUMP`` becomes a ``ProxyCommand`` whose own ssh gets the same strict
     host key options (ssh does not pass command-line options on to a ``-J`` jump host).
     """
@@ -79,6 +81,10 @@ def normalize_options(values: Sequence[str]) -> list[str]:
             if not val.isdigit():
                 raise PncdError(f"--ssh-option -p needs a port number, got {val!r}")
             out += ["-o", f"Port={val}"]
+        elif opt == "-l":  # ssh's login name; to scp, -l is a bandwidth limit
+            if not val or val.startswith("-") or any(c.isspace() for c in val):
+                raise PncdError(f"--ssh-option -l needs a user name, got {val!r}")
+            out += ["-o", f"User={val}"]
         elif opt == "-J":
             if jump is not None or "," in val:
                 raise PncdError(f"--ssh-option -J {val}: one jump host only; put longer chains in ~/.ssh/config "

@@ -3,7 +3,8 @@ student distilled, paired by patient.
 
 Per fold of a folds file (:mod:`pncd.data.folds`) the comparison trains, or reuses, the fold's
 teacher, then every student arm with the same recipe and seed: ``alone`` (``pncd train``),
-``pncd`` (``pncd distill``, every loss) and, if asked, ``pncd-no-pnscd`` (PMD, RMD and RD).
+``pncd`` (``pncd distill``, every loss) and, if asked, ``pncd-no-pnscd`` (PMD, RMD and RD)
+and ``pncd-instance`` (every loss, PNSCD as instance discrimination: ``--pnscd-form instance``).
 Each run picks its best epoch on the fold's val cases and is scored once on the fold's held-out
 test cases, so every patient of the data set is scored exactly once per arm, by a model that
 never saw it and was never tuned on it.
@@ -33,8 +34,9 @@ from typing import Any, Callable
 
 from pncd.errors import PncdError, RunFailed
 
-ARMS = ("alone", "pncd", "pncd-no-pnscd")
-ARM_MODULES = {"pncd": "pmd,rmd,rd,pnscd", "pncd-no-pnscd": "pmd,rmd,rd"}
+ARMS = ("alone", "pncd", "pncd-no-pnscd", "pncd-instance")
+ARM_MODULES = {"pncd": "pmd,rmd,rd,pnscd", "pncd-no-pnscd": "pmd,rmd,rd", "pncd-instance": "pmd,rmd,rd,pnscd"}
+ARM_ARGS = {"pncd-instance": ("--pnscd-form", "instance")}  # PNSCD as instance discrimination
 SCORES = "scores.json"
 
 
@@ -140,7 +142,8 @@ def command(plan: Plan, job: Job, pncd: list[str]) -> list[str]:
     if job.arm == "alone":
         return [*pncd, "train", "--model", str(job.student), *data, *r.common(), *sched, "--out", str(job.out)]
     return [*pncd, "distill", "--teacher", str(plan.teacher_dir(job.fold)), "--student", str(job.student), *data,
-            *r.common(), *sched, "--modules", ARM_MODULES[str(job.arm)], *r.distill_args, "--out", str(job.out)]
+            *r.common(), *sched, "--modules", ARM_MODULES[str(job.arm)], *r.distill_args,
+            *ARM_ARGS.get(str(job.arm), ()), "--out", str(job.out)]
 
 
 def _finished(run: Path) -> bool:

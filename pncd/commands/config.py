@@ -2,7 +2,8 @@
 
 The file only sets defaults (click's ``default_map``); flags given on the command line win.
 Keys may be written with dashes or underscores. Unknown keys are an error, so a typo is not
-silently ignored.
+silently ignored, and so is a value of the wrong type (a list for a single value, ``size =
+32.7`` for a whole number): click would turn it into something else (32) without a word.
 """
 
 from __future__ import annotations
@@ -54,9 +55,34 @@ def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None
                     names[opt[2:].replace("-", "_")] = p.name
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise click.BadParameter(f"unknown key(s) {unknown} in {value}; valid keys: {sorted(names)}", ctx=ctx, param=_param)
+        raise PncdError(f"config file {value}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    params = {p.name: p for p in ctx.command.params if p.name}
+    for key, v in data.items():
+        expected = _type_error(params[names[key]], v)
+        if expected:
+            raise PncdError(f"config file {value}: {key} must be {expected}, not {v!r} ({type(v).__name__}); "
+                            "fix the file (nothing was changed)")
     ctx.default_map = {**(ctx.default_map or {}), **{names[k]: v for k, v in data.items()}}
     return value
+
+
+def _type_error(param: click.Parameter, v: Any) -> str | None:
+    """What ``param`` expects, when the config file's value ``v`` is not that; None when it is."""
+    if getattr(param, "multiple", False) or param.nargs != 1:
+        if not isinstance(v, list):
+            return "a list"
+        return next((f"a list of {e}" for x in v if (e := _scalar_error(param.type, x))), None)
+    return _scalar_error(param.type, v)
+
+
+def _scalar_error(t: click.ParamType, v: Any) -> str | None:
+    if isinstance(t, click.types.IntParamType):  # IntRange too
+        return None if isinstance(v, int) and not isinstance(v, bool) else "a whole number"
+    if isinstance(t, click.types.FloatParamType):
+        return None if isinstance(v, (int, float)) and not isinstance(v, bool) else "a number"
+    if isinstance(t, click.types.BoolParamType):
+        return None if isinstance(v, bool) else "true or false"
+    return None if isinstance(v, (str, int, float)) and not isinstance(v, bool) else "a string"
 
 
 def config_option(fn: Callable) -> Callable:

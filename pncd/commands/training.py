@@ -47,8 +47,11 @@ def common_training_options(fn=None, *, clip_grad_norm: float = TrainRun.default
                      help="Run directory to write. Locked while the command runs (.NAME.pncd-lock beside it): "
                           "a second pncd process given the same --out is refused at once."),
         click.option("--epochs", type=ranged(int, "epochs"), default=_T.epochs, show_default=True),
-        click.option("--batch", type=ranged(int, "batch"), default=_T.batch, show_default=True),
-        click.option("--size", type=ranged(int, "size"), default=_D["size"], show_default=True, help="Square input side, divisible by 16."),
+        click.option("--batch", type=ranged(int, "batch"), default=_T.batch, show_default=True,
+                     help="Images per step; more than the train split holds is capped to it (a line says so)."),
+        click.option("--size", type=ranged(int, "size"), default=_D["size"], show_default=True,
+                     help="Square input side, divisible by 16; refused before training when the activations of --batch "
+                          "images cannot fit in the device's free memory."),
         click.option("--channels", type=click.Choice(["1", "3"]), default=str(_D["channels"]), show_default=True),
         click.option("--num-classes", type=ranged(int, "num_classes"), default=_D["num_classes"], show_default=True, help="Classes including background."),
         click.option("--normalization", type=click.Choice(["zscore", "minmax"]), default=_D["normalization"], show_default=True),
@@ -77,7 +80,7 @@ def common_training_options(fn=None, *, clip_grad_norm: float = TrainRun.default
                           "(a flag that contradicts them is refused; --epochs may change)."),
         click.option("--force", is_flag=True, help="Replace an existing run: the new one is trained beside it and "
                      "swapped in when it finishes (files pncd did not write stay; a folder pncd did not write, "
-                     "without .pncd-owned.json, is refused)."),
+                     "without .pncd-owned.json, is refused). Not with --resume."),
     ]
     for o in reversed(opts):
         fn = o(fn)

@@ -70,7 +70,7 @@ def _read_pair(item: Any, num_classes: int, problems: list[Problem]) -> tuple[np
     """An item's image and mask, or None with every problem found recorded."""
     img = None
     try:
-        img = read_image(item.images)
+        img = read_image(item.images, item.channels)
     except PncdError as e:
         problems.append(_problem("error", item.images[0], e))
     try:

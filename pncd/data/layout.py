@@ -6,7 +6,9 @@ Two layouts are read as they stand:
   ``a_mask.png``; ``p1.nii.gz`` with ``p1.nii.gz``). A NIfTI volume is one case; a 2-D image is
   its own case (case id = stem) unless ``splits.json`` names a case that prefixes the stem
   (``TCGA_X_12.png`` belongs to case ``TCGA_X``), so slices stored as images still group into
-  patients.
+  patients. An optional ``dataset.json`` beside ``images/`` may declare ``"channel_names"``
+  (one name per channel, nnU-Net's key): then a NIfTI image's 4th axis holds that many
+  channels; without it a 4-D NIfTI image is refused (its 4th axis may be time).
 - nnU-Net v2 raw: ``dataset.json``, ``imagesTr/<case>_0000.<ext>`` (one file per channel,
   ``_0001`` ...) and ``labelsTr/<case>.<ext>``; ``dataset.json``'s ``labels`` give the number
   of classes.
@@ -34,6 +36,7 @@ class Item:
 
     images: tuple[Path, ...]
     mask: Path
+    channels: int = 1  # channels each image file holds, as the layout declares (a NIfTI's 4th axis)
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ def _discover_folders(root: Path) -> Layout:
     images = _list_files(root / "images", problems)
     masks = _list_files(mask_dirs[0], problems)
     splits = read_splits(root)
+    channels = declared_channels(root / "dataset.json")
 
     paired: dict[str, Item] = {}
     used_masks: set[str] = set()
@@ -160,7 +164,7 @@ def _discover_folders(root: Path) -> Layout:
             )
             continue
         used_masks.add(key)
-        paired[stem] = Item((img,), masks[key])
+        paired[stem] = Item((img,), masks[key], channels)
     for key, m in masks.items():
         if key not in used_masks:
             problems.append(Problem("error", str(m), f"mask without image; add images/{key}.* or remove the mask"))
@@ -178,6 +182,22 @@ def _discover_folders(root: Path) -> Layout:
         for cid, items in sorted(groups.items(), key=lambda kv: natural_key(kv[0]))
     }
     return Layout(root, "folders", cases, splits, None, problems)
+
+
+def declared_channels(path: Path) -> int:
+    """The channels per image file that the folders layout's optional ``dataset.json`` declares
+    (its ``"channel_names"``: one name per channel); 1 without the file or the key."""
+    from pncd.io import read_json
+
+    if not path.is_file():
+        return 1
+    data = read_json(path)
+    names = data.get("channel_names") if isinstance(data, dict) else None
+    if names is None:
+        return 1
+    if not isinstance(names, (dict, list)) or not names:
+        raise PncdError(f"{path}: \"channel_names\" must name each channel, e.g. {{\"0\": \"T1\", \"1\": \"T2\"}}")
+    return len(names)
 
 
 def _num_classes_from_dataset_json(path: Path, labels: object) -> int:

@@ -102,7 +102,7 @@ def _file_key(p: Path) -> tuple:
 
 def load_case(case: Case, spec: DataSpec) -> tuple[np.ndarray, np.ndarray, list[int], list[str]]:
     """One case preprocessed: images float32 (S, C, H, W), labels (S, H, W), slice numbers, sources."""
-    files = tuple(_file_key(p) for it in case.items for p in (*it.images, it.mask))
+    files = tuple((_file_key(p), it.channels) for it in case.items for p in (*it.images, it.mask))
     key = (case.case_id, files, spec.size, spec.channels, spec.num_classes, spec.normalization)
     hit = _CACHE.get(key)
     if hit is not None:
@@ -114,7 +114,7 @@ def load_case(case: Case, spec: DataSpec) -> tuple[np.ndarray, np.ndarray, list[
     index: list[int] = []
     sources: list[str] = []
     for item in case.items:
-        x, m = read_pair(item.images, item.mask, spec.channels, spec.num_classes)
+        x, m = read_pair(item.images, item.mask, spec.channels, spec.num_classes, item.channels)
         x, m = preprocess(x, m, spec.size, spec.normalization)
         index.extend(range(len(index), len(index) + len(x)))
         sources.extend([str(item.images[0])] * len(x))

@@ -7,7 +7,10 @@ Every reader returns slices first, ``(S, H, W)`` or ``(S, H, W, C)``, rows befor
   (a palette *mask* keeps its palette indices, which are its labels).
 - NIfTI volumes (``.nii``, ``.nii.gz``) through nibabel, cut along the last axis. NIfTI stores
   axes as (x = column, y = row, z = slice), so slice ``z`` is ``vol[:, :, z].T``; images and
-  masks are cut the same way, so they stay aligned. A ``.nii.gz`` is decompressed whole first,
+  masks are cut the same way, so they stay aligned. A 4th axis (NIfTI's time axis) is read as
+  channels only where the data set declares that many channels per file (``channels``, from
+  the layout: :class:`pncd.data.layout.Item`); otherwise a 4-D volume is refused, naming the
+  file and its shape, rather than guessed at (3 time points are not RGB). A ``.nii.gz`` is decompressed whole first,
   its gzip CRC-32 and length checked (:func:`gunzip_checked`): a file cut short or with a
   flipped bit is refused, naming it, instead of being read as valid.
 
@@ -43,9 +46,11 @@ def is_nifti(path: Path) -> bool:
     return split_ext(path.name)[1] in NIFTI_EXTS
 
 
-def read_raw(path: Path, as_mask: bool = False) -> tuple[np.ndarray, bool]:
+def read_raw(path: Path, as_mask: bool = False, channels: int = 1) -> tuple[np.ndarray, bool]:
     """The file's pixels as ``(S, H, W)`` or ``(S, H, W, C)`` in their stored dtype.
 
+    ``channels``: the channels the data set declares per image file; a NIfTI image's 4th axis
+    is read as channels only when it holds exactly that many (a mask never has one).
     Returns ``(array, lossy)``; ``lossy`` is True for JPEG, whose masks need thresholding.
     Raises PncdError naming the file when it cannot be read.
     """
@@ -53,7 +58,7 @@ def read_raw(path: Path, as_mask: bool = False) -> tuple[np.ndarray, bool]:
     if not path.is_file():
         raise PncdError(f"{path}: file not found")
     if is_nifti(path):
-        return _read_nifti(path), False
+        return _read_nifti(path, 1 if as_mask else channels, as_mask), False
     return _read_pillow(path, as_mask)
 
 
@@ -90,7 +95,7 @@ def _nifti_from_bytes(data: bytes) -> Any:
     return klass.from_bytes(data)
 
 
-def _read_nifti(path: Path) -> np.ndarray:
+def _read_nifti(path: Path, channels: int = 1, as_mask: bool = False) -> np.ndarray:
     import nibabel as nib
 
     raw = gunzip_checked(path) if path.name.lower().endswith(".gz") else None  # read once, checked whole
@@ -99,18 +104,33 @@ def _read_nifti(path: Path) -> np.ndarray:
         vol = np.asanyarray(image.dataobj)
     except Exception as e:  # nibabel raises many types for truncated/corrupt files
         raise PncdError(f"{path}: cannot be read as NIfTI ({_first_line(e)}); replace or remove the file") from None
-    while vol.ndim > 3 and vol.shape[-1] == 1 and not (vol.ndim == 4 and vol.shape[3] == 3):
+    shape = tuple(int(n) for n in vol.shape)
+    while vol.ndim > 3 and vol.shape[-1] == 1:  # trailing axes of length 1 (one time point)
         vol = vol[..., 0]
+    if vol.ndim == 5 and vol.shape[3] == 1 and channels > 1:  # NIfTI's vector layout (x, y, z, t=1, c)
+        vol = vol[:, :, :, 0]
     if vol.ndim == 2:
         vol = vol[:, :, None]
     if vol.ndim == 3:
         return np.ascontiguousarray(vol.transpose(2, 1, 0))  # (z, y=row, x=col)
-    if vol.ndim == 4 and vol.shape[3] == 3:
+    if vol.ndim == 4 and channels > 1 and vol.shape[3] == channels:
         return np.ascontiguousarray(vol.transpose(2, 1, 0, 3))
-    raise PncdError(
-        f"{path}: NIfTI shape {vol.shape} is not supported; pncd reads 2-D images or 3-D volumes "
-        "(x, y, slices); store one file per channel or per time point"
-    )
+    raise PncdError(_nifti_shape_error(path, shape, channels, as_mask))
+
+
+def _nifti_shape_error(path: Path, shape: tuple[int, ...], channels: int, as_mask: bool) -> str:
+    """Why a NIfTI file of ``shape`` is refused: one line naming it, its shape and what to do."""
+    head = f"{path}: NIfTI shape {shape} is not supported"
+    if as_mask:
+        return f"{head}; a mask must be a 2-D image or a 3-D volume (x, y, slices) of class labels"
+    if len(shape) == 4 and channels > 1:
+        return (f"{head}: its 4th axis holds {shape[3]} values but the data set declares {channels} channels "
+                "per file; store files of the declared channels, or fix dataset.json's \"channel_names\"")
+    if len(shape) == 4:
+        return (f"{head}: a 4-D volume (x, y, slices, {shape[3]} time points or channels) is read only where "
+                "the data set declares its channels (dataset.json \"channel_names\" beside images/, one name "
+                "per channel); otherwise store one 3-D file per time point")
+    return f"{head}; pncd reads 2-D images or 3-D volumes (x, y, slices); store one file per channel or per time point"
 
 
 def _read_pillow(path: Path, as_mask: bool) -> tuple[np.ndarray, bool]:
@@ -154,14 +174,15 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def read_image(paths: tuple[Path, ...]) -> np.ndarray:
+def read_image(paths: tuple[Path, ...], channels: int = 1) -> np.ndarray:
     """Read an image (one file, or one file per channel) as float32 ``(S, H, W, C)``.
 
+    ``channels``: the channels the data set declares per file (:func:`read_raw`).
     Non-finite values (NaN, +-Inf: a broken conversion, a float overflow) are refused here, where
     every caller reads images, naming the file: they would poison normalisation and the loss."""
     parts = []
     for p in paths:
-        a, _ = read_raw(p)
+        a, _ = read_raw(p, channels=channels)
         a = a.astype(np.float32, copy=False)
         if not np.isfinite(a).all():
             bad = int((~np.isfinite(a)).sum())
@@ -209,6 +230,10 @@ def to_labels(raw: np.ndarray, num_classes: int, path: Path, lossy: bool = False
     - Binary (``num_classes == 2``): values in [0, 1] are thresholded at 0.5 (0/1 labels,
       probability maps); 8-bit-coded masks (maximum 128..255, e.g. 0/255) at half range (128);
       16-bit-coded ones at 32768; JPEG masks, whose compression adds noise, always at 128.
+      A lossless coded mask is either two-level (0 and one value) or graded (resized or
+      anti-aliased: values on both sides of the threshold besides its maximum, most of the
+      marked pixels at or above it); other values below the threshold (0/1 labels with a stray
+      255: values 0, 1, 255) are an error naming them, never silently made background.
       Anything else (e.g. values 0, 1, 2) is an error: set ``num_classes`` instead.
     - Multi-class: whole numbers in ``[0, num_classes)``; JPEG is refused (noise changes labels).
     """
@@ -226,21 +251,7 @@ def to_labels(raw: np.ndarray, num_classes: int, path: Path, lossy: bool = False
         raise PncdError(f"{path}: mask has negative values {_values(a)}; labels must be 0..{num_classes - 1}")
     out_dtype = np.uint8 if num_classes <= 256 else np.int32
     if num_classes == 2:
-        if lossy:
-            threshold = 128.0 if vmax <= 255 else 32768.0
-        elif vmax <= 1:
-            threshold = 0.5
-        elif 128 <= vmax <= 255:
-            threshold = 128.0
-        elif 32768 <= vmax <= 65535:
-            threshold = 32768.0
-        else:
-            raise PncdError(
-                f"{path}: mask values {_values(a)} do not fit num_classes=2 (binary masks are 0/1, "
-                f"0/255 or thresholdable 8/16-bit images); if these are class labels set num_classes "
-                f"to {int(vmax) + 1} (--num-classes)"
-            )
-        return (a >= threshold).astype(out_dtype)
+        return (a >= _binary_threshold(a, vmax, path, lossy)).astype(out_dtype)
     if lossy:
         raise PncdError(
             f"{path}: JPEG compression noise changes class labels; store a {num_classes}-class mask as PNG, TIFF or NIfTI"
@@ -253,6 +264,46 @@ def to_labels(raw: np.ndarray, num_classes: int, path: Path, lossy: bool = False
             f"set num_classes to {int(vmax) + 1} or fix the labels"
         )
     return a.astype(out_dtype)
+
+
+def _binary_threshold(a: np.ndarray, vmax: float, path: Path, lossy: bool) -> float:
+    """The threshold that reads the binary mask ``a`` (rules: :func:`to_labels`), or PncdError."""
+    if lossy:
+        return 128.0 if vmax <= 255 else 32768.0
+    if vmax <= 1:
+        return 0.5
+    threshold = 128.0 if 128 <= vmax <= 255 else 32768.0 if 32768 <= vmax <= 65535 else None
+    if threshold is None:
+        raise PncdError(
+            f"{path}: mask values {_values(a)} do not fit num_classes=2 (binary masks are 0/1, "
+            f"0/255 or thresholdable 8/16-bit images); if these are class labels set num_classes "
+            f"to {int(vmax) + 1} (--num-classes)"
+        )
+    values, counts = _value_counts(a)
+    low = (values > 0) & (values < threshold)
+    if not low.any():
+        return threshold  # two-level (0/255, 0/65535) or every non-zero value above the threshold
+    graded = int(((values >= threshold) & (values < vmax)).sum()) > 0
+    n_low, n_high = int(counts[low].sum()), int(counts[values >= threshold].sum())
+    if not graded or n_low > n_high:
+        shown = ", ".join(f"{v:g}" for v in values[low][:4].tolist()) + (", ..." if low.sum() > 4 else "")
+        raise PncdError(
+            f"{path}: mask values {_values(a)} are neither labels 0..1 (num_classes=2) nor a binary encoding "
+            f"(0/1, 0/255, 0/65535, or a graded mask thresholded at {threshold:g}): {n_low} pixel(s) at {shown} "
+            f"would become background and {n_high} at >= {threshold:g} lesion; fix the stray values in the file "
+            "(a binary mask holds 0/1 or 0/255; class labels 0..K-1 need --num-classes K)"
+        )
+    return threshold
+
+
+def _value_counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of ``a`` and how many pixels hold each (bincount for 8/16-bit integers)."""
+    if a.dtype.kind in "ui" and a.dtype.itemsize <= 2:
+        counts = np.bincount(a.ravel().astype(np.int64))
+        values = np.flatnonzero(counts)
+        return values.astype(np.float64), counts[values]
+    values, counts = np.unique(a, return_counts=True)
+    return values.astype(np.float64), counts
 
 
 def _reduce_channels(a: np.ndarray, num_classes: int, path: Path, lossy: bool) -> np.ndarray:
@@ -277,9 +328,11 @@ def read_mask(path: Path, num_classes: int) -> np.ndarray:
     return to_labels(raw, num_classes, path, lossy)
 
 
-def read_pair(images: tuple[Path, ...], mask: Path, channels: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """An image (float32 ``(S, C, H, W)``, raw intensities) and its labels ``(S, H, W)``, checked to match."""
-    img = read_image(images)
+def read_pair(images: tuple[Path, ...], mask: Path, channels: int, num_classes: int,
+              file_channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """An image (float32 ``(S, C, H, W)``, raw intensities) and its labels ``(S, H, W)``, checked to match.
+    ``channels``: the network's input channels; ``file_channels``: those the data set declares per file."""
+    img = read_image(images, file_channels)
     lab = read_mask(mask, num_classes)
     if img.shape[:3] != lab.shape:
         raise PncdError(

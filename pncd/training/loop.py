@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -32,7 +32,7 @@ from pncd import checkpoint as ckpt
 from pncd.console import warn
 from pncd.errors import PncdError, RunFailed
 from pncd.options import TrainOptions
-from pncd.rundir import RUN_FILES, staging_dir, take_staged
+from pncd.rundir import RUN_FILES, staging_dir, take_staged, writing
 from pncd.runlog import GRADIENT_SAMPLES, GradientShares, RunLog, TermMonitor
 from pncd.runtime import init_distributed, resolve_device, seed_everything
 
@@ -86,11 +86,24 @@ class Trainer:
         self.dist, self.device = init_distributed(device)
         seed_everything(opts.seed + self.dist.rank)
         self.use_amp = bool(opts.amp and self.device.type == "cuda")
+        from pncd.training.memory import activation_bytes, check_fits
+
+        name = getattr(ckpt.unwrap(model), "pncd_spec", {}).get("name", type(model).__name__)
+        per_sample = activation_bytes(model, data_spec.channels, data_spec.size)
+        check_fits(per_sample, 1, data_spec.size, self.device, self.use_amp, name)  # before the data are loaded
 
         self.train_set = load_split(data_spec, "train")
         self.val_set = load_split(data_spec, "val")
         if len(self.train_set) == 0:
             raise PncdError(f"the train split of {data_spec.root or 'the synthetic data'} is empty; check splits.json")
+        if opts.batch > len(self.train_set):  # one batch holds the whole split at most
+            if self.dist.is_main:
+                warn(f"note: --batch {opts.batch} is more than the {len(self.train_set)} slices of the train split; "
+                     f"training with --batch {len(self.train_set)}")
+            self.opts = opts = replace(opts, batch=len(self.train_set))
+        check_fits(per_sample, opts.batch, data_spec.size, self.device, self.use_amp, name)
+        self._weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        self._created: list[Path] = []  # what this call created in --out (removed if no epoch finishes)
         if self.dist.is_main and not (np.asarray(self.train_set.masks) > 0).any():
             warn(f"warning: no mask of the train split of {data_spec.root or 'the synthetic data'} has a "
                        "foreground pixel; the network will learn to predict background only (check the masks)")
@@ -174,14 +187,14 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train from ``start_epoch`` (0, or after the last finished epoch with --resume) to the
         end; returns the last epoch row written ({} on other ranks, or when none was left)."""
-        if self.dist.is_main:
-            self._prepare_out()
-        self.dist.barrier()
-        if self.resume:
-            self._load_state()
         summary: dict[str, Any] = {}
         finished = False
         try:
+            if self.dist.is_main:
+                self._prepare_out()
+            self.dist.barrier()
+            if self.resume:
+                self._load_state()
             for epoch in range(self.start_epoch, self.opts.epochs):
                 t0 = time.time()
                 self.sampler.set_epoch(epoch)
@@ -193,6 +206,8 @@ class Trainer:
         finally:
             if self.log is not None:
                 self.log.close()
+            if not finished and not (self.out / ckpt.STATE).is_file():
+                self._remove_created()  # no epoch finished: a config-only folder is no run
             if self.dist.is_main and self.out != self.final_out:  # --force: the old run goes only now
                 from pncd.io import swap_into
 
@@ -210,9 +225,12 @@ class Trainer:
         improved = dice > self.best
         if improved:
             self.best = dice
-            ckpt.save_weights(self.raw_model, self.out / ckpt.BEST, {"epoch": str(epoch)})
-        ckpt.save_weights(self.raw_model, self.out / ckpt.LAST, {"epoch": str(epoch)})
-        self._save_state(epoch)
+            with writing(self.out / ckpt.BEST, need=self._weight_bytes):
+                ckpt.save_weights(self.raw_model, self.out / ckpt.BEST, {"epoch": str(epoch)})
+        with writing(self.out / ckpt.LAST, need=self._weight_bytes):
+            ckpt.save_weights(self.raw_model, self.out / ckpt.LAST, {"epoch": str(epoch)})
+        with writing(self.out / ckpt.STATE, need=3 * self._weight_bytes):  # weights + Adam's two moments
+            self._save_state(epoch)
         row = {"type": "epoch", "epoch": epoch, **train_log, **{f"val_{k}": v for k, v in val.items()},
                "best_val_dice": self.best, "lr": self.scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 2)}
         self._log(row)
@@ -289,15 +307,27 @@ class Trainer:
 
     # -- run directory and checkpoints ------------------------------------------------------
     def _prepare_out(self) -> None:
-        from pncd.io import owned_names, write_owned
+        from pncd.io import OWNED_MARKER, owned_names, write_owned
 
         if self.out != self.final_out and self.out.exists():
             shutil.rmtree(self.out)  # left by an earlier --force that was killed
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_owned(self.out, owned_names(self.out) | set(RUN_FILES))
-        ckpt.write_run_config(self.out, self.raw_model, self.data_spec.to_dict(), {**asdict(self.opts), **self.command_params}, kind=self.kind,
-                              extra=self.config_extra())
-        self.log = RunLog(self.out, self.opts.tensorboard)
+        if not self.resume:  # what this call adds to --out, removed again if it ends before an epoch finishes
+            self._created = [self.out] if not self.out.exists() else \
+                [self.out / n for n in (*RUN_FILES, OWNED_MARKER) if not (self.out / n).exists()]
+        with writing(self.out / ckpt.CONFIG):
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_owned(self.out, owned_names(self.out) | set(RUN_FILES), kind="run")
+            ckpt.write_run_config(self.out, self.raw_model, self.data_spec.to_dict(), {**asdict(self.opts), **self.command_params},
+                                  kind=self.kind, extra=self.config_extra())
+            self.log = RunLog(self.out, self.opts.tensorboard)
+
+    def _remove_created(self) -> None:
+        """Remove what this call created in --out (the folder itself, or the run files it added)."""
+        for p in getattr(self, "_created", []):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.exists() or p.is_symlink():
+                p.unlink(missing_ok=True)
 
     def _last_good(self) -> str:
         """Where the NaN message sends the user: a checkpoint that exists, or the truth."""
@@ -310,7 +340,8 @@ class Trainer:
 
     def _log(self, row: dict[str, Any]) -> None:
         assert self.log is not None, "the run directory is prepared first (fit)"
-        self.log.write(row, self.global_step)
+        with writing(self.out / "log.jsonl"):
+            self.log.write(row, self.global_step)
 
     def _save_state(self, epoch: int) -> None:
         ckpt.save_training_state(self.out / ckpt.STATE, epoch, self.global_step, self.best, self.optimizer, self.scheduler,

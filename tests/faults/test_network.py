@@ -70,7 +70,7 @@ def non_local(events: list[dict]) -> list[dict]:
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
 def test_exports_and_bench_stay_on_this_machine(tiny_run, tmp_path):
     events = []
-    for target, precision in (("openvino", "int8"), ("onnxruntime", "fp32"), ("tensorrt", "int8")):
+    for target, precision in (("openvino", "int8"), ("onnxruntime", "fp32"), ("tensorrt", "int8"), ("jetson", "fp32")):
         int8 = ["--no-strict", "--calib-size", "8"] if precision == "int8" else []
         events += run_logged(tmp_path, f"{target}-{precision}", "export", tiny_run, "--target", target, "--precision",
                              precision, *int8, "--parity-images", "4", "--out", tmp_path / f"{target}-{precision}")
