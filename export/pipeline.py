@@ -16,7 +16,6 @@ under the lock of ``--out`` (:mod:`pncd.outlock`: a second export or bench into 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -262,8 +261,10 @@ def _export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None]
     ref = parity.torch_logits(src.model, held.images)
     size = src.size
 
+    from pncd.rundir import scratch_dir, writing
+
     with atomic_dir(opts.out, force=opts.force, protect=(src.run_dir,), kind="export") as tmp, \
-            tempfile.TemporaryDirectory(prefix="pncd-export-") as scratch:
+            scratch_dir("export") as scratch, writing(Path(opts.out), tmp, scratch):
         fp32_onnx = Path(scratch) / "model.onnx"
         if src.qdq_onnx is not None:
             shutil.copyfile(src.qdq_onnx, fp32_onnx)
