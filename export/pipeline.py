@@ -169,7 +169,7 @@ def _takers(flag: str) -> str:
 
     takers = {name: tuple(p for n, ps in TARGETS.get(name).flags if n == flag for p in ps) for name in TARGETS}
     takers = {n: ps for n, ps in takers.items() if ps}
-    names = list(takers)
+    names = sorted(takers)
     said = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
     precs = set(takers.values())
     if len(precs) == 1 and len(next(iter(precs))) == 1:

@@ -45,7 +45,7 @@ MAX_SIZE = 4096  # square input side; the activation memory is checked against t
 # The numeric options of pncd train and pncd distill (and of TrainOptions/DataOptions), by field name
 RANGES: dict[str, Range] = {
     "epochs": Range(1, MAX_EPOCHS), "batch": Range(1),
-    "lr": Range(0, low_open=True, hint="a learning rate of 0 would keep the initial weights"), "min_lr": Range(0), "weight_decay": Range(0),
+    "lr": Range(0, hint="0 keeps the initial weights"), "min_lr": Range(0), "weight_decay": Range(0),
     "seed": SEED_RANGE, "split_seed": SEED_RANGE, "fold": Range(0), "workers": Range(0, hint="0 loads in the main process"),
     "rotation": Range(0, 180), "lesion_fraction": Range(0, 1),
     "steps_per_epoch": Range(1, hint="leave it out for one pass over the train split per epoch"),

@@ -23,9 +23,9 @@ def allowed() -> bool:
 
 def opt_out() -> None:
     """Turn the runtimes' telemetry off for this process and its children (unless allowed)."""
-    if allowed() or os.environ.get(_SAVED) is not None:
+    if allowed() or os.environ.get("CI", "").strip().lower() == "true":
         return
-    os.environ[_SAVED] = os.environ.get("CI", "")
+    os.environ.setdefault(_SAVED, os.environ.get("CI", ""))
     os.environ["CI"] = "true"
 
 

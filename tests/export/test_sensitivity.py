@@ -223,10 +223,10 @@ def test_a_target_that_does_not_run_the_search_refuses_it(tmp_path):
 
     register_target(Target("toy", runtime="toy", package="onnxruntime", description="test only"))
     try:
-        with pytest.raises(PncdError, match="--sensitivity applies to --target onnxruntime, openvino, tensorrt or jetson "
+        with pytest.raises(PncdError, match="--sensitivity applies to --target jetson, onnxruntime, openvino or tensorrt "
                                             "--precision int8 only"):
             _validate_target_flags(ExportOptions(target="toy", precision="int8", out=str(tmp_path / "x"), sensitivity=True))
-        with pytest.raises(PncdError, match="--keep-float auto applies to --target onnxruntime"):
+        with pytest.raises(PncdError, match="--keep-float auto applies to --target jetson, onnxruntime"):
             _validate_sensitivity(ExportOptions(target="toy", precision="int8", out=str(tmp_path / "x"), keep_float=("auto",)))
     finally:
         TARGETS._items.pop("toy", None)

@@ -68,7 +68,7 @@ def test_epochs_0_from_python_is_refused_before_anything_is_written(tiny_data, t
         train(TrainRun(model="enet", out=out, data=data, train=TrainOptions(epochs=0)))
     with pytest.raises(PncdError, match=r"^--steps-per-epoch must be >= 1 \(got 0\); leave it out"):
         train(TrainRun(model="enet", out=out, data=data, train=TrainOptions(steps_per_epoch=0)))
-    with pytest.raises(PncdError, match=r"^--lr must be > 0 \(got -1\.0\); a learning rate of 0 would keep the initial weights$"):
+    with pytest.raises(PncdError, match=r"^--lr must be >= 0 \(got -1\.0\); 0 keeps the initial weights$"):
         distill(DistillRun(teacher=str(tmp_path), student="enet", out=out, train=TrainOptions(lr=-1.0)))
     with pytest.raises(PncdError, match=r"^--temperature must be > 0 \(got 0\.0\)$"):
         distill(DistillRun(teacher=str(tmp_path), student="enet", out=out, distill=DistillOptions(temperature=0.0)))
@@ -81,6 +81,7 @@ def test_help_shows_the_ranges():
     p = run_cli("train", "--help")
     assert p.returncode == 0
     text = " ".join(p.stdout.split())
-    for shown in ("--epochs INTEGER RANGE [default: 50; 1<=x<=100000]", "--batch INTEGER RANGE [default: 8; x>=1]",
-                  "--lr FLOAT RANGE [default: 0.001; x>0]"):
+    for shown in ("--epochs INTEGER RANGE [default: 50; 1<=x<=100000]", "--batch INTEGER RANGE Images per step; more than the train split holds is capped to it (a line says so). "
+                  "[default: 8; x>=1]",
+                  "--lr FLOAT RANGE [default: 0.001; x>=0]"):
         assert shown in text, shown

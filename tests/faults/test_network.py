@@ -54,8 +54,8 @@ def run_logged(tmp_path: Path, name: str, *args) -> list[dict]:
     driver.write_text(DRIVER)
     log = tmp_path / f"{name}.jsonl"
     env = {**os.environ, "PNCD_NET_LOG": str(log), "HOME": str(tmp_path / "home")}
-    env.pop("CI", None)  # as on a user's machine: the opt-out must come from pncd itself
-    env.pop("PNCD_ALLOW_TELEMETRY", None)
+    for name in ("CI", "PNCD_ALLOW_TELEMETRY", "PNCD_CI_BEFORE_OPT_OUT"):  # as on a user's machine: the
+        env.pop(name, None)  # opt-out must come from pncd itself, not from this test process's environment
     (tmp_path / "home").mkdir(exist_ok=True)
     ok(subprocess.run([sys.executable, str(driver), *map(str, args)], env=env, capture_output=True, text=True,
                       timeout=900))

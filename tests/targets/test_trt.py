@@ -62,7 +62,7 @@ def test_trtexec_command_per_network_kind():
 
 @pytest.fixture
 def mocked_trt(monkeypatch):
-    """MOCKED tensorrt 10.3 and Polygraphy loaders, returned by pncd.targets.trt's require()."""
+    """MOCKED tensorrt 10.3 and Polygraphy loaders, returned by require() of pncd.targets.trt and trt_export."""
     from tests.targets.test_jetson_runner import fake_tensorrt
 
     import contextlib
@@ -71,7 +71,9 @@ def mocked_trt(monkeypatch):
     trt, poly, log = fake_tensorrt("10.3.0")
     logger = types.SimpleNamespace(WARNING=30, verbosity=lambda severity: contextlib.nullcontext())
     fakes = {"tensorrt": trt, "polygraphy.backend.trt": poly, "polygraphy.logger": types.SimpleNamespace(G_LOGGER=logger)}
-    monkeypatch.setattr("pncd.targets.trt.require", lambda module, *a, **k: fakes[module])
+    fake = lambda module, *a, **k: fakes[module]  # noqa: E731
+    monkeypatch.setattr("pncd.targets.trt.require", fake)  # the runner's import
+    monkeypatch.setattr("pncd.targets.trt_export.require", fake)  # the engine builder's
     return trt, poly, log
 
 
