@@ -93,3 +93,18 @@ def test_compare_runs_resumes_after_a_kill_and_reports(synthetic_root, tmp_path)
     md = (out / "compare.md").read_text()
     assert "| enet | pncd |" in md and md.rstrip().endswith("**")
     assert (out / "compare.png").stat().st_size > 1000
+
+
+def test_a_reused_teacher_is_not_written_into(tmp_path):
+    """Scores of a fold teacher given as a path go to the comparison's folder, not into that run."""
+    from pncd.apps.compare import Job, Plan, scores_path
+
+    reused = Plan(data="d", folds_file="f", folds=[0], students=["enet"], arms=["alone", "pncd"],
+                  teacher=str(tmp_path / "t{fold}"), out=tmp_path / "cmp")
+    job = reused.jobs()[0]
+    assert job.name == "teacher" and job.out == tmp_path / "t0"
+    assert scores_path(reused, job) == tmp_path / "cmp" / "f0" / "teacher.scores.json"
+    trained = Plan(data="d", folds_file="f", folds=[0], students=["enet"], arms=["alone"], teacher="unet",
+                   out=tmp_path / "cmp")
+    assert scores_path(trained, trained.jobs()[0]) == tmp_path / "cmp" / "f0" / "teacher" / "scores.json"
+    assert isinstance(trained.jobs()[1], Job) and trained.jobs()[1].name == "enet-alone"

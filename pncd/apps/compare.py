@@ -146,14 +146,18 @@ def command(plan: Plan, job: Job, pncd: list[str]) -> list[str]:
             *ARM_ARGS.get(str(job.arm), ()), "--out", str(job.out)]
 
 
-def _finished(run: Path) -> bool:
-    return (run / SCORES).is_file()
+def scores_path(plan: Plan, job: Job) -> Path:
+    """Where a job's scores go: in its run, except for a reused teacher (not compare's to write in)."""
+    if job.name == "teacher" and not plan.trains_teacher():
+        return plan.out / f"f{job.fold}" / f"teacher.{SCORES}"
+    return job.out / SCORES
 
 
 def run_job(plan: Plan, job: Job, pncd: list[str], log: Callable[[str], None]) -> dict[str, Any]:
     """Train (or continue) and score one job; returns its scores. Reuses finished scores."""
-    if _finished(job.out):
-        return json.loads((job.out / SCORES).read_text())
+    done = scores_path(plan, job)
+    if done.is_file():
+        return json.loads(done.read_text())
     logs = plan.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     logfile = logs / f"f{job.fold}-{job.name}.log"
@@ -176,7 +180,7 @@ def run_job(plan: Plan, job: Job, pncd: list[str], log: Callable[[str], None]) -
               "mean_dice": metrics["summary"]["dice"], "seconds": round(time.time() - t0, 1)}
     from pncd.io import write_json
 
-    write_json(job.out / SCORES, scores)
+    write_json(done, scores)
     log(f"[done]  {job.label}: per-patient Dice {scores['mean_dice']:.4f} ({len(scores['dice'])} patients)")
     return scores
 
