@@ -61,6 +61,14 @@ def _stratified_deal(ids: list[str], burden: dict[str, int], k: int, rng: np.ran
     return [sorted(g, key=natural_key) for g in groups]
 
 
+def carve_val(train: list[str], burden: dict[str, int], val_fraction: float, seed: int, fold: int) -> list[str]:
+    """The val cases of fold ``fold``: ``val_fraction`` of its training cases (at least one),
+    stratified by burden (absent: 0) and seeded by (seed, fold)."""
+    n_val = max(1, int(round(len(train) * val_fraction)))
+    groups = _stratified_deal(train, burden, max(2, int(round(len(train) / n_val))), np.random.default_rng([seed, fold]))
+    return groups[0][:n_val]
+
+
 def make_folds(case_ids: list[str], burden: dict[str, int], k: int, seed: int, val_fraction: float) -> list[dict[str, list[str]]]:
     """``k`` folds over ``case_ids``: test = one stratified group; val = ``val_fraction`` of the
     others (stratified, at least one case); train = the rest."""
@@ -76,9 +84,7 @@ def make_folds(case_ids: list[str], burden: dict[str, int], k: int, seed: int, v
     folds = []
     for i in range(k):
         rest = [c for g, grp in enumerate(groups) if g != i for c in grp]
-        n_val = max(1, int(round(len(rest) * val_fraction)))
-        val_k = max(2, int(round(len(rest) / n_val)))
-        val = _stratified_deal(rest, burden, val_k, np.random.default_rng([seed, i]))[0][:n_val]
+        val = carve_val(rest, burden, val_fraction, seed, i)
         train = [c for c in rest if c not in set(val)]
         folds.append({"train": sorted(train, key=natural_key), "val": sorted(val, key=natural_key),
                       "test": list(groups[i])})
@@ -110,9 +116,7 @@ def read_folds(path: Path, val_fraction: float = 0.15, seed: int = 0) -> list[di
             if not isinstance(f, dict) or not isinstance(f.get("train"), list) or not isinstance(f.get("val"), list):
                 raise PncdError(f"{path}: fold {i} is not {{\"train\": [...], \"val\": [...]}} (nnU-Net's splits_final.json)")
             train = [str(c) for c in f["train"]]
-            burden = {c: 0 for c in train}
-            n_val = max(1, int(round(len(train) * val_fraction)))
-            val = _stratified_deal(train, burden, max(2, int(round(len(train) / n_val))), np.random.default_rng([seed, i]))[0][:n_val]
+            val = carve_val(train, {}, val_fraction, seed, i)
             folds.append({"train": [c for c in train if c not in set(val)], "val": sorted(val, key=natural_key),
                           "test": [str(c) for c in f["val"]]})
     elif isinstance(doc, dict) and isinstance(doc.get("folds"), list):
