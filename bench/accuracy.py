@@ -2,7 +2,8 @@
 
 Predictions and per-case scores come from :mod:`pncd.scoring`; the comparison
 pairs cases: absolute and relative differences of the means, the worst per-case Dice drop, a
-paired bootstrap interval of the Dice difference, and how many pixels and slices disagree.
+paired bootstrap interval of the Dice difference (and of the HD95 and ASSD differences, over the
+cases where both define them), and how many pixels and slices disagree.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def compare(
         "dice_diff_ci_lo": boot["lo"],
         "dice_diff_ci_hi": boot["hi"],
         "bootstrap": {k: boot[k] for k in ("method", "n", "n_boot", "seed", "confidence")},
+        **_distance_diffs(common, ref_by_case, summary, ref_summary, n_boot, seed),
     }
     if preds.shape == ref_preds.shape and preds.size:
         per_slice = evaluation.disagreement(preds, ref_preds)
@@ -51,6 +53,20 @@ def compare(
     else:
         out["pixel_agreement"] = None
         out["n_slices_differ"] = None
+    return out
+
+
+def _distance_diffs(common: list[dict], ref_by_case: dict[str, dict], summary: dict, ref_summary: dict,
+                    n_boot: int, seed: int) -> dict[str, Any]:
+    """hd95_diff and assd_diff (artifact − reference means, in the report's unit) and the paired
+    bootstrap interval of each over the cases where both sides define it (None without distances)."""
+    out: dict[str, Any] = {}
+    for k in ("hd95", "assd"):
+        pairs = [(r[k], ref_by_case[r["case"]][k]) for r in common
+                 if r.get(k) is not None and ref_by_case[r["case"]].get(k) is not None]
+        boot = paired_bootstrap([a for a, _ in pairs], [b for _, b in pairs], n_boot=n_boot, seed=seed)
+        out.update({f"{k}_diff": _diff(summary.get(k), ref_summary.get(k)),
+                    f"{k}_diff_ci_lo": boot["lo"], f"{k}_diff_ci_hi": boot["hi"]})
     return out
 
 

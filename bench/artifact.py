@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,6 +212,27 @@ class SourceCopies:
                 copy.write_bytes(data)
             self.seen[checkpoint] = (hashlib.sha256(data).hexdigest(), copy)
         return self.seen[checkpoint]
+
+
+def artifact_name(run: str, target: str, precision: str, checkpoint: str | None = None) -> str:
+    """The one name of an exported artifact, or of a torch reference (``target`` "torch",
+    ``precision`` "fp32"): ``<run>[-<checkpoint>]-<target>-<precision>``, e.g.
+    ``enet-pncd-openvino-int8`` and ``enet-pncd-torch-fp32`` (``checkpoint``: the stem of a
+    checkpoint other than the run's default). The bench's console lines, report.json's ``id`` /
+    ``key`` / ``name``, report.md, the gate's rows, baselines, overlay file names, the demo's
+    table and ``pncd benchmark``'s folders all use it."""
+    text = "-".join(part for part in (run, checkpoint, target, precision) if part)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+
+
+def former_names(entry: dict[str, Any]) -> list[str]:
+    """Names a report entry had in baselines recorded before :func:`artifact_name` was the one
+    scheme: an artifact of a run whose name does not contain its model's was
+    ``<run>-<model>-<target>-<precision>``. The gate matches a baseline entry by them too."""
+    run, model = Path(str(entry.get("source_run") or "")).name, entry.get("model")
+    if entry.get("kind") != "artifact" or not run or not model or str(model) in run:
+        return []
+    return [artifact_name(f"{run}-{model}", str(entry.get("target")), str(entry.get("precision")))]
 
 
 def _more(problems: list[str]) -> str:

@@ -7,6 +7,14 @@ Rules, each checked per entry of the report and printed as one row:
 - ``dice_drop``: baseline Dice − report Dice at most ``--max-dice-drop`` (default 0.005);
 - ``voe_increase``: report VOE − baseline VOE at most ``--max-voe-increase`` (default 0.01);
 - ``rvd_increase``: |RVD| − |baseline RVD| at most ``--max-rvd-increase`` (default 0.05);
+- ``hd95_increase``, ``assd_increase``: mean HD95 (ASSD) − the baseline's at most
+  ``--max-hd95-increase`` (default 1.0) and ``--max-assd-increase`` (default 0.25), in the unit
+  the report records (``hd95_unit``: mm from the data's NIfTI headers, else px). A report and a
+  baseline in different units are not compared (a skip row); an undefined mean (every case has
+  exactly one empty mask) is a skip row; a baseline (or report) that records no HD95/ASSD at all
+  (written by an older pncd) skips both rules with one warning line, not a failure;
+- ``min_dice`` (with ``--min-dice``): every entry, artifacts and torch references alike, has a
+  Dice of at least this absolute floor (a model that segments nothing passes every relative rule);
 - ``latency_ratio`` (with ``--max-latency-ratio``): median batch-1 latency divided by the
   baseline's torch reference median latency, at most the given ratio.
 
@@ -47,18 +55,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pncd.bench.gate_options import GateOptions
+from pncd.bench.gate_rules import DISTANCE_FIELDS, Limits, baseline_rows, distance_notes, min_dice_row
+from pncd.bench.gate_rules import is_number as _is_number, row as _row
 from pncd.errors import PncdError
+from pncd.optspec import Range, ranges_of
 
 BASELINE_SCHEMA = "pncd.baseline/1"
 REPORT_SCHEMA = "pncd.bench/1"
 BASELINE_FIELDS = ("kind", "model", "target", "precision", "ref_key", "dice", "voe", "rvd", "latency_ms_median",
-                   "n_cases", "data_fingerprint")
+                   "n_cases", "data_fingerprint") + DISTANCE_FIELDS
 BASELINE_DATA = ("fingerprint", "root", "split", "n_cases", "n_slices")  # the baseline's ``data``: the report's
 PRESENCE_RULES = ("baseline", "in_report", "data_set", "verified", "source")  # rows that compare no metric
-# Each threshold's range, (low, high or None, low excluded): pncd gate's click ranges and run_gate's check
-THRESHOLDS = {"min_ref_ratio": (0.0, 1.5, True), "max_dice_drop": (0.0, 1.0, False),
-              "max_voe_increase": (0.0, 1.0, False), "max_rvd_increase": (0.0, None, False),
-              "max_latency_ratio": (0.0, None, True)}
+# Each threshold's range (declared on its field): pncd gate's click ranges and run_gate's check
+THRESHOLDS: dict[str, Range] = {**ranges_of(GateOptions), **ranges_of(Limits)}
 
 
 class GateInputError(PncdError):
@@ -83,13 +93,7 @@ def _load(path: str | os.PathLike, what: str) -> dict[str, Any]:
     return data
 
 
-_NUMERIC = ("dice", "voe", "rvd", "latency_ms_median")  # dice must be a number; the others a number or null
-
-
-def _is_number(v: Any) -> bool:
-    import math
-
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+_NUMERIC = ("dice", "voe", "rvd", "hd95", "assd", "latency_ms_median")  # dice a number; the others a number or null
 
 
 def check_fields(path: str | os.PathLike, what: str, key: str, e: dict[str, Any]) -> None:
@@ -104,6 +108,9 @@ def check_fields(path: str | os.PathLike, what: str, key: str, e: dict[str, Any]
     fp = e.get("data_fingerprint")
     if fp is not None and not isinstance(fp, str):
         raise GateInputError(f"{path}: {what} entry {key!r}: 'data_fingerprint' is {fp!r}, not a string")
+    unit = e.get("hd95_unit")
+    if unit not in (None, "mm", "px"):
+        raise GateInputError(f"{path}: {what} entry {key!r}: 'hd95_unit' is {unit!r}, not \"mm\" or \"px\"")
 
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
@@ -133,10 +140,10 @@ def load_baseline(path: str | os.PathLike) -> dict[str, Any]:
 def baseline_from_report(report: dict[str, Any], source: str | None = None) -> dict[str, Any]:
     keys = {e["id"]: e["key"] for e in report["entries"]}
     entries = {}
-    for e in report["entries"]:
-        row = {k: e.get(k) for k in BASELINE_FIELDS if k != "ref_key"}
-        row["ref_key"] = keys.get(e.get("ref_id")) if e.get("ref_id") else None
-        entries[e["key"]] = row
+    for e in report["entries"]:  # surface distances only where the report has them: absent stays absent
+        kept = {k: e.get(k) for k in BASELINE_FIELDS if k != "ref_key" and (k in e or k not in DISTANCE_FIELDS)}
+        kept["ref_key"] = keys.get(e.get("ref_id")) if e.get("ref_id") else None
+        entries[e["key"]] = kept
     data = _data(report)
     return {"schema": BASELINE_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "source_report": source, "machine": (report.get("machine") or {}).get("cpu_model"),
@@ -169,57 +176,56 @@ def check_baseline_target(baseline: Path, report: Path) -> None:
                              "(nothing was changed)")
 
 
-def _row(entry: str, rule: str, value: float | None, limit: str, ok: bool | None, detail: str = "") -> dict[str, Any]:
-    return {"entry": entry, "rule": rule, "value": value, "limit": limit,
-            "status": "skip" if ok is None else ("pass" if ok else "fail"), "detail": detail}
-
-
 def run_gate(
     report: str | os.PathLike | dict[str, Any],
     baseline: str | os.PathLike | dict[str, Any] | None,
     *,
-    min_ref_ratio: float = 0.99,
-    max_dice_drop: float = 0.005,
-    max_voe_increase: float = 0.01,
-    max_rvd_increase: float = 0.05,
-    max_latency_ratio: float | None = None,
-    require_all: bool = False,
-    allow_empty: bool = False,
-    allow_missing: bool = False,
-    allow_unverified: bool = False,
-    allow_stale_source: bool = False,
+    min_ref_ratio: float = GateOptions.min_ref_ratio,
+    max_dice_drop: float = Limits.max_dice_drop,
+    max_voe_increase: float = Limits.max_voe_increase,
+    max_rvd_increase: float = Limits.max_rvd_increase,
+    max_hd95_increase: float = Limits.max_hd95_increase,
+    max_assd_increase: float = Limits.max_assd_increase,
+    min_dice: float | None = GateOptions.min_dice,
+    max_latency_ratio: float | None = Limits.max_latency_ratio,
+    require_all: bool = GateOptions.require_all,
+    allow_empty: bool = GateOptions.allow_empty,
+    allow_missing: bool = GateOptions.allow_missing,
+    allow_unverified: bool = GateOptions.allow_unverified,
+    allow_stale_source: bool = GateOptions.allow_stale_source,
     warnings: list[str] | None = None,
 ) -> tuple[bool, list[dict[str, Any]]]:
     """Check a report; returns (all passed, rows). Raises :class:`GateInputError` on bad input.
 
     Passing needs at least one compared metric row (pass or fail, not skip) unless
-    ``allow_empty``. A baseline entry missing from the report fails unless ``allow_missing``;
-    with ``require_all`` a report entry missing from the baseline fails too. ``warnings``: a
-    list the gate appends its warning lines to (no data set identity, a --no-verify report, an
-    entry benched with --allow-stale-source, which fails unless ``allow_stale_source``)."""
+    ``allow_empty``. ``min_dice``: every entry's absolute Dice floor (None: no floor). A
+    baseline entry missing from the report fails unless ``allow_missing``; with
+    ``require_all`` a report entry missing from the baseline fails too. ``warnings``: a list the
+    gate appends its warning lines to (no data set identity, no HD95/ASSD in the baseline, a
+    --no-verify report, an entry benched with --allow-stale-source, which fails unless
+    ``allow_stale_source``)."""
     if require_all and allow_missing:
         raise GateInputError("--require-all and --allow-missing contradict each other; pass one of them")
-    check_thresholds(min_ref_ratio=min_ref_ratio, max_dice_drop=max_dice_drop, max_voe_increase=max_voe_increase,
-                     max_rvd_increase=max_rvd_increase, max_latency_ratio=max_latency_ratio)
+    limits = Limits(max_dice_drop=max_dice_drop, max_voe_increase=max_voe_increase, max_rvd_increase=max_rvd_increase,
+                    max_hd95_increase=max_hd95_increase, max_assd_increase=max_assd_increase,
+                    max_latency_ratio=max_latency_ratio)
+    check_thresholds(min_ref_ratio=min_ref_ratio, min_dice=min_dice, **vars(limits))
     rep = report if isinstance(report, dict) else load_report(report)
-    base = None
-    if baseline is not None:
-        base = baseline if isinstance(baseline, dict) else load_baseline(baseline)
-        if not base["entries"]:
-            where = "the baseline" if isinstance(baseline, dict) else str(baseline)
-            raise GateInputError(f"{where}: baseline has no entries, so the gate would compare nothing; record one "
-                                 "from a report with --update-baseline")
+    base = _usable_baseline(baseline)
     notes: list[str] = [] if warnings is None else warnings
     by_id = {e["id"]: e for e in rep["entries"]}
     rows: list[dict[str, Any]] = []
     unknown: set[str] = set()  # which side records no data set identity
+    no_distances: set[str] = set()  # which side records no HD95/ASSD
     for e in rep["entries"]:
         name = e["key"]
+        if min_dice is not None:
+            rows.append(min_dice_row(e, min_dice))
         if e.get("kind") == "artifact":
             rows.append(_ref_ratio_row(e, by_id, min_ref_ratio))
         if base is None:
             continue
-        b = base["entries"].get(name)
+        b = base["entries"].get(name) or _by_former_name(base, e, notes)
         if b is None:
             rows.append(_row(name, "baseline", None, "present", False if require_all else None,
                              "not in the baseline; add it with --update-baseline"))
@@ -228,22 +234,49 @@ def run_gate(
         if mismatch is not None:
             rows.append(mismatch)
             continue  # metrics of another data set are not comparable
-        rows.extend(_baseline_rows(name, e, b, base, max_dice_drop, max_voe_increase, max_rvd_increase,
-                                   max_latency_ratio))
+        rows.extend(baseline_rows(name, e, b, base, limits, no_distances))
     if base is not None:
-        keys = {e["key"] for e in rep["entries"]}
+        from pncd.bench.artifact import former_names
+
+        keys = {k for e in rep["entries"] for k in (e["key"], *former_names(e))}
         for k in base["entries"]:
             if k not in keys:
                 rows.append(_row(k, "in_report", None, "present", None if allow_missing else False,
                                  "in the baseline but not in this report" + ("" if allow_missing else
                                                                              "; pass --allow-missing to skip it")))
     notes.extend(_identity_warnings(unknown, baseline))
+    notes.extend(distance_notes(no_distances, "the baseline" if isinstance(baseline, dict) else str(baseline)))
     rows.extend(_verified_rows(rep, allow_unverified, notes))
     rows.extend(_stale_rows(rep, allow_stale_source, notes))
     ok = all(r["status"] != "fail" for r in rows)
     if not allow_empty and not compared(rows):
         ok = False  # a gate that compared nothing must not pass by accident
     return ok, rows
+
+
+def _by_former_name(base: dict[str, Any], e: dict[str, Any], notes: list[str]) -> dict[str, Any] | None:
+    """The baseline entry recorded under a former name of ``e`` (:func:`pncd.bench.artifact.former_names`),
+    with a warning line saying which to re-record; None when there is none."""
+    from pncd.bench.artifact import former_names
+
+    for old in former_names(e):
+        if old in base["entries"]:
+            notes.append(f"baseline entry {old!r} is {e['key']!r} under its former name: compared; re-record the "
+                         "baseline with --update-baseline to key it by the current name")
+            return base["entries"][old]
+    return None
+
+
+def _usable_baseline(baseline: str | os.PathLike | dict[str, Any] | None) -> dict[str, Any] | None:
+    """The baseline loaded and checked (None without one); one with no entries is refused."""
+    if baseline is None:
+        return None
+    base = baseline if isinstance(baseline, dict) else load_baseline(baseline)
+    if not base["entries"]:
+        where = "the baseline" if isinstance(baseline, dict) else str(baseline)
+        raise GateInputError(f"{where}: baseline has no entries, so the gate would compare nothing; record one "
+                             "from a report with --update-baseline")
+    return base
 
 
 def compared(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -330,42 +363,12 @@ def _stale_rows(rep: dict[str, Any], allow_stale_source: bool, notes: list[str])
 def check_thresholds(**values: float | None) -> None:
     """Each threshold within its range (:data:`THRESHOLDS`), else a GateInputError naming it."""
     for name, v in values.items():
-        lo, hi, lo_open = THRESHOLDS[name]
+        r = THRESHOLDS[name]
         if v is None:
             continue
-        if not _is_number(v) or v < lo or (lo_open and v == lo) or (hi is not None and v > hi):
-            where = f"{'>' if lo_open else '>='} {lo:g}" + ("" if hi is None else f" and <= {hi:g}")
+        if not _is_number(v) or not r.admits(v):
+            where = f"{'>' if r.low_open else '>='} {r.low:g}" + ("" if r.high is None else f" and <= {r.high:g}")
             raise GateInputError(f"--{name.replace('_', '-')} {v!r} is out of its range: it must be {where}")
-
-
-def _baseline_rows(name: str, e: dict[str, Any], b: dict[str, Any], base: dict[str, Any], max_dice_drop: float,
-                   max_voe_increase: float, max_rvd_increase: float,
-                   max_latency_ratio: float | None) -> list[dict[str, Any]]:
-    """The rows of one report entry against its baseline entry."""
-    rows = []
-    if e.get("dice") is not None:
-        drop = b["dice"] - e["dice"]
-        rows.append(_row(name, "dice_drop", drop, f"<= {max_dice_drop:g}", drop <= max_dice_drop,
-                         f"Dice {e['dice']:.4f} vs baseline {b['dice']:.4f}"))
-    if e.get("voe") is not None and b.get("voe") is not None:
-        inc = e["voe"] - b["voe"]
-        rows.append(_row(name, "voe_increase", inc, f"<= {max_voe_increase:g}", inc <= max_voe_increase))
-    if e.get("rvd") is not None and b.get("rvd") is not None:
-        inc = abs(e["rvd"]) - abs(b["rvd"])
-        rows.append(_row(name, "rvd_increase", inc, f"<= {max_rvd_increase:g}", inc <= max_rvd_increase,
-                         "increase of |RVD|"))
-    if max_latency_ratio is not None and e.get("kind") == "artifact":
-        ref_key = b.get("ref_key")
-        rb = base["entries"].get(ref_key) if ref_key else None
-        if rb is None or not rb.get("latency_ms_median") or e.get("latency_ms_median") is None:
-            rows.append(_row(name, "latency_ratio", None, f"<= {max_latency_ratio:g}", None,
-                             "no baseline torch reference latency"))
-        else:
-            ratio = e["latency_ms_median"] / rb["latency_ms_median"]
-            rows.append(_row(name, "latency_ratio", ratio, f"<= {max_latency_ratio:g}", ratio <= max_latency_ratio,
-                             f"{e['latency_ms_median']:.3f} ms vs baseline reference {rb['latency_ms_median']:.3f} ms"))
-    return rows
-
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:

@@ -50,9 +50,9 @@ def timed_loop(
 
     if not desc:
         return loop(infer, x, warmup, iters, duration)
-    from tqdm.auto import tqdm
+    from pncd.console import progress
 
-    with tqdm(total=None if duration > 0 else iters, desc=desc, unit="it", leave=False, mininterval=0.5) as bar:
+    with progress(total=None if duration > 0 else iters, desc=desc, unit="it", mininterval=0.5) as bar:
         return loop(infer, x, warmup, iters, duration, on_step=lambda: bar.update(1))
 
 

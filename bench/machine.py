@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEVICE_KEYS = ("hostname", "device_model", "l4t_release", "machine", "cpu_model", "cpu_count", "gpu_name", "python",
+DEVICE_KEYS = ("device_model", "l4t_release", "machine", "cpu_model", "cpu_count", "gpu_name", "python",
                "numpy", "tensorrt", "onnxruntime", "onnxruntime_providers", "tegrastats")
 
 
@@ -21,7 +21,6 @@ def host_machine() -> dict[str, Any]:
     from pncd.targets.cpu import cpu_model
 
     info: dict[str, Any] = {
-        "hostname": platform.node(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_model": cpu_model(),

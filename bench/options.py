@@ -1,62 +1,41 @@
 """What ``pncd bench`` can be asked: :class:`BenchOptions`, each option defined once.
 
-A field's ``metadata["cli"]`` (:func:`cli`) says how it appears on the command line; the click
-options of ``pncd bench`` are generated from it (:func:`pncd.commands.bench.bench_options`), so a
+A field's ``metadata["cli"]`` (:func:`pncd.optspec.cli`) says how it appears on the command line;
+the click options of ``pncd bench`` are generated from it (:mod:`pncd.commands._options`), so a
 default or a help text is written here and nowhere else. Fields without it are for Python
 callers only (``progress``). The Jetson side (:class:`pncd.targets.jetson.JetsonOptions`)
 takes its shared fields from here (:func:`pncd.bench.sites.jetson_options`;
-``tests/bench/test_bench_options.py`` checks that their defaults agree).
+``tests/bench/test_bench_options.py`` checks that their defaults agree), and the host passes
+every one of them to the device runner.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pncd.data.spec import SPLITS
 from pncd.errors import PncdError
+from pncd.optspec import Cli, cli, values_from
+from pncd.targets.cpu import INFERENCE_PRECISIONS
+
+__all__ = ["DEVICES", "SPLITS", "BenchOptions", "Cli", "cli", "validate"]
 
 DEVICES = ("cpu", "cuda", "jetson")
-SPLITS = ("train", "val", "test", "all")
-
-
-@dataclass(frozen=True)
-class Cli:
-    """How one :class:`BenchOptions` field appears on the command line.
-
-    ``flag``: the option's name (default ``--field-name``); ``param``: click's parameter name,
-    which is also the key in a ``--config`` file and in the report's ``options`` (default: the
-    field's name); ``invert``: a ``--no-...`` flag that sets a True field to False; ``low``: the
-    smallest value an int or float takes; ``choices``; ``path``: ``"dir"`` or ``"any"``;
-    ``multiple``: repeatable, collected in a tuple.
-    """
-
-    help: str | None = None
-    flag: str | None = None
-    param: str | None = None
-    invert: bool = False
-    low: float | None = None
-    choices: tuple[str, ...] | None = None
-    path: str | None = None
-    multiple: bool = False
-    required: bool = False
-
-
-def cli(help: str | None = None, **kw: Any) -> dict[str, Cli]:  # noqa: A002 (click's word)
-    return {"cli": Cli(help=help, **kw)}
 
 
 @dataclass(kw_only=True)
 class BenchOptions:
     """Options of one bench run (the flags of ``pncd bench``, plus ``progress``)."""
 
-    data: str | Path | None = field(default=None, metadata=cli(
+    data: Path | str | None = field(default=None, metadata=cli(
         "Data set root; overrides the root in each artifact's data spec (default: the run's).", path="dir"))
     split: str = field(default="test", metadata=cli(choices=SPLITS))
     device: str = field(default="cpu", metadata=cli(
         "Where artifacts run. jetson: on a Jetson (with --host over SSH, else locally).", choices=DEVICES))
     host: str | None = field(default=None, metadata=cli("user@address (or ~/.ssh/config alias) of the Jetson."))
-    out: str | Path = field(default="bench-report", metadata=cli("Report directory (new).", path="any",
+    out: Path | str = field(default="bench-report", metadata=cli("Report directory (new).", path="any",
                                                                  required=True))
     force: bool = field(default=False, metadata=cli(
         "Replace pncd's files in an existing report directory (others stay; a folder pncd did not write is refused)."))
@@ -72,6 +51,9 @@ class BenchOptions:
     seed: int = field(default=0, metadata=cli("Bootstrap seed.", low=0))
     overlays: int = field(default=4, metadata=cli(
         "Overlay PNGs per artifact: the slices where it disagrees most with its reference.", low=0))
+    anonymize: bool = field(default=False, metadata=cli(
+        "Replace case ids (patient ids on real data) by stable aliases (case- and 10 hex digits of their SHA-256) "
+        "in report.json, report.md and the overlays. Reports never hold the host name or an absolute path."))
     reference: bool = field(default=True, metadata=cli("Skip the torch reference (no comparison).",
                                                        flag="--no-reference", param="no_reference", invert=True))
     verify: bool = field(default=True, metadata=cli(
@@ -88,7 +70,12 @@ class BenchOptions:
         "processes of a torchrun; printed).", low=1))
     inference_precision: str | None = field(default=None, metadata=cli(
         "OpenVINO compute precision (default: the one the artifact was exported and checked with; auto = f32 for "
-        "fp32/int8, f16 for fp16 where the CPU computes in FP16).", choices=("auto", "f32", "f16", "bf16")))
+        "fp32/int8, f16 for fp16 where the CPU computes in FP16).", choices=INFERENCE_PRECISIONS))
+    profile: bool = field(default=False, metadata=cli(
+        "After timing each artifact, profile it per node with its runtime's own profiler in a separate session "
+        "(OpenVINO PERF_COUNT, ONNX Runtime's trace, TensorRT's layer times): time per op type, the precision "
+        "each layer ran in, the reorder/cast/(de)quantize share; written to profile.json and report.md. "
+        "E.g. pncd bench exports/enet-ov-int8 exports/enet-ov-fp32 --profile --out reports/why"))
     ssh_options: tuple[str, ...] = field(default=(), metadata=cli(
         "Extra ssh/scp option, repeatable: '-i KEY', '-p PORT', '-o UserKnownHostsFile=F', '-J JUMP'.",
         flag="--ssh-option", multiple=True))
@@ -107,16 +94,8 @@ class BenchOptions:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> BenchOptions:
-        """Options from click's parameters (names as :attr:`Cli.param` says; others ignored)."""
-        kw: dict[str, Any] = {}
-        for f in fields(cls):
-            spec = f.metadata.get("cli")
-            if spec is None:
-                continue
-            name = spec.param or f.name
-            if name in params:
-                kw[f.name] = (not params[name]) if spec.invert else params[name]
-        return cls(**kw)
+        """Options from click's parameters (names as :attr:`pncd.optspec.Cli.param` says; others ignored)."""
+        return cls(**values_from(cls, params))
 
 
 def validate(opts: BenchOptions, artifacts: list[Any]) -> None:

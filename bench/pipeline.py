@@ -6,7 +6,7 @@ and, once per source run and preprocessing, the torch model it was exported from
 - latency: warm-up, timed loop at batch 1 (statistics, throughput), throughput at a larger
   batch, first inference, activation, memory, measured where ``--device`` says
   (:mod:`pncd.bench.sites`: this machine, or a Jetson whose torch references run here);
-- accuracy: the whole split with the run's preprocessing, Dice/VOE/RVD per case
+- accuracy: the whole split with the run's preprocessing, Dice/VOE/RVD/HD95/ASSD per case
   (:mod:`pncd.scoring`), compared with the reference (differences, worst case drop, paired
   bootstrap interval: :mod:`pncd.bench.accuracy`);
 - a report directory, written atomically: report.json, report.md, latency_dice.png and overlays/
@@ -35,14 +35,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pncd.bench import report as rep
-from pncd.bench.artifact import Artifact, SourceCopies, default_checkpoint, int8_record
+from pncd.bench.artifact import Artifact, SourceCopies, artifact_name, default_checkpoint, int8_record
 from pncd.bench.options import BenchOptions, validate
 from pncd.bench.report import Report
 from pncd.bench.sites import Measured, Site, make_site
 from pncd.errors import PncdError
 
 Log = Callable[[str], None]
-REPORT_FILES = ("report.json", "report.md", "latency_dice.png", "overlays")  # what a report directory holds
+REPORT_FILES = ("report.json", "report.md", "latency_dice.png", "overlays", "profile.json")  # what a report directory holds
 
 
 def run(artifacts: Sequence[str | os.PathLike | Artifact], options: BenchOptions, *, log: Log | None = None,
@@ -68,6 +68,7 @@ def _run(artifacts: Sequence[str | os.PathLike | Artifact], options: BenchOption
          params: dict[str, Any] | None, site: Site | None, private: Path) -> Report:
     from pncd.bench.machine import command_line
     from pncd.io import atomic_dir, write_json, write_text
+    from pncd.privacy import public
 
     threads, site, arts = prepare(artifacts, options, log, site, private)
     with atomic_dir(options.out, force=options.force, protect=tuple(a.folder for a in arts), kind="report") as tmp:
@@ -77,8 +78,14 @@ def _run(artifacts: Sequence[str | os.PathLike | Artifact], options: BenchOption
         bench.interleave()
         files = bench.write_figures(tmp)
         report = bench.report(files, threads, command or command_line(), params or {})
-        write_json(tmp / "report.json", report.to_json())
-        write_text(tmp / "report.md", rep.render_markdown(report.to_json()))
+        shared = public(report.to_json(), anonymize=options.anonymize)  # no host name, path or (asked) case id
+        write_json(tmp / "report.json", shared)
+        write_text(tmp / "report.md", rep.render_markdown(shared))
+        if bench.profiles:
+            from pncd.bench.profile import profile_json
+
+            write_json(tmp / "profile.json", public(profile_json(bench.profiles, report.entries),
+                                                    anonymize=options.anonymize))
     report.path = Path(options.out)
     return report
 
@@ -135,6 +142,7 @@ class Bench:
         self.split_of: dict[str, str] = {}  # entry id -> its split's key
         self.refs: dict[str, str] = {}  # "run|split key" -> reference entry id
         self.taken: set[str] = set()
+        self.profiles: dict[str, dict[str, Any]] = {}  # entry id -> its per-node profile (--profile)
 
     def split(self, spec_dict: dict[str, Any]) -> tuple[str, Any]:
         """(key, SliceSet) of an artifact's data spec (``options.data`` replaces its root); loaded once."""
@@ -157,11 +165,13 @@ class Bench:
         """Measure ``a`` (and its reference, the first time its run comes up); returns its entry id."""
         key, ss = self.split(a.data)
         ref_id = self.reference(a, key, ss) if self.o.reference else None
-        # the run's name usually names the model already ("enet-pncd"): say it once
-        model_part = "" if not a.model or a.model in a.run_name else f"-{a.model}"
-        aid = self._unique(f"{a.run_name}{model_part}-{a.target}-{a.precision}")
+        aid = self._unique(artifact_name(a.run_name, a.target, a.precision))  # its one name (folder in artifact_dir)
         m = self.site.measure(a, ss.images, aid)
-        head = {"id": aid, "key": aid, "kind": "artifact", "name": a.folder.name, "ref_id": ref_id,
+        if self.o.profile:  # a session of its own, after the timing (pncd.bench.profile)
+            from pncd.bench.profile import profile_entry
+
+            self.profiles[aid] = profile_entry(self.site, aid, self.log)
+        head = {"id": aid, "key": aid, "kind": "artifact", "name": aid, "ref_id": ref_id,
                 "source_run": str(a.source_run), "artifact_dir": str(a.folder), "model": a.model, "target": a.target,
                 "runtime": a.runtime, "precision": a.precision, "device": self.o.device,
                 "source_checkpoint": a.checkpoint.name if a.checkpoint is not None else None,
@@ -177,10 +187,10 @@ class Bench:
         ck = a.reference_source()  # the run's file; the reference loads the bytes checked (a.reference_checkpoint())
         rkey = f"{a.source_run}|{ck}|{key}"  # one reference per checkpoint and preprocessing
         if rkey not in self.refs:
-            stem = "" if ck is None or ck == default_checkpoint(a.source_run) else f"-{ck.name.split('.')[0]}"
-            rid = self._unique(f"{a.run_name}{stem}-torch-fp32")
+            stem = None if ck is None or ck == default_checkpoint(a.source_run) else ck.name.split('.')[0]
+            rid = self._unique(artifact_name(a.run_name, "torch", "fp32", stem))
             device, m = self.site.reference(a, ss.images, rid)
-            head = {"id": rid, "key": rid, "kind": "reference", "name": f"torch:{a.run_name}{stem}", "ref_id": None,
+            head = {"id": rid, "key": rid, "kind": "reference", "name": rid, "ref_id": None,
                     "source_run": str(a.source_run), "artifact_dir": None, "model": a.model, "target": "torch",
                     "runtime": "torch", "precision": "fp32", "device": device,
                     "source_checkpoint": ck.name if ck is not None else None, "source_check": None}
@@ -190,9 +200,12 @@ class Bench:
 
     def _record(self, head: dict[str, Any], m: Measured, latency_what: str, key: str, ss: Any) -> None:
         from pncd.bench.accuracy import compare
+        from pncd.data.spacing import case_spacing
         from pncd.scoring import score
 
-        metrics = score(m.preds, ss.masks, ss.case_ids, int(ss.spec.num_classes))
+        spacing, unit = case_spacing(ss)  # HD95 and ASSD in mm where the headers say so, else pixels
+        metrics = score(m.preds, ss.masks, ss.case_ids, int(ss.spec.num_classes), distances=True, spacing=spacing,
+                        unit=unit)
         summary, cases = metrics.summary(), metrics.per_case()
         ref_id = head["ref_id"]
         cmp = None
@@ -245,6 +258,7 @@ class Bench:
 
     def write_figures(self, tmp: Path) -> dict[str, Any]:
         """latency_dice.png and the overlays of each artifact's worst slices; the report's ``files``."""
+        from pncd.privacy import case_alias
         from pncd.scoring import worst_slices
         from pncd.viz import save_png
 
@@ -259,12 +273,13 @@ class Bench:
             ss = self.splits[self.split_of[e["id"]]]
             a_p, r_p = self.preds[e["id"]], self.preds[e["ref_id"]]
             for i in worst_slices(a_p, r_p, self.o.overlays):
-                name = f"overlays/{e['id']}__{_slug(ss.case_ids[i])}_s{ss.slice_index[i]}.png"
+                case = case_alias(ss.case_ids[i]) if self.o.anonymize else ss.case_ids[i]
+                name = f"overlays/{e['id']}__{_slug(case)}_s{ss.slice_index[i]}.png"
                 (tmp / "overlays").mkdir(exist_ok=True)
                 scale = max(1, 256 // max(ss.masks.shape[1:]))  # small inputs are enlarged to be readable
                 save_png(tmp / name, rep.disagreement_panel(ss.images[i], ss.masks[i], r_p[i], a_p[i]), scale=scale,
-                         titles=rep.PANEL_TITLES,
-                         caption=f"{e['name']} vs {e['ref_id']}: {ss.case_ids[i]}, slice {ss.slice_index[i]}")
+                         titles=rep.panel_titles(ss.masks[i], r_p[i], a_p[i]), legend=rep.PANEL_LEGEND,
+                         caption=f"{e['name']} vs {e['ref_id']}: {case}, slice {ss.slice_index[i]}")
                 files["overlays"].append(name)
         return files
 
@@ -288,7 +303,12 @@ class Bench:
             command=command, options=params,
             machine={**host_machine(), "bench_threads": threads, "cpu_isa": isa_summary()},
             device_machine=device_machine(self.site.env), versions=versions(), data=data, entries=self.entries,
-            per_case=self.per_case, settings=self.settings, files=files)
+            per_case=self.per_case, settings=self.settings, files=files, profile=self._profile_summaries())
+
+    def _profile_summaries(self) -> dict[str, Any] | None:
+        from pncd.bench.profile import summaries
+
+        return summaries(self.profiles) if self.profiles else None
 
 
 def _slug(text: str) -> str:

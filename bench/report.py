@@ -18,8 +18,11 @@ details sit beside it keyed by entry id. Keys of an entry (``None`` where not me
     power_mean_mw, power_source, energy_per_inference_mj, nvpmodel_mode, jetson_clocks,
     n_cases, n_slices, dice, dice_std, voe, voe_std, rvd, rvd_std, n_rvd_undefined,
     n_empty_gt, n_empty_both, dice_lesion_slices,
+    hd95, hd95_std, assd, assd_std (means over the cases where defined), n_hd_undefined, hd95_unit
+    ("mm" | "px": the unit of HD95 and ASSD, :mod:`pncd.data.spacing`),
     dice_diff, dice_rel, voe_diff, rvd_diff, abs_rvd_diff, worst_case, worst_case_dice_drop,
     n_cases_dice_changed, dice_diff_boot_mean, dice_diff_ci_lo, dice_diff_ci_hi,
+    hd95_diff, hd95_diff_ci_lo, hd95_diff_ci_hi, assd_diff, assd_diff_ci_lo, assd_diff_ci_hi,
     pixel_agreement, n_slices_differ, int8 (INT8 artifacts: route, sensitivity, keep_float_auto; else None)
 """
 
@@ -53,6 +56,7 @@ class Report:
     per_case: dict[str, list[dict[str, Any]]]  # entry id -> per-case scores
     settings: dict[str, Any]  # entry id -> runtime settings
     files: dict[str, Any]  # the plot and the overlays, relative to ``path``
+    profile: dict[str, Any] | None = None  # entry id -> its per-node profile summary (--profile; nodes: profile.json)
     path: Path | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -79,14 +83,16 @@ def latency_fields(lat: dict[str, Any] | None) -> dict[str, Any]:
 
 def accuracy_fields(summary: dict[str, Any]) -> dict[str, Any]:
     keys = ("n_cases", "n_slices", "dice", "dice_std", "voe", "voe_std", "rvd", "rvd_std", "n_rvd_undefined",
-            "n_empty_gt", "n_empty_both", "dice_lesion_slices")
+            "n_empty_gt", "n_empty_both", "dice_lesion_slices", "hd95", "hd95_std", "assd", "assd_std",
+            "n_hd_undefined", "hd95_unit")
     return {k: summary.get(k) for k in keys}
 
 
 def compare_fields(cmp: dict[str, Any] | None) -> dict[str, Any]:
     keys = ("dice_diff", "dice_rel", "voe_diff", "rvd_diff", "abs_rvd_diff", "worst_case", "worst_case_dice_drop",
             "n_cases_dice_changed", "dice_diff_boot_mean", "dice_diff_ci_lo", "dice_diff_ci_hi", "pixel_agreement",
-            "n_slices_differ")
+            "n_slices_differ", "hd95_diff", "hd95_diff_ci_lo", "hd95_diff_ci_hi", "assd_diff", "assd_diff_ci_lo",
+            "assd_diff_ci_hi")
     return {k: (cmp or {}).get(k) for k in keys}
 
 
@@ -111,6 +117,52 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+NOTES = (
+    "## Notes\n\n"
+    "- Latency: warm-up first, then timed iterations; end-to-end includes host-device copies.\n"
+    "- Memory: whole-process figures — growth of the peak resident set (ru_maxrss; 0 when an earlier stage "
+    "peaked higher) over activation and the timed runs; on the device, the runner process's own.\n"
+    "- Empty cases: both empty gives Dice 1, VOE 0, RVD 0; empty ground truth with a prediction gives "
+    "Dice 0, VOE 1 and an undefined RVD, left out of RVD means and counted above.\n"
+    "- HD95 and ASSD (MedPy; 95th percentile and mean of the symmetric surface distances) per case on its "
+    "slices stacked as one volume, in mm where the NIfTI headers give the voxel spacing, else in pixels at the "
+    "network's input size (slices one pixel apart). Both masks empty gives 0; exactly one empty is undefined "
+    "(— here, null in report.json), counted above and left out of the means, never a made-up large value."
+)
+
+
+def accuracy_section(entries: list[dict[str, Any]]) -> str:
+    """Dice ± std, VOE, RVD, HD95 ± std and ASSD ± std (unit in the header) and the case counts."""
+    unit = _unit(entries)
+    return "## Accuracy (per case = per patient volume)\n\n" + _table(
+        ["entry", "Dice", "VOE", "RVD", f"HD95{unit}", f"ASSD{unit}", "cases", "slices", "RVD undefined",
+         "HD undefined", "empty GT (both empty)"],
+        [[e["name"], f"{_f(e['dice'])} ± {_f(e['dice_std'])}", _f(e["voe"]), _f(e["rvd"]),
+          _dist(e, "hd95", not unit), _dist(e, "assd", not unit), _f(e["n_cases"]), _f(e["n_slices"]),
+          _f(e["n_rvd_undefined"]), _f(e.get("n_hd_undefined")), f"{_f(e['n_empty_gt'])} ({_f(e['n_empty_both'])})"]
+         for e in entries])
+
+
+def _unit(entries: list[dict[str, Any]]) -> str:
+    """`` (mm)`` or `` (px)`` for a column header of HD95/ASSD, when every entry has that unit."""
+    units = {e.get("hd95_unit") for e in entries} - {None}
+    return f" ({units.pop()})" if len(units) == 1 else ""
+
+
+def _dist(e: dict[str, Any], key: str, with_unit: bool) -> str:
+    """A mean surface distance ± its std; — where undefined; ``with_unit``: its unit beside it."""
+    v = e.get(key)
+    if v is None:
+        return "—"
+    return f"{v:.2f} ± {_f(e.get(key + '_std'), 2)}" + (f" {e.get('hd95_unit')}" if with_unit else "")
+
+
+def _dist_diff(e: dict[str, Any], key: str) -> str:
+    if e.get(f"{key}_diff") is None:
+        return "—"
+    return f"{e[key + '_diff']:+.2f} [{_f(e.get(key + '_diff_ci_lo'), 2)}, {_f(e.get(key + '_diff_ci_hi'), 2)}]"
+
+
 def _batch_cell(e: dict[str, Any]) -> str:
     """Batch throughput, or in words why there is none (the exception text stays in report.json)."""
     if e.get("batch_throughput_ips"):
@@ -119,12 +171,33 @@ def _batch_cell(e: dict[str, Any]) -> str:
     return f"– ({why})" if why.startswith("not measured") else "– (the batch run failed; see report.json)"
 
 
+KEPT_RATIO = 0.99  # the verdict's rule: pncd gate's default --min-ref-ratio (MLPerf's 99% for quantized models)
+
+
+def verdict(entries: list[dict[str, Any]]) -> str:
+    """One line: whether every artifact kept at least :data:`KEPT_RATIO` of its torch reference's
+    Dice, which did not, and whether any timing is unstable."""
+    arts = [e for e in entries if e["kind"] == "artifact"]
+    unstable = [e["name"] for e in entries if e.get("latency_unstable")]
+    timing = (f"timing unstable for {', '.join(unstable)} (do not trust their latency or speed-up)" if unstable
+              else "timing stable" if any(e.get("latency_cv") is not None for e in entries) else "timing not interleaved")
+    if not arts:
+        return f"**Verdict: nothing compared** (torch references only); {timing}."
+    failing = [e["name"] for e in arts if e.get("dice_rel") is not None and e["dice_rel"] < KEPT_RATIO]
+    blind = [e["name"] for e in arts if e.get("dice_rel") is None]  # no reference, or its Dice is 0
+    kept = f"{len(arts) - len(failing) - len(blind)} of {len(arts)} artifacts keep at least {KEPT_RATIO:.0%} of their torch reference's Dice"
+    fail = f" (below: {', '.join(failing)})" if failing else ""
+    blind_note = f"; not comparable (no reference Dice): {', '.join(blind)}" if blind else ""
+    word = "FAIL" if failing else "PASS" if not blind else "NOT COMPARED"
+    return f"**Verdict: {word}**: {kept}{fail}{blind_note}; {timing}."
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     entries = report["entries"]
     m = report.get("machine", {})
     d = report.get("data", {})
     parts = [
-        f"# pncd bench report\n\nSchema `{report['schema']}`, written {report['created']} by pncd "
+        f"# pncd bench report\n\n{verdict(entries)}\n\nSchema `{report['schema']}`, written {report['created']} by pncd "
         f"{report.get('pncd_version')}.\n\nCommand: `{report.get('command') or 'pncd.bench.pipeline.run()'}`",
         "## Machine\n\n" + _table(["what", "value"], [[k, _f(v)] for k, v in m.items() if not isinstance(v, (dict, list))]),
         "## Data\n\n" + _table(["what", "value"], [[k, _f(v)] for k, v in d.items() if not isinstance(v, (dict, list))]),
@@ -137,12 +210,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               _f(e["latency_ms_p99"], 3), _f(e["throughput_ips"], 1), _batch_cell(e),
               _f(e["first_inference_ms"], 1), _f(e["mem_rss_peak_growth_mib"], 1)] for e in entries],
         ),
-        "## Accuracy (per case = per patient volume)\n\n" + _table(
-            ["entry", "Dice", "VOE", "RVD", "cases", "slices", "RVD undefined", "empty GT (both empty)"],
-            [[e["name"], f"{_f(e['dice'])} ± {_f(e['dice_std'])}", _f(e["voe"]), _f(e["rvd"]), _f(e["n_cases"]),
-              _f(e["n_slices"]), _f(e["n_rvd_undefined"]), f"{_f(e['n_empty_gt'])} ({_f(e['n_empty_both'])})"]
-             for e in entries],
-        ),
+        accuracy_section(entries),
     ]
     timed = [e for e in entries if e.get("latency_cv") is not None]
     if timed:
@@ -161,37 +229,36 @@ def render_markdown(report: dict[str, Any]) -> str:
             "## Against the torch reference\n\nDice difference = artifact − reference (negative: the artifact "
             "lost Dice); the interval is a paired bootstrap over cases.\n\n" + _table(
                 ["artifact", "reference", "ΔDice", "Dice ratio", "95% CI of ΔDice", "worst case (drop)", "ΔVOE",
-                 "ΔRVD", "pixel agreement", "slices differing"],
+                 "ΔRVD", f"ΔHD95{_unit(arts)} (95% CI)", f"ΔASSD{_unit(arts)} (95% CI)", "pixel agreement",
+                 "slices differing"],
                 [[e["name"], e["ref_id"], _f(e["dice_diff"], 5), _f(e["dice_rel"], 5),
                   f"[{_f(e['dice_diff_ci_lo'], 5)}, {_f(e['dice_diff_ci_hi'], 5)}]",
                   f"{_f(e['worst_case'])} ({_f(e['worst_case_dice_drop'], 5)})", _f(e["voe_diff"], 5),
-                  _f(e["rvd_diff"], 5), _f(e["pixel_agreement"], 6), _f(e["n_slices_differ"])] for e in arts],
+                  _f(e["rvd_diff"], 5), _dist_diff(e, "hd95"), _dist_diff(e, "assd"), _f(e["pixel_agreement"], 6),
+                  _f(e["n_slices_differ"])] for e in arts],
             )
         )
     int8 = [e for e in arts if e.get("int8")]
     if int8:
         parts.append(int8_section(int8))
+    if report.get("profile"):  # pncd bench --profile
+        from pncd.bench.profile import markdown_section
+        parts.append(markdown_section(report["profile"]))
     power = [e for e in entries if e.get("power_mean_mw") is not None or e.get("nvpmodel_mode")]
     if power:
         parts.append("## Device power (tegrastats during the timed batch-1 loop)\n\n" + _table(
             ["entry", "mean power mW", "rail", "energy / inference mJ", "nvpmodel", "jetson_clocks"],
             [[e["name"], _f(e["power_mean_mw"], 0), _f(e["power_source"]), _f(e["energy_per_inference_mj"], 3),
               _f(e["nvpmodel_mode"]), _f(e["jetson_clocks"])] for e in power]))
-    parts.append(
-        "## Notes\n\n"
-        "- Latency: warm-up first, then timed iterations; end-to-end includes host-device copies.\n"
-        "- Memory: whole-process figures — growth of the peak resident set (ru_maxrss; 0 when an earlier stage "
-        "peaked higher) over activation and the timed runs; on the device, the runner process's own.\n"
-        "- Empty cases: both empty gives Dice 1, VOE 0, RVD 0; empty ground truth with a prediction gives "
-        "Dice 0, VOE 1 and an undefined RVD, left out of RVD means and counted above."
-    )
+    parts.append(NOTES)
     files = report.get("files", {})
     if files.get("plot"):
         parts.append(f"## Latency versus Dice\n\n![latency versus Dice]({files['plot']})")
     ov = files.get("overlays") or []
     if ov:
-        parts.append("## Where artifact and reference disagree most\n\nPanels: image with ground truth (green), "
-                     "reference, artifact, disagreement (red: reference only, blue: artifact only).\n\n"
+        parts.append("## Where artifact and reference disagree most\n\nPanels: image with ground truth (green); "
+                     "reference and artifact (ground truth green, prediction yellow, each one's Dice on the slice in "
+                     "its title); disagreement (red: reference only, blue: artifact only, gray: both).\n\n"
                      + "\n".join(f"![{Path(p).stem}]({p})" for p in ov))
     elif arts:
         parts.append("## Where artifact and reference disagree most\n\nNo slice differs: every artifact's label "
@@ -229,8 +296,30 @@ def int8_section(arts: list[dict[str, Any]], top: int = 3) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def plot_latency_dice(entries: list[dict[str, Any]], path: Path) -> bool:
-    """Median batch-1 latency (x) against mean Dice (y), one labelled point per entry."""
+def dice_ci(e: dict[str, Any]) -> float | None:
+    """Half-width of the 95% interval of an entry's mean per-case Dice (normal approximation,
+    1.96 standard errors over its cases); None without a spread or with fewer than 2 cases."""
+    sd, n = e.get("dice_std"), e.get("n_cases")
+    return None if sd is None or not n or n < 2 else 1.96 * float(sd) / float(n) ** 0.5
+
+
+def dice_axis(entries: list[dict[str, Any]], gate_lines: list[float]) -> tuple[float, float]:
+    """A Dice axis a person reads at a glance: from a round floor at least 0.2 below the lowest
+    point (its interval and the gate lines included) to a round ceiling, within [0, 1], so that a
+    difference of 0.004 looks as small as it is."""
+    import math
+
+    lows = [e["dice"] - (dice_ci(e) or 0.0) for e in entries] + gate_lines
+    highs = [e["dice"] + (dice_ci(e) or 0.0) for e in entries] + gate_lines
+    lo = max(0.0, math.floor((min(lows) - 0.2) * 10) / 10)
+    hi = min(1.0, math.ceil((max(highs) + 0.05) * 10) / 10)
+    return lo, max(hi, lo + 0.1)
+
+
+def plot_latency_dice(entries: list[dict[str, Any]], path: Path, min_ref_ratio: float = KEPT_RATIO) -> bool:
+    """Median batch-1 latency (x) against mean Dice (y), one labelled point per entry with its 95%
+    interval over cases, the gate's floor per torch reference (``min_ref_ratio`` times its Dice,
+    dashed) and a Dice axis from a sensible floor (:func:`dice_axis`)."""
     pts = [e for e in entries if e.get("latency_ms_median") is not None and e.get("dice") is not None]
     if not pts:
         return False
@@ -247,15 +336,23 @@ def plot_latency_dice(entries: list[dict[str, Any]], path: Path) -> bool:
     colors = [tab10(i) for i in range(10)]
     for k, e in enumerate(pts):
         ref = e["kind"] == "reference"
+        color = "black" if ref else colors[k % len(colors)]
+        ax.errorbar([e["latency_ms_median"]], [e["dice"]], yerr=[[dice_ci(e) or 0.0], [dice_ci(e) or 0.0]],
+                    fmt="none", ecolor=color, elinewidth=1, capsize=3, alpha=0.6, zorder=2)
         ax.scatter([e["latency_ms_median"]], [e["dice"]], marker="s" if ref else markers[k % len(markers)],
-                   color="black" if ref else colors[k % len(colors)], s=48, alpha=0.85, zorder=3,
+                   color=color, s=48, alpha=0.85, zorder=3,
                    label=f"{e['name']} ({e.get('compute_precision') or e.get('precision')})")
+    gates = [e["dice"] * min_ref_ratio for e in pts if e["kind"] == "reference"]
+    for n, g in enumerate(gates):
+        ax.axhline(g, color="firebrick", linestyle="--", linewidth=1, zorder=1,
+                   label=f"gate: {min_ref_ratio:.0%} of torch Dice" if n == 0 else None)
     lat = [e["latency_ms_median"] for e in pts]
     if min(lat) > 0 and max(lat) / min(lat) > 20:
         ax.set_xscale("log")
-    ax.margins(x=0.1, y=0.12)
+    ax.margins(x=0.1)
+    ax.set_ylim(*dice_axis(pts, gates))
     ax.set_xlabel("median latency, batch 1 (ms)")
-    ax.set_ylabel("mean Dice per case")
+    ax.set_ylabel("mean Dice per case (95% CI)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
@@ -265,23 +362,33 @@ def plot_latency_dice(entries: list[dict[str, Any]], path: Path) -> bool:
 
 
 PANEL_TITLES = ["image + ground truth", "reference", "artifact", "disagreement"]
+REF_ONLY, ART_ONLY, PRED = (255, 40, 40), (40, 120, 255), (255, 200, 0)
+PANEL_LEGEND = [((0, 220, 0), "ground truth"), (PRED, "prediction"), (REF_ONLY, "reference only"),
+                (ART_ONLY, "artifact only"), ((150, 150, 150), "both")]
+
+
+def panel_titles(gt: np.ndarray, ref: np.ndarray, art: np.ndarray) -> list[str]:
+    """:data:`PANEL_TITLES` with each prediction's Dice against the ground truth on this slice."""
+    from pncd.viz import slice_dice
+
+    return [PANEL_TITLES[0], f"reference (Dice {slice_dice(ref, gt):.3f})", f"artifact (Dice {slice_dice(art, gt):.3f})",
+            PANEL_TITLES[3]]
 
 
 def disagreement_panel(image: np.ndarray, gt: np.ndarray, ref: np.ndarray, art: np.ndarray) -> np.ndarray:
-    """RGB uint8: [image + GT outline | reference | artifact | disagreement map]."""
-    from pncd.viz import outline, to_uint8
+    """RGB uint8: [image + GT outline | reference | artifact (each with the GT outline in green and
+    its prediction's in yellow) | disagreement map (red: reference only, blue: artifact only)]."""
+    from pncd.viz import GT_COLOR, difference, outline, to_uint8
 
     g = to_uint8(image)
     base = np.stack([g, g, g], axis=-1)
+    edge = outline(gt > 0)
     with_gt = base.copy()
-    with_gt[outline(gt > 0)] = (0, 255, 0)
-    ref_p, art_p = base.copy(), base.copy()
-    ref_p[outline(ref > 0)] = (255, 200, 0)
-    art_p[outline(art > 0)] = (255, 200, 0)
-    diff = (base // 3).copy()
-    diff[(ref > 0) & (art > 0)] = (110, 110, 110)
-    diff[(ref != art) & (ref > 0)] = (255, 40, 40)
-    diff[(ref != art) & (art > 0)] = (40, 120, 255)
+    with_gt[edge] = GT_COLOR
+    ref_p, art_p = with_gt.copy(), with_gt.copy()
+    ref_p[outline(ref > 0)] = PRED
+    art_p[outline(art > 0)] = PRED
+    diff = difference(base, ref, art, REF_ONLY, ART_ONLY)
     sep = np.full((g.shape[0], 2, 3), 255, np.uint8)
     return np.concatenate([with_gt, sep, ref_p, sep, art_p, sep, diff], axis=1)
 

@@ -244,7 +244,7 @@ class JetsonSite:
                 "jetson_clocks": ((r.get("env") or {}).get("clocks") or {}).get("jetson_clocks")}
         settings = {**(r.get("settings") or {}), "device": {**run.where, "env": r.get("env")},
                     "power": power or None, "nvpmodel": r.get("nvpmodel")}
-        return Measured(fields=out, preds=run.preds, settings=settings, where=o.host or "jetson-local", info=info)
+        return Measured(fields=out, preds=run.preds, settings=settings, where="jetson", info=info)
 
 
 def jetson_options(o: BenchOptions) -> Any:

@@ -30,10 +30,10 @@ from typing import Any
 
 from pncd.errors import PncdError
 from pncd.io import sha256_file
+from pncd.targets.registry import MANIFEST
 
 FORMAT = "pncd-export"
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 EXTRA_PACKAGES = ("onnxscript", "onnxconverter-common", "polygraphy")
 
 
@@ -218,6 +218,21 @@ def claim_problem(directory: str | os.PathLike, man: dict[str, Any]) -> str | No
         shown = "INT8 (quantization)" if "int8" in marks else "FP16" if "fp16" in marks else "FP32"
         return f"{graph}: the manifest says {precision}, but its graph is {shown}; {redo}"
     return None
+
+
+def checked_on(man: dict[str, Any]) -> str:
+    """Where an export's parity check ran and what it computed in, in words: ``computed in X`` on
+    the target's own runtime; where it ran on another one (a TensorRT ONNX on ONNX Runtime),
+    ``checked on onnxruntime (TensorRT not installed)``, or for a Jetson artifact ``checked on
+    onnxruntime (the engine is built on the device)``."""
+    first = man.get("parity") or {}
+    ran = str(first.get("runtime") or man.get("runtime")).split(" ")[0]
+    runtime = str(man.get("runtime") or man.get("target"))
+    if ran == runtime:
+        return f"computed in {first.get('inference_precision')}"
+    why = ("the engine is built on the device" if man.get("target") == "jetson"
+           else f"{'TensorRT' if runtime == 'tensorrt' else runtime} not installed")
+    return f"checked on {ran} ({why})"
 
 
 def graph_marks_kind(name: str) -> bool:

@@ -16,20 +16,22 @@ under the lock of ``--out`` (:mod:`pncd.outlock`: a second export or bench into 
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 
 from pncd.data.images import ImageSet
-from pncd.console import warn
+from pncd.console import heartbeat, warn
 from pncd.errors import PncdError
 from pncd.export import calibration as cal
 from pncd.export import parity
 from pncd.targets.graph_rewrite import rewrite_file
 from pncd.export.manifest import MANIFEST
+from pncd.export.options import INT8_CPUS, ExportOptions
 from pncd.export.source import SIZE_MULTIPLE
 from pncd.export.source import Source as _Source
+from pncd.export.shared_onnx import take as take_shared_onnx
 from pncd.export.source import load_source as _load_source
 from pncd.targets.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from pncd.export.sensitivity import check_artifact, ends_of, float_plan
@@ -40,37 +42,6 @@ from pncd.targets.registry import check_pair
 
 
 INT8_PARITY_MAX = 512  # held-out images INT8's parity check takes by default (all of a split this size)
-
-
-@dataclass
-class ExportOptions:
-    """Options of one export (the CLI flags of ``pncd export``)."""
-
-    target: str
-    precision: str
-    out: str
-    data: str | None = None  # replaces the data root recorded in the run (a run from another machine)
-    calib_data: str | None = None
-    calib_size: int = 128
-    calib_method: str = "minmax"
-    input_size: tuple[int, int] | None = None
-    dynamic_batch: bool = False
-    accuracy_control: bool = False
-    max_dice_drop: float = 0.01
-    strict: bool = True  # INT8 below MIN_INT8_DICE_RATIO of the FP32 Dice fails the export (--no-strict: a warning)
-    force: bool = False
-    parity_images: int = 0  # 0: automatic: for INT8 the held-out split up to INT8_PARITY_MAX images, else 32
-    parity_batch: int = 8
-    keep_float: tuple[str, ...] = ("first",)  # + "auto": blocks chosen by the sensitivity (pncd.export.sensitivity)
-    sensitivity: bool = False  # INT8: measure the Dice drop of each block quantized alone (manifest build.sensitivity)
-    ov_preset: str | None = None  # OpenVINO INT8 only; None = "mixed"
-    ov_rounding: str | None = None  # OpenVINO INT8 only: nearest|gptq; None = gptq for 7-bit weights (openvino_export.default_rounding)
-    ac_images: int = 0  # held-out images --accuracy-control validates on; 0 = the whole val split
-    inference_precision: str = "auto"  # OpenVINO: auto|f32|f16|bf16 (pncd.targets.cpu.resolve_inference_precision)
-    int8_cpu: str | None = None  # CPU INT8: "any" (7-bit weights, the default) or "vnni" (8-bit; VNNI/AMX CPUs only)
-
-
-INT8_CPUS = ("any", "vnni")
 CPU_INT8_TARGETS = ("onnxruntime", "openvino")  # INT8 that runs on an x86 CPU (u8 x s8 kernels)
 
 
@@ -199,18 +170,19 @@ def _load_images(opts: ExportOptions, src: _Source, log: Callable[[str], None]):
     # swings it by percents (a converged ENet read 87.6% on 32 val images, 100.3% on all 338), so
     # INT8 checks the whole split, up to INT8_PARITY_MAX images spread evenly over it (memory).
     n_parity = opts.parity_images or (INT8_PARITY_MAX if opts.precision == "int8" else 32)
-    log(f"loading up to {n_parity} held-out images for the parity check")
     held = cal.held_out_images(src.data, n_parity, src.size)
+    log(f"parity check on {len(held.images)} held-out images (of {held.total} in the {held.split} split)")
     calib = None
     if src.qdq_onnx is not None:
         log(f"INT8 from quantization-aware training: {src.qdq_onnx} is used as it is (no calibration)")
     elif opts.precision == "int8":
-        log(f"loading up to {opts.calib_size} training images for INT8 calibration")
         calib = cal.calibration_images(src.data, opts.calib_size, src.size, opts.calib_data)
+        log(f"INT8 calibration on {len(calib.images)} training images (--calib-size {opts.calib_size}; "
+            f"{calib.total} in the {calib.split} split)")
     validation = held
     if opts.accuracy_control:
-        log(f"loading {opts.ac_images or 'all'} held-out images for accuracy control")
         validation = cal.held_out_images(src.data, opts.ac_images or 10**9, src.size)
+        log(f"accuracy control on {len(validation.images)} held-out images")
     return held, calib, validation
 
 
@@ -257,6 +229,7 @@ def _export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None]
     validate(opts, protect=(Path(run).parent if Path(run).is_file() else Path(run),))
     require_runtime(opts.target, opts.precision)
     src = _load_source(run, opts)
+    shared = take_shared_onnx(opts.onnx, src, opts.dynamic_batch) if opts.onnx and src.qdq_onnx is None else None
     held, calib, validation = _load_images(opts, src, log)
     ref = parity.torch_logits(src.model, held.images)
     size = src.size
@@ -269,25 +242,31 @@ def _export_run(run: str | Path, opts: ExportOptions, log: Callable[[str], None]
         if src.qdq_onnx is not None:
             shutil.copyfile(src.qdq_onnx, fp32_onnx)
             exporter = {"onnx": f"{src.qdq_onnx.name} written by pncd qat", "rewrites": rewrite_file(fp32_onnx)}
+        elif shared is not None:
+            log(f"building from {opts.onnx} (exported once from this checkpoint)")
+            exporter = shared.copy_to(fp32_onnx)
         else:
             log(f"exporting {src.cfg['model'].get('name')} to ONNX ({size[0]}x{size[1]}, "
                 f"{'dynamic' if opts.dynamic_batch else 'static'} batch)")
             exporter = export_onnx(src.model, fp32_onnx, src.channels, size[0], size[1], opts.dynamic_batch)
-        log(f"building the {opts.target} {opts.precision} artifact")
-        built = build_target(opts, fp32_onnx, tmp, calib, validation, src.num_classes,
-                             input_chw=(src.channels, size[0], size[1]), log=log, prequantized=src.qdq_onnx is not None)
+        what = f"building the {opts.target} {opts.precision} artifact"
+        log(what)
+        with heartbeat(what):
+            built = build_target(opts, fp32_onnx, tmp, calib, validation, src.num_classes,
+                                 input_chw=(src.channels, size[0], size[1]), log=log, prequantized=src.qdq_onnx is not None)
         if opts.precision == "int8":
             qat = src.cfg["qat"] if src.qdq_onnx is not None else None
             built.build["quantization"] = {"route": "qat", **qat} if qat is not None else {"route": "ptq"}
             built.build["quantization"].update(cpu_int8_record(opts.target, built.build, qat))
-        results = _check_parity(built, opts, ref, held, src.num_classes, log)
+        with heartbeat("checking the artifact against torch"):
+            results = _check_parity(built, opts, ref, held, src.num_classes, log)
         man = _manifest(tmp, run, src, opts, built, calib, exporter, results, options, command)
         write_json(tmp / mf.MANIFEST, man)
     first = man["parity"]
-    log(f"wrote {opts.out}: {man['artifact']} ({opts.target} {opts.precision}, computed in "
-        f"{first['inference_precision']}; argmax agreement {first['argmax_agreement']:.4%}, "
-        f"max |logit diff| {first['max_abs_logit_diff']:.3g}, Dice vs torch {_fmt(first['dice_vs_torch'])}, "
-        f"Dice ratio {_fmt(first['dice_ratio'])})")
+    kept = "n/a" if first["dice_ratio"] is None else f"{first['dice_ratio']:.2%}"
+    log(f"wrote {opts.out}: {man['artifact']} ({opts.target} {opts.precision}, {mf.checked_on(man)}; agreement with "
+        f"torch: {first['argmax_agreement']:.4%} of pixels, max |logit diff| {first['max_abs_logit_diff']:.3g}, "
+        f"Dice of the masks {_fmt(first['dice_vs_torch'])}; Dice kept {kept} of torch's Dice vs labels)")
     return man
 
 
@@ -374,4 +353,9 @@ def build_target(opts: ExportOptions, fp32_onnx: Path, out_dir: Path, calib: Ima
         with runner as r:
             check_artifact(built.build, lambda x: next(iter(r.infer({spec.input_name: x}).values())),  # one output
                            validation, num_classes, spec.ov_rounding, spec.log)
+    if not prequantized:  # INT8 against FP32 on this CPU, FP16 on a CPU (pncd.export.speed_check)
+        from pncd.export.speed_check import speed_notes
+
+        speed_notes(target, opts.precision, fp32_onnx, out_dir, built.build, built.artifact, spec.input_name, input_chw,
+                    (built.build.get("parity_config") or {}).get("INFERENCE_PRECISION_HINT"), spec.log)
     return built

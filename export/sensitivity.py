@@ -5,7 +5,9 @@ module that made them: the dynamo exporter records each ONNX node's module path 
 metadata ``pkg.torch.onnx.name_scopes`` (``['', 'stage1', 'stage1.0', ..., op]``). Nodes are
 grouped by their first-level module (``initial``, ``down1``, ``head``, ...); while there are
 fewer than :data:`MIN_BLOCKS` blocks, the largest one that has sub-modules is split into them
-(MobileNetV2's ``backbone`` into ``backbone.0`` ... ``backbone.18``).
+(MobileNetV2's ``backbone`` into ``backbone.0`` ... ``backbone.18``). For ONNX Runtime's CPU
+flavour, which quantizes additions too, a block also holds the ``Add`` nodes of its modules, so a
+block kept in float keeps its residual sums in float with it.
 
 Sensitivity: for each block, the model with only that block quantized (everything else in
 floating point) is calibrated, run on the validation images on the target's own runtime
@@ -40,6 +42,7 @@ import numpy as np
 from pncd.errors import PncdError
 from pncd.data.images import ImageSet
 from pncd.targets.base import BuildSpec
+from pncd.targets.openvino_core import compile_model
 
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 MIN_BLOCKS = 8
@@ -130,7 +133,16 @@ class OrtBackend:
         self.scratch = scratch
         self.pre = scratch / "preprocessed.onnx"
         pre_process(fp32_onnx, self.pre)
-        self.blocks, _ = onnx_blocks(self.pre)
+        self.blocks, members = onnx_blocks(self.pre)
+        self.counts = {b: len(ns) for b, ns in self.blocks.items()}  # its quantizable (weight) nodes
+        if not symmetric:  # the CPU flavour quantizes additions too: each block's stay with it
+            import onnx
+
+            from pncd.targets.onnxrt_build import CPU_QUANTIZED_OPS, QUANTIZED_OPS
+
+            kind = {n.name: n.op_type for n in onnx.load(str(self.pre), load_external_data=False).graph.node}
+            more = set(CPU_QUANTIZED_OPS) - set(QUANTIZED_OPS)
+            self.blocks = {b: ns + [n for n in members[b] if kind.get(n) in more] for b, ns in self.blocks.items()}
         self.unmapped: list[str] = []
         self.all_nodes = [n for ns in self.blocks.values() for n in ns]
         self.ends = float_layers(self.pre, ends)  # --keep-float's network ends, float in every auto candidate
@@ -187,7 +199,7 @@ class OpenVinoBackend:
         self.runtime = "openvino"
         self.calib, self.input_name, self.method, self.preset = calib, input_name, method, preset
         self.portable = portable  # NNCF's overflow fix, as the export will apply it (--int8-cpu any)
-        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+        self.hint = hint  # the precision the target's runner computes in (INFERENCE_PRECISION_HINT)
         self.core = ov.Core()
         self.model = ov.convert_model(str(fp32_onnx))
         self.names = [op.get_friendly_name() for op in self.model.get_ops()]
@@ -201,7 +213,7 @@ class OpenVinoBackend:
         self.counts = {b: sum(n in ov_name for n in onnx_side[b]) for b in self.blocks}
 
     def _compile(self, model) -> InferFn:
-        compiled = self.core.compile_model(model, "CPU", self.config)
+        compiled = compile_model(model, "CPU", precision_hint=self.hint, core=self.core)
         out = compiled.output(0)
         return lambda x: compiled(x)[out]
 

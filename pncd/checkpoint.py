@@ -23,8 +23,8 @@ from torch import nn
 
 from pncd.errors import PncdError
 from pncd.io import atomic_path
+from pncd.options import CONFIG
 
-CONFIG = "config.json"
 BEST = "best.safetensors"
 LAST = "last.safetensors"
 STATE = "last_state.pt"

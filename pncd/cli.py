@@ -13,7 +13,9 @@ import sys
 import click
 
 from pncd import __version__
+from pncd.commands._options import options
 from pncd.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, PncdError, RunFailed
+from pncd.options import GlobalOptions
 
 # name -> "module:attribute" of a click command; imported on first use.
 COMMANDS: dict[str, str] = {
@@ -29,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "export": "pncd.commands.export:export_command",
     "bench": "pncd.commands.bench:bench_command",
     "gate": "pncd.commands.gate:gate_command",
+    "benchmark": "pncd.commands.benchmark:benchmark_command",
+    "predict": "pncd.commands.predict:predict_command",
 }
 
 class LazyGroup(click.Group):
@@ -64,9 +68,7 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="pncd")
-@click.option("--debug", is_flag=True, help="Print the traceback of an error (as PNCD_DEBUG=1 does).")
-@click.option("--allow-telemetry", is_flag=True,
-              help="Let OpenVINO and NNCF send their anonymous usage events (off by default: pncd sends nothing).")
+@options(GlobalOptions)
 def cli(debug: bool, allow_telemetry: bool) -> None:
     """pncd: distil a heavy medical segmentation network into a small student, export it and
     measure it on the device.
@@ -79,6 +81,7 @@ def cli(debug: bool, allow_telemetry: bool) -> None:
       pncd distill --teacher runs/teacher --student enet --data DIR --out runs/enet-pncd
       pncd export runs/enet-pncd --target openvino --precision int8 --out exports/enet-ov-int8
       pncd bench exports/enet-ov-int8 --data DIR --split test --out reports/enet
+      pncd benchmark runs/enet-pncd --data DIR --out bench-enet   # every target and precision, one table
 
     Exit status: 0 done, 1 the work failed (a check or gate failed, training diverged, a runtime,
     device or file-system operation failed), 2 bad input (usage, options, missing or malformed

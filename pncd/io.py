@@ -36,7 +36,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 OWNED_MARKER = ".pncd-owned.json"  # names pncd wrote in an output directory; --force removes only these
 # What an output directory is (the marker's ``kind``): --force replaces an output only with one of the same kind
-KINDS = ("run", "qat", "export", "report", "evaluation", "ablation", "dataset", "compare")
+KINDS = ("run", "qat", "export", "report", "evaluation", "ablation", "dataset", "compare", "predictions", "benchmark")
 
 
 def owned_names(directory: str | os.PathLike) -> set[str]:

@@ -17,12 +17,22 @@ Empty cases, which a lesion data set has many of, follow fixed rules and are alw
 case (they may arrive in pieces, across batches) and scores the 3-D volume, which is not the
 mean of per-slice scores. Multi-class labels score each foreground class 1..K-1 one-vs-rest; a
 case's score is the mean over its foreground classes (for 2 classes, just the lesion).
+
+Surface distances (``SegMetrics(distances=True)``; :mod:`pncd.surface`, through MedPy): HD95 (the
+95th percentile of the symmetric surface distances) and ASSD (their mean), per case on the
+case's slices stacked as one volume, in the units of the case's voxel spacing (``"mm"`` where
+the data set's NIfTI headers declare it, else ``"px"``: pixels at the network's input size,
+slices one pixel apart). Their empty rules:
+
+- P and G both empty: HD95 = ASSD = 0;
+- exactly one of them empty: undefined (``None``): counted (``n_hd_undefined``) and left out of
+  the HD95 and ASSD means, never replaced by a made-up large distance.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -35,7 +45,10 @@ __all__ = [
     "rvd",
     "scores_from_counts",
     "SegMetrics",
+    "DISTANCE_UNITS",
 ]
+
+DISTANCE_UNITS = ("mm", "px")  # what HD95 and ASSD are measured in: voxel spacing, or pixels
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,11 @@ class SegMetrics:
     Only counts are kept: for each slice and foreground class, ``(|P n G|, |P|, |G|)``. Cases may
     arrive in pieces, in any order, across batches; slices of one case are kept in arrival order.
 
+    With ``distances=True`` the label maps are kept too, and each case also gets HD95 and ASSD
+    (:mod:`pncd.surface`) on its slices stacked in arrival order as one volume, with
+    ``spacing[case]`` = ``(slice, row, column)`` spacing in ``unit`` ("mm" or "px"; a case
+    missing from ``spacing`` is measured in voxels, which only ``unit="px"`` allows).
+
     Example::
 
         m = SegMetrics(num_classes=2)
@@ -140,11 +158,19 @@ class SegMetrics:
         m.summary()["dice"]
     """
 
-    def __init__(self, num_classes: int = 2) -> None:
+    def __init__(self, num_classes: int = 2, *, distances: bool = False,
+                 spacing: Mapping[str, Sequence[float]] | None = None, unit: str = "px") -> None:
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2 (background + one class), got {num_classes}")
+        if unit not in DISTANCE_UNITS:
+            raise ValueError(f"unit must be one of {DISTANCE_UNITS}, got {unit!r}")
         self.num_classes = int(num_classes)
+        self.distances = bool(distances)
+        self.spacing = {str(k): tuple(float(x) for x in v) for k, v in (spacing or {}).items()}
+        self.unit = unit
         self._cases: dict[str, list[np.ndarray]] = {}
+        self._labels: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}  # distances: label maps per case
+        self._dist: dict[str, np.ndarray] = {}  # case -> (K-1, 2) HD95 and ASSD per class, NaN where undefined
 
     # -- accumulation -------------------------------------------------------------------------------
     def update(self, case_id: str, pred: Any, gt: Any) -> None:
@@ -159,6 +185,7 @@ class SegMetrics:
             raise ValueError(f"case {case_id!r}: expected (S, H, W) or (H, W) label maps, got shape {p.shape}")
         k = self.num_classes
         s = p.shape[0]
+        maps = (p, g)
         p = p.astype(np.int64, copy=False).reshape(s, -1)
         g = g.astype(np.int64, copy=False).reshape(s, -1)
         for name, a in (("pred", p), ("gt", g)):
@@ -173,12 +200,41 @@ class SegMetrics:
         fg = np.arange(1, k)
         counts = np.stack([cm[:, fg, fg], cm.sum(axis=1)[:, 1:], cm.sum(axis=2)[:, 1:]], axis=-1)
         self._cases.setdefault(str(case_id), []).append(counts)
+        if self.distances:
+            small = np.uint8 if k <= 256 else np.int32
+            self._labels.setdefault(str(case_id), []).append((maps[0].astype(small), maps[1].astype(small)))
+            self._dist.pop(str(case_id), None)
 
     def _counts(self, case: str) -> np.ndarray:
         parts = self._cases[case]
         if len(parts) > 1:  # compact so repeated per_case() calls stay cheap
             self._cases[case] = parts = [np.concatenate(parts, axis=0)]
         return parts[0]
+
+    def _distances(self, case: str) -> np.ndarray:
+        """(K-1, 2): HD95 and ASSD of each foreground class of ``case``'s volume (NaN: undefined)."""
+        if case not in self._dist:
+            from pncd.surface import surface_distances
+
+            parts = self._labels[case]
+            p, g = (np.concatenate([x[i] for x in parts]) for i in (0, 1))
+            self._labels[case] = [(p, g)]
+            sp = self.spacing.get(case)
+            if sp is None and self.unit != "px":
+                raise ValueError(f"case {case!r} has no spacing, and distances in {self.unit} need one")
+            out = np.full((self.num_classes - 1, 2), np.nan)
+            for c in range(1, self.num_classes):
+                h, a = surface_distances(p == c, g == c, sp)
+                if h is not None and a is not None:
+                    out[c - 1] = (h, a)
+            self._dist[case] = out
+        return self._dist[case]
+
+    def _distance_row(self, case: str) -> dict[str, Any]:
+        """A case's hd95 and assd (means over its classes where defined; None where none is) and spacing."""
+        d = self._distances(case)
+        sp = self.spacing.get(case)
+        return {"hd95": _nanmean(d[:, 0]), "assd": _nanmean(d[:, 1]), "spacing": list(sp) if sp is not None else None}
 
     # -- scoring ------------------------------------------------------------------------------------
     def _row(self, counts: np.ndarray) -> dict:
@@ -213,11 +269,19 @@ class SegMetrics:
 
         Keys: case, n_slices, dice, voe, rvd (``None`` when undefined), gt_voxels, pred_voxels,
         intersection, empty_gt, empty_both; with more than 2 classes also ``classes`` (per class).
+        With distances also hd95, assd (``None`` when undefined: exactly one mask empty) and
+        spacing (``(slice, row, column)`` in the summary's ``hd95_unit``; ``None``: voxels),
+        and per class hd95 and assd.
         """
         rows = []
         for case in self._cases:
             counts = self._counts(case)
-            rows.append({"case": case, "n_slices": int(counts.shape[0]), **self._row(counts.sum(axis=0))})
+            row = {"case": case, "n_slices": int(counts.shape[0]), **self._row(counts.sum(axis=0))}
+            if self.distances:
+                row.update(self._distance_row(case))
+                for c, cls in enumerate((row.get("classes") or {}).values()):
+                    cls["hd95"], cls["assd"] = (_opt(x) for x in self._distances(case)[c])
+            rows.append(row)
         return rows
 
     def per_slice(self) -> list[dict]:
@@ -236,6 +300,8 @@ class SegMetrics:
         (case, foreground class) pairs: for 2 classes, cases); dice_lesion_slices (mean Dice over
         (slice, class) pairs whose reference has that class; for 2 classes, slices with lesion)
         and n_lesion_slices; with more than 2 classes also ``classes``: per-class means.
+        With distances also hd95, hd95_std, assd, assd_std (over cases where defined), n_hd_defined
+        and n_hd_undefined (over (case, class) pairs) and hd95_unit (of HD95 and ASSD).
         Undefined means (nothing to average) are ``None``.
         """
         cases = list(self._cases)
@@ -270,9 +336,11 @@ class SegMetrics:
             "dice_lesion_slices": float(sd[lesion].mean()) if lesion.any() else None,
             "n_lesion_slices": int(lesion.sum()),
         }
+        dist = self._distance_summary(cases, out) if self.distances else None
         if self.num_classes > 2:
             out["classes"] = {
                 str(c + 1): {
+                    **({} if dist is None else {"hd95": _nanmean(dist[:, c, 0]), "assd": _nanmean(dist[:, c, 1])}),
                     "dice": _nanmean(d[:, c]),
                     "voe": _nanmean(v[:, c]),
                     "rvd": _nanmean(r[:, c]),
@@ -281,3 +349,15 @@ class SegMetrics:
                 for c in range(k1)
             }
         return out
+
+    def _distance_summary(self, cases: list[str], out: dict[str, Any]) -> np.ndarray:
+        """Add the HD95 and ASSD means to ``out``; returns the (N, K-1, 2) per-class distances."""
+        dist = np.stack([self._distances(c) for c in cases]) if cases else np.zeros((0, self.num_classes - 1, 2))
+        defined: np.ndarray = ~np.isnan(dist[..., 0])  # (N, K-1)
+        any_class = np.asarray(defined.any(axis=1))[:, None]
+        with np.errstate(invalid="ignore"):
+            per_case = np.where(any_class, np.nansum(dist, axis=1) / np.maximum(defined.sum(axis=1), 1)[:, None], np.nan)
+        out.update(hd95=_nanmean(per_case[:, 0]), hd95_std=_nanstd(per_case[:, 0]), assd=_nanmean(per_case[:, 1]),
+                   assd_std=_nanstd(per_case[:, 1]), n_hd_defined=int(defined.sum()),
+                   n_hd_undefined=int((~defined).sum()), hd95_unit=self.unit)
+        return dist

@@ -1,10 +1,11 @@
 """Typed options of ``pncd train`` (and the parts ``pncd distill`` shares), torch-free.
 
-Each option is defined once, here: the click options of :mod:`pncd.commands.training` take
-their defaults from these dataclasses (``tests/test_options.py`` checks that they agree), and
-:func:`pncd.training.run.train` takes a :class:`TrainRun`. ``config.json`` records the options under
-the names of the command's flags (:meth:`TrainRun.params`), so that ``--resume`` on the command
-line continues a run started from Python and the other way round.
+Each option is defined once, here: a field's default, help text and range (``metadata=cli(...)``,
+:mod:`pncd.optspec`) are what the click options of :mod:`pncd.commands.training` are generated
+from (``tests/test_options.py`` checks that they agree), and :func:`pncd.training.run.train`
+takes a :class:`TrainRun`. ``config.json`` records the options under the names of the command's
+flags (:meth:`TrainRun.params`), so that ``--resume`` on the command line continues a run started
+from Python and the other way round.
 """
 
 from __future__ import annotations
@@ -13,100 +14,69 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from pncd.optspec import Range, check_ranges, cli, ranges_of
 
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric option accepts: ``low``/``high`` (None: unbounded), ``low_open``: ``low``
-    itself excluded. ``hint`` ends the refusal. One table (:data:`RANGES`) serves the click options
-    (:func:`pncd.commands.training.ranged`) and :meth:`RunOptions.check` (runs built in Python)."""
+__all__ = ["CONFIG", "DATA_DEFAULTS", "RANGES", "DataOptions", "Range", "RunOptions", "RunResult", "TrainOptions",
+           "TrainRun", "check_ranges"]
 
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    hint: str = ""
-
-    def admits(self, v: float) -> bool:
-        low_ok = self.low is None or (v > self.low if self.low_open else v >= self.low)
-        return low_ok and (self.high is None or v <= self.high)
-
-    def text(self) -> str:
-        """``>= 1``, ``> 0``, ``in [0, 1]``."""
-        num = lambda x: f"{int(x)}" if float(x).is_integer() else f"{x:g}"  # noqa: E731
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {num(self.low)}" if self.low is not None else "a number"
-        if self.low is None:
-            return f"<= {num(self.high)}"
-        return f"in {'(' if self.low_open else '['}{num(self.low)}, {num(self.high)}]"
-
-
-SEED_RANGE = Range(0, 2**32 - 1)
+CONFIG = "config.json"  # a run's resolved configuration (pncd.checkpoint writes and reads it)
 MAX_EPOCHS = 100_000  # more never ends on any machine (a typo: --epochs 1e23)
 MAX_SIZE = 4096  # square input side; the activation memory is checked against the machine too (pncd.training.memory)
-# The numeric options of pncd train and pncd distill (and of TrainOptions/DataOptions), by field name
-RANGES: dict[str, Range] = {
-    "epochs": Range(1, MAX_EPOCHS), "batch": Range(1),
-    "lr": Range(0, hint="0 keeps the initial weights"), "min_lr": Range(0), "weight_decay": Range(0),
-    "seed": SEED_RANGE, "split_seed": SEED_RANGE, "fold": Range(0), "workers": Range(0, hint="0 loads in the main process"),
-    "rotation": Range(0, 180), "lesion_fraction": Range(0, 1),
-    "steps_per_epoch": Range(1, hint="leave it out for one pass over the train split per epoch"),
-    "log_every": Range(1), "clip_grad_norm": Range(0, hint="0 disables clipping"), "size": Range(16, MAX_SIZE), "num_classes": Range(2),
-}
-
-
-def check_ranges(obj: Any, ranges: dict[str, Range]) -> None:
-    """PncdError for the first field of ``obj`` outside its range (None fields: not set, skipped)."""
-    from pncd.errors import PncdError
-
-    for f in fields(obj):
-        v, r = getattr(obj, f.name), ranges.get(f.name)
-        if r is None or v is None:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        whole = str(f.type).split("|")[0].strip() == "int"  # an int field takes whole numbers only (size = 32.7)
-        if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)):
-            raise PncdError(f"{flag} must be {'a whole number' if whole else 'a number'} {r.text()} (got {v!r})")
-        if not r.admits(v):
-            hint = f"; {r.hint}" if r.hint else ""
-            raise PncdError(f"{flag} must be {r.text()} (got {v!r}){hint}")
+SEED_MAX = 2**32 - 1
 
 
 @dataclass
 class TrainOptions:
     """The training loop's settings (saved in config.json as ``options``)."""
 
-    epochs: int = 50
-    batch: int = 8
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    weight_decay: float = 0.0
-    seed: int = 0
-    workers: int = 0
-    device: str = "auto"
-    amp: bool = True
-    rotation: float = 15.0
-    lesion_fraction: float | None = None
-    steps_per_epoch: int | None = None
-    log_every: int = 10
+    epochs: int = field(default=50, metadata=cli(low=1, high=MAX_EPOCHS))
+    batch: int = field(default=8, metadata=cli(
+        "Images per step; more than the train split holds is capped to it (a line says so).", low=1))
+    lr: float = field(default=1e-3, metadata=cli(low=0, hint="0 keeps the initial weights"))
+    min_lr: float = field(default=1e-5, metadata=cli(low=0))
+    weight_decay: float = field(default=0.0, metadata=cli(low=0))
+    seed: int = field(default=0, metadata=cli(low=0, high=SEED_MAX))
+    workers: int = field(default=0, metadata=cli("DataLoader worker processes.", low=0,
+                                                 hint="0 loads in the main process"))
+    device: str = field(default="auto", metadata=cli("auto, cpu or cuda."))
+    amp: bool = field(default=True, metadata=cli("Mixed precision (CUDA only).", pair=True))
+    rotation: float = field(default=15.0, metadata=cli("Max random rotation in degrees.", low=0, high=180))
+    lesion_fraction: float | None = field(default=None, metadata=cli(
+        "Oversample: this fraction of draws are lesion-bearing slices.", low=0, high=1))
+    steps_per_epoch: int | None = field(default=None, metadata=cli(
+        "Fixed number of batches per epoch (default: one pass).", low=1,
+        hint="leave it out for one pass over the train split per epoch"))
+    log_every: int = field(default=10, metadata=cli("Write every loss term to log.jsonl every N steps.", low=1))
     tensorboard: bool = True
     # Clip the global gradient norm of every trained parameter to this (0: off). None: the
     # command's default, ``RunOptions.default_clip_grad_norm``: 0 for ``train`` (the paper's
     # recipe, unchanged), 5 for ``distill``.
-    clip_grad_norm: float | None = None
+    clip_grad_norm: float | None = field(default=None, metadata=cli(
+        "Clip the global gradient norm of every trained parameter to this; 0 disables.", low=0,
+        hint="0 disables clipping"))
 
 
 @dataclass
 class DataOptions:
-    """Which data a run reads and how. ``None``: the default below, or for ``pncd distill``
-    the value the teacher run was trained with (so that the student sees the same data)."""
+    """Which data a run reads and how. ``None``: the command line's default (:data:`DATA_DEFAULTS`,
+    each field's ``cli(default=...)``), or for ``pncd distill`` the value the teacher run was
+    trained with (so that the student sees the same data)."""
 
-    data: str | None = None  # directory; None: the built-in synthetic phantoms
-    size: int | None = None
-    channels: int | None = None
-    num_classes: int | None = None
-    normalization: str | None = None
-    split_seed: int | None = None
-    fold: int | None = None  # a cross-validation fold (its train/val/test replace splits.json)
-    folds_file: str | None = None  # None: folds.json or splits_final.json beside the data
+    data: str | None = field(default=None, metadata=cli(  # None: the built-in synthetic phantoms
+        "Data set directory (default: the built-in synthetic phantoms).", path="dir"))
+    size: int | None = field(default=None, metadata=cli(
+        "Square input side, divisible by 16; refused before training when the activations of --batch images "
+        "cannot fit in the device's free memory.", default=128, low=16, high=MAX_SIZE))
+    channels: int | None = field(default=None, metadata=cli(default=1, choices=("1", "3")))
+    num_classes: int | None = field(default=None, metadata=cli("Classes including background.", default=2, low=2))
+    normalization: str | None = field(default=None, metadata=cli(default="zscore", choices=("zscore", "minmax")))
+    split_seed: int | None = field(default=None, metadata=cli(
+        "Seed of the case-level split when there is no splits.json.", default=0, low=0, high=SEED_MAX))
+    fold: int | None = field(default=None, metadata=cli(  # a cross-validation fold (replaces splits.json)
+        "Cross-validation fold: train on its train cases, pick the best epoch on its val cases (its test cases "
+        "are held out); see `pncd data split`.", low=0))
+    folds_file: str | None = field(default=None, metadata=cli(
+        "The folds file of --fold [default: folds.json or splits_final.json beside the data].", path="file"))
 
     def resolved(self, teacher_data: dict[str, Any] | None = None) -> DataOptions:
         """Every None filled: from ``teacher_data`` (a run's config.json ``data``), then the defaults."""
@@ -137,8 +107,10 @@ class DataOptions:
                         folds_file=folds_file)
 
 
-DATA_DEFAULTS: dict[str, Any] = {"size": 128, "channels": 1, "num_classes": 2, "normalization": "zscore", "split_seed": 0,
-                                 "fold": None, "folds_file": None}
+# The command line's data defaults (what None resolves to): one definition, each field's cli(default=...)
+DATA_DEFAULTS: dict[str, Any] = {f.name: f.metadata["cli"].default for f in fields(DataOptions) if f.name != "data"}
+# The numeric options of pncd train and pncd distill (and of TrainOptions/DataOptions), by field name
+RANGES: dict[str, Range] = {**ranges_of(TrainOptions), **ranges_of(DataOptions)}
 
 # Called after every optimizer step with the Trainer (e.g. to stop, or to observe a run).
 StepCallback = Callable[[Any], None]
@@ -154,24 +126,32 @@ class RunOptions:
     optimizer step (to watch a run, or stop it).
     """
 
-    out: str | Path
+    out: str | Path = field(metadata=cli(
+        "Run directory to write. Locked while the command runs (.NAME.pncd-lock beside it): a second pncd process "
+        "given the same --out is refused at once.", path="dir"))
     data: DataOptions = field(default_factory=DataOptions)
     train: TrainOptions = field(default_factory=TrainOptions)
-    resume: bool = False  # continue the run in ``out`` from its last finished epoch
-    force: bool = False  # replace an existing run (swapped in when the new one finishes)
-    threads: int | None = None  # torch intra-op threads (None: leave as they are)
+    resume: bool = field(default=False, metadata=cli(  # continue the run in ``out`` from its last finished epoch
+        "Continue the run in --out from its last finished epoch, with the settings it recorded (a flag that "
+        "contradicts them is refused; --epochs may change)."))
+    force: bool = field(default=False, metadata=cli(  # replace an existing run (swapped in when the new one finishes)
+        "Replace an existing run: the new one is trained beside it and swapped in when it finishes (files pncd did "
+        "not write stay; a folder pncd did not write, without .pncd-owned.json, is refused). Not with --resume."))
+    threads: int | None = field(default=None, metadata=cli(  # torch intra-op threads (None: leave as they are)
+        "Torch intra-op threads (default: the physical cores, shared among the processes of a torchrun job; "
+        "printed). Use 1 when other jobs share the cores.", low=1))
     on_step: list[StepCallback] = field(default_factory=list)
 
     default_clip_grad_norm: ClassVar[float] = 0.0  # what ``train.clip_grad_norm = None`` means
 
     def check(self) -> None:
-        """Every numeric option within its range (:data:`RANGES`), or PncdError naming the flag."""
+        """Every numeric option within its range (each field's ``cli(low=..., high=...)``), or
+        PncdError naming the flag."""
         from pncd.errors import PncdError
 
-        check_ranges(self.train, RANGES)
-        check_ranges(self.data, RANGES)
-        if self.threads is not None and self.threads < 1:
-            raise PncdError(f"--threads must be >= 1 (got {self.threads!r})")
+        check_ranges(self.train)
+        check_ranges(self.data)
+        check_ranges(self)
         if self.resume and self.force:
             raise PncdError(f"--resume and --force contradict each other: --resume continues the run in {self.out}, "
                             "--force replaces it; pass one of them (nothing was changed)")
@@ -194,8 +174,9 @@ class RunOptions:
 class TrainRun(RunOptions):
     """``pncd train``: one network trained alone."""
 
-    model: str
-    pretrained: str | None = None  # local ImageNet weights for torchvision students
+    model: str = field(metadata=cli("Registered network (see `pncd models`).", param="model_name"))
+    pretrained: str | None = field(default=None, metadata=cli(  # local ImageNet weights for torchvision students
+        "Local ImageNet weights for torchvision students.", path="file", exists=True))
 
     def params(self) -> dict[str, Any]:
         return {**self.common_params(), "model_name": self.model, "pretrained": self.pretrained}
@@ -209,3 +190,12 @@ class RunResult:
     best_val_dice: float | None  # best per-case val Dice over the epochs (None: no val split)
     epochs: int  # epochs finished, this call and earlier ones (--resume)
     last_epoch: dict[str, Any]  # the last epoch row of log.jsonl written by this call ({} if none)
+
+
+@dataclass
+class GlobalOptions:
+    """The ``pncd`` group's own options (before the command name)."""
+
+    debug: bool = field(default=False, metadata=cli("Print the traceback of an error (as PNCD_DEBUG=1 does)."))
+    allow_telemetry: bool = field(default=False, metadata=cli(
+        "Let OpenVINO and NNCF send their anonymous usage events (off by default: pncd sends nothing)."))

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -36,6 +36,8 @@ import torch
 from torch import nn
 
 from pncd.errors import PncdError, RunFailed
+from pncd.optspec import check_ranges
+from pncd.qat_options import QatOptions
 
 if TYPE_CHECKING:
     from pncd.distill.base import DistillLoss
@@ -48,22 +50,6 @@ FLOAT_OPS = ("maximum", "minimum", "__eq__", "__ne__", "__gt__", "__ge__", "__lt
 # NNCF compiles its CPU fake-quantize kernels on first use and gives up after 60 s by default,
 # which a loaded 2-core machine can exceed: wait for the compiler instead (once per machine).
 os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
-
-
-@dataclass
-class QatOptions:
-    teacher: str = "self"  # "self" (the float student) or a run directory
-    steps: int = 300
-    lr: float = 1e-5
-    batch: int = 8
-    weights: dict[str, float] = field(default_factory=lambda: {"pmd": 1.0})
-    temperature: float = 4.0
-    lesion_fraction: float = 0.5
-    calib_images: int = 128
-    eval_every: int = 100
-    seed: int = 0
-    keep_float: str = "first"  # "first": the layers reading the image stay float (as pncd export's PTQ); "none"
-    int8_cpu: str = "any"  # "any": 7-bit weights (NNCF's overflow fix), correct without VNNI; "vnni": 8-bit
 
 
 @dataclass
@@ -174,7 +160,7 @@ def fine_tune(q: nn.Module, teacher: nn.Module, train: Any, val: Any, num_classe
               losses: list[tuple[str, float, DistillLoss]],
               log: Callable[[dict[str, Any]], None]) -> tuple[dict[str, torch.Tensor], float, int]:
     """The QAT loop; returns the best state (by validation Dice), its Dice and its step."""
-    from tqdm.auto import tqdm
+    from pncd.console import progress
 
     from pncd.distill.base import DistillBatch
     from pncd.losses import SegLoss
@@ -185,7 +171,7 @@ def fine_tune(q: nn.Module, teacher: nn.Module, train: Any, val: Any, num_classe
     opt = torch.optim.Adam([p for p in q.parameters() if p.requires_grad], lr=opts.lr)
     _freeze_bn(q)
     t0 = time.perf_counter()
-    for step, (x, y) in enumerate(tqdm(_loader(train, opts), desc="qat", unit="step", disable=None), 1):
+    for step, (x, y) in enumerate(progress(_loader(train, opts), desc="qat", unit="step"), 1):
         out = q(x)
         with torch.no_grad():
             t_out = teacher(x)
@@ -242,6 +228,7 @@ def run_qat(run: str | Path, out: str | Path, opts: QatOptions, data: str | None
     (:mod:`pncd.outlock`: a second process on the same ``out`` is refused) from the start."""
     from pncd.outlock import out_lock
 
+    check_ranges(opts)  # every setting within its range (runs built in Python; the command line checks them too)
     with out_lock(out, "pncd qat"):
         return _run_qat(Path(run), out, opts, data, force, echo)
 

@@ -10,7 +10,9 @@ OpenVINO's accuracy control), so they all agree on what a prediction is and what
   classes, so a single-logit output is an error, not a second convention);
 - :func:`to_labels`: logits -> argmax labels (B, H, W) uint8 (ties: the lowest class);
 - :func:`score`: label maps against reference labels, per case (patient volume): a
-  :class:`pncd.metrics.SegMetrics` (``summary()``, ``per_case()``);
+  :class:`pncd.metrics.SegMetrics` (``summary()``, ``per_case()``); with ``distances=True``
+  also HD95 and ASSD per case, in the units of ``spacing`` (:func:`pncd.data.spacing.case_spacing`
+  gives a SliceSet's);
 - :func:`slice_dice`: mean foreground Dice of each slice on its own, in input order;
 - :func:`worst_slices` (the slices where two predictions disagree most) and
   :func:`extreme_slices` (the worst and best lesion slices against the ground truth): which
@@ -21,7 +23,7 @@ Nothing here imports torch; a torch model is one ``infer_fn`` away (see :func:`p
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -53,9 +55,9 @@ def _run(infer_fn: InferFn, images: np.ndarray, batch: int, convert: Callable[[n
     out: list[np.ndarray] = []
     bar = None
     if desc is not None:
-        from tqdm.auto import tqdm
+        from pncd.console import progress
 
-        bar = tqdm(total=len(images), desc=desc, unit="img", leave=False, disable=None)
+        bar = progress(total=len(images), desc=desc, unit="img")
     i = 0
     try:
         while i < len(images):
@@ -97,16 +99,20 @@ def predict_logits(infer_fn: InferFn, images: np.ndarray, batch: int = 8, *, sin
     return np.concatenate(out, axis=0)
 
 
-def score(predictions: np.ndarray, labels: np.ndarray, case_ids: Sequence[str], num_classes: int) -> SegMetrics:
+def score(predictions: np.ndarray, labels: np.ndarray, case_ids: Sequence[str], num_classes: int, *,
+          distances: bool = False, spacing: Mapping[str, Sequence[float]] | None = None,
+          unit: str = "px") -> SegMetrics:
     """Label maps ``predictions`` (N, H, W) against ``labels`` (the ground truth, or another
     prediction taken as the reference), scored per case: slice ``i`` belongs to ``case_ids[i]``
-    and a case is scored as one volume. ``.summary()`` has the means, ``.per_case()`` the rows."""
+    and a case is scored as one volume. ``.summary()`` has the means, ``.per_case()`` the rows.
+    ``distances``: HD95 and ASSD too, with ``spacing[case]`` (slice, row, column) in ``unit``
+    (:class:`pncd.metrics.SegMetrics`)."""
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     if predictions.shape != labels.shape:
         raise ValueError(f"predictions {predictions.shape} and labels {labels.shape} differ in shape")
     if len(case_ids) != len(labels):
         raise ValueError(f"{len(case_ids)} case ids for {len(labels)} slices")
-    m = SegMetrics(num_classes=num_classes)
+    m = SegMetrics(num_classes=num_classes, distances=distances, spacing=spacing, unit=unit)
     ids = np.asarray(case_ids)
     for case in dict.fromkeys(case_ids):
         sel = np.flatnonzero(ids == case)

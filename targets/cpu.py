@@ -153,11 +153,15 @@ def compute_precision(runner: object, artifact_precision: str) -> str:
     """The precision a runner computes in, for the console, manifests and reports.
 
     OpenVINO reports its own (``INFERENCE_PRECISION_HINT`` of the compiled model, e.g. "f32",
-    "bf16"); the other runtimes compute in the graph's precision ("fp32", "fp16", or "int8" with
-    the layers INT8 leaves in float in f32).
+    "bf16"); the other runtimes compute in the graph's precision ("f32", "f16 graph"). INT8 says
+    which layers ran in INT8 and what the others computed in (:func:`pncd.targets.compute_label.int8_label`).
     """
     used = getattr(runner, "inference_precision", None)
     value = used() if callable(used) else None
+    if artifact_precision == "int8":
+        from pncd.targets.compute_label import int8_label
+
+        return int8_label(runner, str(value or "f32"))
     if value:
         return str(value)
-    return {"fp32": "f32", "fp16": "f16 graph", "int8": "int8 + f32"}.get(artifact_precision, artifact_precision)
+    return {"fp32": "f32", "fp16": "f16 graph"}.get(artifact_precision, artifact_precision)

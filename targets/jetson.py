@@ -62,6 +62,7 @@ class JetsonOptions:
     accuracy_batch: int = 8
     tegrastats: str = "auto"  # auto | off | PATH
     tegrastats_interval_ms: int = 100
+    ort_threads: int = 0  # ONNX Runtime intra-op threads on the device (0: its default)
     connect_timeout: int = 10
     run_timeout: float = 3600.0
 
@@ -82,6 +83,7 @@ def runner_args(onnx_name: str, precision: str, opts: JetsonOptions) -> list[str
         "--warmup", str(opts.warmup), "--iters", str(opts.iters), "--duration", str(opts.duration),
         "--batch", str(opts.batch), "--accuracy-batch", str(opts.accuracy_batch),
         "--tegrastats", opts.tegrastats, "--tegrastats-interval", str(opts.tegrastats_interval_ms),
+        "--threads", str(opts.ort_threads),
     ]
     return args
 

@@ -282,26 +282,37 @@ def run(args) -> dict:
     return result
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The runner's arguments. Every value of ``run`` is required and has no default here: the
+    host passes each one (:func:`pncd.targets.jetson.runner_args`, from the bench's options), so
+    the values have one definition, on the host."""
     ap = argparse.ArgumentParser(description="pncd device-side runner (see the module docstring)")
     sub = ap.add_subparsers(dest="command")
     sub.add_parser("probe", help="print what this machine offers as JSON")
     r = sub.add_parser("run", help="time the model and segment the inputs")
-    r.add_argument("--onnx", required=True)
-    r.add_argument("--inputs", required=True, help="npz with 'images' float32 (N, C, H, W)")
-    r.add_argument("--out-dir", required=True)
-    r.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime"), default="auto")
-    r.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
-    r.add_argument("--cache-dir", default="~/.cache/pncd-engines")
-    r.add_argument("--warmup", type=int, default=10)
-    r.add_argument("--iters", type=int, default=100)
-    r.add_argument("--duration", type=float, default=0.0, help="seconds; overrides --iters when > 0")
-    r.add_argument("--batch", type=int, default=8, help="batch for the throughput measurement")
-    r.add_argument("--accuracy-batch", type=int, default=8)
-    r.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: default)")
-    r.add_argument("--tegrastats", default="auto", help="auto (on PATH), off, or a path")
-    r.add_argument("--tegrastats-interval", type=int, default=100, help="milliseconds")
+    for flag, kw in (
+        ("--onnx", {}),
+        ("--inputs", {"help": "npz with 'images' float32 (N, C, H, W)"}),
+        ("--out-dir", {}),
+        ("--backend", {"choices": ("auto", "tensorrt", "onnxruntime")}),
+        ("--precision", {"choices": ("fp32", "fp16", "int8")}),
+        ("--cache-dir", {"help": "TensorRT engine cache directory"}),
+        ("--warmup", {"type": int}),
+        ("--iters", {"type": int}),
+        ("--duration", {"type": float, "help": "seconds; overrides --iters when > 0"}),
+        ("--batch", {"type": int, "help": "batch for the throughput measurement"}),
+        ("--accuracy-batch", {"type": int}),
+        ("--threads", {"type": int, "help": "ONNX Runtime intra-op threads (0: its default)"}),
+        ("--tegrastats", {"help": "auto (on PATH), off, or a path"}),
+        ("--tegrastats-interval", {"type": int, "help": "milliseconds"}),
+    ):
+        r.add_argument(flag, required=True, **kw)
     r.add_argument("--exit-on-stdin-eof", action="store_true")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
     try:
         if args.command == "probe":

@@ -56,7 +56,11 @@ class OnnxRuntimeRunner(Runner):
                 f"ONNX Runtime here lacks {missing} (available: {available}); install the matching "
                 "onnxruntime package (e.g. onnxruntime-gpu for CUDA) or run on the CPU"
             )
-        so = ort.SessionOptions()
+        self.session = self._session(ort, ort.SessionOptions())
+        self._outputs = [o.name for o in self.session.get_outputs()]
+
+    def _session(self, ort: Any, so: Any) -> Any:
+        """An InferenceSession of this runner's file with its settings on top of ``so``."""
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3  # errors only: the runner's caller reports what matters
         if self.int32_sums:
@@ -65,10 +69,40 @@ class OnnxRuntimeRunner(Runner):
             so.intra_op_num_threads = int(self.threads)
             so.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=self.providers)
+            return ort.InferenceSession(str(self.path), sess_options=so, providers=self.providers)
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
             raise PncdError(f"{self.path}: ONNX Runtime could not load it ({str(e).splitlines()[0][:300]})") from None
-        self._outputs = [o.name for o in self.session.get_outputs()]
+
+    def profile(self, feed: dict[str, np.ndarray], runs: int = 20, warmup: int = 5) -> dict[str, Any]:
+        """Per-node times from ONNX Runtime's own profiler (``SessionOptions.enable_profiling``), in a
+        session of its own with this runner's settings: ``warmup`` runs, then ``runs`` profiled ones.
+        The runner's own session (the one timed) never profiles. Returns a raw profile
+        (:mod:`pncd.targets.profiling`); the JSON trace is read and deleted."""
+        import json
+        import tempfile
+        import time
+
+        from pncd.targets.profiling import ort_trace_nodes
+
+        ort = require("onnxruntime", "onnxruntime", "the onnxruntime target")
+        if not self.path.is_file():
+            raise PncdError(f"{self.path}: ONNX file not found")
+        with tempfile.TemporaryDirectory(prefix="pncd-ort-profile-") as tmp:
+            so = ort.SessionOptions()
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(tmp) / "ort")
+            session = self._session(ort, so)
+            wall = []
+            for _ in range(warmup + runs):
+                t0 = time.perf_counter()
+                session.run(None, feed)
+                wall.append((time.perf_counter() - t0) * 1e3)
+            trace = Path(session.end_profiling())
+            events = json.loads(trace.read_text())
+        nodes, _ = ort_trace_nodes(events, runs)
+        return {"runtime": "onnxruntime", "profiler": "ONNX Runtime SessionOptions.enable_profiling (JSON trace)",
+                "runs": runs, "warmup": warmup, "wall_ms": wall[warmup:], "nodes": nodes,
+                "providers": session.get_providers()}
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self.session.run(self._outputs, feed)

@@ -157,7 +157,7 @@ def quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_cont
         "preset": "MIXED (asymmetric activations)" if preset == "mixed" else "PERFORMANCE (symmetric activations)",
         "subset_size": len(calib), "fast_bias_correction": fast_bc, "ignored_types": list(FLOAT_OPS),
         "overflow_fix": overflow_fix.name, "weight_bits": 7 if portable else 8,
-        "keep_float": {"layers": list(keep_float), "nodes": kept},
+        "keep_float": {"layers": list(keep_float), "nodes": kept}, "bias_correction": "fast" if fast_bc else "full",
     }
     if accuracy_control and (validation is None or len(validation) == 0):
         raise PncdError("--accuracy-control needs held-out images with labels (a val or test split)")
@@ -173,7 +173,6 @@ def quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_cont
             drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=advanced, **common,
         )
 
-    record["bias_correction"] = "fast" if fast_bc else "full"
     try:
         try:
             q = run_nncf()
@@ -194,6 +193,7 @@ def quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_cont
     except Exception as e:
         raise RunFailed(f"NNCF INT8 quantization failed ({_one_line(e)})") from e
     record["rounding"] = refine_rounding(q, model, calib, portable) if rounding == "gptq" else {"method": "nearest (NNCF's)"}
+    record["int8_deconvolutions"] = 0 if accuracy_control else int8_deconvolutions(q)  # AC checked NNCF's own
     if not accuracy_control or validation is None:
         return q, record
     record.update(
@@ -203,6 +203,42 @@ def quantize(model, input_name: str, calib: ImageSet, method: str, accuracy_cont
                           "validation_split": validation.split},
     )
     return q, record
+
+
+DECONVOLUTIONS = ("ConvolutionBackpropData", "GroupConvolutionBackpropData")
+
+
+def int8_deconvolutions(q) -> int:
+    """Give each transposed convolution of ``q`` (NNCF's INT8 model, changed in place) a signed
+    symmetric 8-bit input quantizer covering the asymmetric one NNCF put there; returns how many.
+
+    OpenVINO's CPU plugin runs a transposed convolution in INT8 only when its input quantizer has no
+    zero point (u8 from 0, or i8 over [-a, a*127/128]); behind NNCF's asymmetric activations (preset
+    MIXED) it ran them in f32 with their quantize-dequantize around, as costly as FP32 (11% of ENet's
+    INT8 time at 256x256, its three up-sampling convolutions). The new range [-a, a*127/128], a =
+    max(-low, high*128/127), holds the old one at a step of a/128 (at most twice NNCF's)."""
+    import openvino.opset13 as ops
+
+    changed = 0
+    for op in q.get_ops():
+        if op.get_type_name() not in DECONVOLUTIONS:
+            continue
+        fq = op.input_value(0).get_node()
+        if fq.get_type_name() != "FakeQuantize" or fq.get_attributes().get("levels") != 256:
+            continue
+        bounds = [fq.input_value(i).get_node() for i in range(1, 5)]
+        if any(b.get_type_name() != "Constant" or np.asarray(b.get_data()).size != 1 for b in bounds):
+            continue  # per-tensor ranges only
+        low, high = (float(np.asarray(b.get_data()).reshape(-1)[0]) for b in bounds[2:])
+        if low >= 0 or high <= 0:
+            continue  # no zero point to drop (u8 from 0), or a range the plugin handles as it is
+        a = max(-low, high * 128 / 127)
+        lo, hi = np.float32(-a), np.float32(a * 127 / 128)
+        sym = ops.fake_quantize(fq.input_value(0), lo, hi, lo, hi, 256)
+        sym.set_friendly_name(f"{fq.get_friendly_name()}/symmetric_for_{op.get_friendly_name()}")
+        op.input(0).replace_source_output(sym.output(0))
+        changed += 1
+    return changed
 
 
 def check_rounding(rounding: str | None, accuracy_control: bool) -> None:
@@ -220,11 +256,13 @@ def refine_rounding(q, model, calib: ImageSet, portable: bool) -> dict[str, Any]
     import openvino as ov
 
     from pncd.targets import openvino_rounding as rounding
+    from pncd.targets.openvino_core import compile_model
 
     core = ov.Core()
     levels = (rounding.LEVEL_MIN, rounding.LEVEL_MAX) if portable else (-127, 127)
     try:
-        return rounding.refine(q, model, calib.images, lambda m: core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}),
+        return rounding.refine(q, model, calib.images,
+                               lambda m: compile_model(m, "CPU", precision_hint="f32", performance_hint=None, core=core),
                                level_range=levels)
     except np.linalg.LinAlgError as e:
         raise RunFailed(f"rounding NNCF's weights again failed ({_one_line(e)}); use --ov-rounding nearest") from e

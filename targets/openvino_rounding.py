@@ -186,7 +186,7 @@ def refine(qmodel, fmodel, images: np.ndarray, compile_fn: Callable, level_range
     ``compile_fn``: an OpenVINO model -> compiled model (f32 inference precision);
     ``level_range``: the integer levels allowed. Returns a record for the manifest."""
     import openvino as ov
-    from tqdm.auto import tqdm
+    from pncd.console import progress as _progress
 
     layers = find_layers(qmodel, fmodel)
     picks: dict[str, list[np.ndarray]] = {}
@@ -194,7 +194,7 @@ def refine(qmodel, fmodel, images: np.ndarray, compile_fn: Callable, level_range
     # only the float inputs' means are needed (the bias target); the pixels picked serve the quantized passes
     float_means = _inputs(fmodel, names, images, picks, compile_fn, means_only=True) if layers else {}
     changed, total = 0, 0
-    for layer in tqdm(layers, desc="rounding 1x1 convolutions", unit="layer", leave=False, disable=None if progress else True):
+    for layer in _progress(layers, desc="rounding 1x1 convolutions", unit="layer", disable=not progress):
         xq = _inputs(qmodel, [layer.name], images, picks, compile_fn)[layer.name].astype(np.float64)
         xa = np.concatenate([xq, np.ones((len(xq), 1))], axis=1)
         hessian = xa.T @ xa / len(xa)

@@ -17,6 +17,9 @@ import numpy as np
 
 from pncd.errors import PncdError
 from pncd.targets.base import BuildResult, BuildSpec, Runner, RunnerOptions, Target, require
+from pncd.targets.openvino_core import compile_config, compile_model
+
+__all__ = ["TARGET", "OpenVinoRunner", "OpenVinoTarget", "compile_config", "compile_model", "ov_device"]
 
 
 class OpenVinoRunner(Runner):
@@ -48,12 +51,7 @@ class OpenVinoRunner(Runner):
 
     def config(self, performance_hint: str | None = None) -> dict[str, Any]:
         """The compile-time properties this runner passes to OpenVINO."""
-        cfg: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint or self.performance_hint}
-        if self.precision_hint:
-            cfg["INFERENCE_PRECISION_HINT"] = self.precision_hint
-        if self.threads:
-            cfg["INFERENCE_NUM_THREADS"] = int(self.threads)
-        return cfg
+        return compile_config(self.precision_hint, self.threads, performance_hint or self.performance_hint)
 
     def _compile(self, performance_hint: str | None = None):
         ov = require("openvino", "openvino", "the openvino target")
@@ -66,7 +64,8 @@ class OpenVinoRunner(Runner):
         if base not in ("AUTO", "HETERO", "MULTI") and not any(d.split(".")[0] == base for d in available):
             raise PncdError(f"OpenVINO device {self.device!r} is not available here (available: {available})")
         try:
-            return self._core.compile_model(str(self.path), self.device, self.config(performance_hint))
+            return compile_model(str(self.path), self.device, precision_hint=self.precision_hint, threads=self.threads,
+                                 performance_hint=performance_hint or self.performance_hint, core=self._core)
         except RuntimeError as e:
             raise PncdError(f"{self.path}: OpenVINO could not compile it for {self.device} "
                             f"({str(e).strip().splitlines()[0][:300]})") from None
@@ -74,6 +73,54 @@ class OpenVinoRunner(Runner):
     def _activate(self) -> None:
         self.compiled = self._compile()
         self._request = self.compiled.create_infer_request()
+
+    def profile(self, feed: dict[str, np.ndarray], runs: int = 20, warmup: int = 5) -> dict[str, Any]:
+        """Per-node times from OpenVINO's own profiler (``PERF_COUNT``, ``InferRequest.get_profiling_info()``):
+        the model compiled again with this runner's settings, on a Core of its own with PERF_COUNT on
+        (the runner's compiled model, the one timed, never profiles); ``warmup`` inferences, then
+        ``runs`` profiled ones. Returns a raw profile (:mod:`pncd.targets.profiling`): each executed
+        node with its exec type (e.g. ``brgconv_avx512_1x1_I8``) and the layers fused into it."""
+        import time
+
+        from pncd.targets.profiling import ov_node, per_run
+
+        ov = require("openvino", "openvino", "the openvino target")
+        if not self.path.is_file():
+            raise PncdError(f"{self.path}: OpenVINO IR not found")
+        core = ov.Core()
+        core.set_property(self.device.split(".")[0].split(":")[0], {"PERF_COUNT": True})
+        try:
+            compiled = compile_model(str(self.path), self.device, precision_hint=self.precision_hint,
+                                     threads=self.threads, performance_hint=self.performance_hint, core=core)
+        except RuntimeError as e:
+            raise PncdError(f"{self.path}: OpenVINO could not compile it for {self.device} "
+                            f"({str(e).strip().splitlines()[0][:300]})") from None
+        request = compiled.create_infer_request()
+        types = {op.get_friendly_name(): op.get_type_name() for op in core.read_model(str(self.path)).get_ops()}
+        fused: dict[str, tuple[list[str], str | None]] = {}
+        for op in compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            names = info["originalLayersNames"].astype(str) if "originalLayersNames" in info else ""
+            outs = info["outputPrecisions"].astype(str) if "outputPrecisions" in info else None
+            fused[op.get_friendly_name()] = ([types.get(n.strip(), "") for n in names.split(",") if n.strip()], outs)
+        times: dict[str, list[float]] = {}
+        seen: dict[str, tuple[str, str]] = {}
+        wall = []
+        for i in range(warmup + runs):
+            t0 = time.perf_counter()
+            request.infer(feed)
+            wall.append((time.perf_counter() - t0) * 1e3)
+            if i < warmup:
+                continue
+            for info in request.get_profiling_info():
+                if info.status == info.Status.EXECUTED:
+                    times.setdefault(info.node_name, []).append(info.real_time.total_seconds() * 1e3)
+                    seen.setdefault(info.node_name, (info.node_type, info.exec_type))
+        stats = per_run(times, runs)
+        nodes = [{**ov_node(name, *seen[name], *fused.get(name, ([], None))), **stats[name]} for name in times]
+        return {"runtime": "openvino", "profiler": "OpenVINO PERF_COUNT (InferRequest.get_profiling_info)",
+                "runs": runs, "warmup": warmup, "wall_ms": wall[warmup:], "nodes": nodes, "device": self.device,
+                "config": self.config()}
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         res = self._request.infer(feed)

@@ -199,3 +199,145 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="at least 2"):
         SegMetrics(1)
     assert m.per_case() == []  # nothing was added by the failed updates
+
+
+# -- surface distances: HD95 and ASSD (pncd.surface, through MedPy) ---------------------------------------
+from pncd.surface import assd, hd95, surface_distances  # noqa: E402
+
+
+def _square(shape: tuple[int, ...], corner: tuple[int, ...], side: int) -> np.ndarray:
+    """A boolean array with an axis-aligned square (cube) of ``side`` at ``corner``."""
+    a = np.zeros(shape, dtype=bool)
+    a[tuple(slice(c, c + side) for c in corner)] = True
+    return a
+
+
+def _brute_force(p: np.ndarray, g: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """Every surface voxel's distance to the other surface, both directions pooled, by pairwise
+    distances (a surface voxel: a foreground voxel with a face neighbour outside the mask or array)."""
+    def surface(a):
+        pad = np.pad(a, 1)
+        inner = pad[tuple(slice(1, -1) for _ in a.shape)].copy()
+        for ax in range(a.ndim):
+            for step in (-1, 1):
+                inner &= np.roll(pad, step, axis=ax)[tuple(slice(1, -1) for _ in a.shape)]
+        return np.argwhere(a & ~inner) * np.asarray(spacing)
+    sp, sg = surface(p), surface(g)
+    d = np.sqrt(((sp[:, None, :] - sg[None, :, :]) ** 2).sum(-1))
+    return np.concatenate([d.min(axis=1), d.min(axis=0)])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_squares_offset_by_k_pixels_have_hd95_k(k: int):
+    # Every surface pixel of one square, moved by k, lands on the other's surface: no distance
+    # exceeds k; the leading edge (10 of the 36 surface pixels, more than 5%) is exactly k away.
+    g = _square((32, 32), (8, 8), 10)
+    p = _square((32, 32), (8, 8 + k), 10)
+    assert hd95(p, g) == pytest.approx(k)
+    assert hd95(g, p) == pytest.approx(k)  # symmetric
+    d = _brute_force(p, g, (1.0, 1.0))
+    assert d.max() == pytest.approx(k)
+    assert assd(p, g) == pytest.approx(d.mean())  # the mean of the pooled distances
+    assert 0 < assd(p, g) < k
+
+
+def test_parallel_planes_hand_computed():
+    # Two 1-slice-thick planes 3 slices apart in an (8, 6, 6) volume: every surface voxel is 3 away.
+    g = np.zeros((8, 6, 6), bool)
+    p = np.zeros_like(g)
+    g[2], p[5] = True, True
+    assert surface_distances(p, g) == pytest.approx((3.0, 3.0))
+    assert surface_distances(g, g) == (0.0, 0.0)  # identical masks
+
+
+def test_empty_mask_rules_of_distances():
+    empty = np.zeros((3, 8, 8), bool)
+    some = _square((3, 8, 8), (1, 2, 2), 2)
+    assert surface_distances(empty, empty) == (0.0, 0.0)  # both empty: 0, not undefined
+    assert surface_distances(some, empty) == (None, None)  # exactly one empty: undefined, no made-up value
+    assert surface_distances(empty, some) == (None, None)
+    assert hd95(some, empty) is None and assd(empty, some) is None
+
+
+def test_anisotropic_spacing():
+    # (slice, row, column) spacing 3 x 0.5 x 0.8 mm: the same voxel offset is 3 mm across slices,
+    # 0.8 mm along columns.
+    sp = (3.0, 0.5, 0.8)
+    g = _square((10, 16, 16), (3, 4, 4), 4)
+    across = _square((10, 16, 16), (4, 4, 4), 4)  # one slice further
+    along = _square((10, 16, 16), (3, 4, 6), 4)  # two columns further
+    assert hd95(across, g, sp) == pytest.approx(3.0)
+    assert hd95(along, g, sp) == pytest.approx(1.6)
+    assert hd95(along, g) == pytest.approx(2.0)  # no spacing: voxels
+    for p in (across, along):
+        assert assd(p, g, sp) == pytest.approx(_brute_force(p, g, sp).mean())
+    with pytest.raises(ValueError, match="spacing"):
+        hd95(g, g, (1.0, 1.0))  # one value per axis
+    with pytest.raises(ValueError, match="spacing"):
+        hd95(g, g, (1.0, 0.0, 1.0))
+
+
+def test_bounding_box_crop_matches_medpy_on_the_whole_volume():
+    medpy = pytest.importorskip("medpy.metric.binary")
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        p = np.zeros((6, 40, 40), bool)
+        g = np.zeros_like(p)
+        p[1:4, 5:15, 20:31] = rng.random((3, 10, 11)) > 0.3
+        g[2:5, 8:20, 18:30] = rng.random((3, 12, 12)) > 0.3
+        g[0, 0, 0] = True  # on the array's corner: the crop keeps its surface
+        sp = (2.0, 0.7, 0.9)
+        assert surface_distances(p, g, sp) == pytest.approx(
+            (medpy.hd95(p, g, voxelspacing=sp), medpy.assd(p, g, voxelspacing=sp)), rel=1e-12)
+
+
+def test_segmetrics_distances_per_case_summary_and_pieces():
+    # "shift": squares 2 px apart on slices 1-2 of 4 (HD95 2); "fp": GT empty, prediction not
+    # (undefined); "clean": both empty (0). Spacing doubles the slice case's distances.
+    shape = (4, 16, 16)
+    g = _square(shape, (1, 4, 4), 6)[:, :, :]
+    g[0], g[3] = False, False
+    p = np.roll(g, 2, axis=2)
+    fp = _square(shape, (0, 0, 0), 2)
+    zero = np.zeros(shape, bool)
+    m = SegMetrics(2, distances=True, spacing={"shift": (1.0, 2.0, 2.0), "fp": (1.0, 1.0, 1.0),
+                                                 "clean": (1.0, 1.0, 1.0)}, unit="mm")
+    m.update("shift", p[:2].astype(np.int64), g[:2].astype(np.int64))  # in pieces, as batches send them
+    m.update("fp", fp.astype(np.int64), zero.astype(np.int64))
+    m.update("shift", p[2:].astype(np.int64), g[2:].astype(np.int64))
+    m.update("clean", zero.astype(np.int64), zero.astype(np.int64))
+    rows = {r["case"]: r for r in m.per_case()}
+    assert rows["shift"]["hd95"] == pytest.approx(4.0)  # 2 px x 2 mm
+    assert rows["shift"]["spacing"] == [1.0, 2.0, 2.0]
+    assert rows["fp"]["hd95"] is None and rows["fp"]["assd"] is None
+    assert rows["clean"]["hd95"] == 0.0 and rows["clean"]["assd"] == 0.0
+    s = m.summary()
+    assert (s["n_hd_defined"], s["n_hd_undefined"], s["hd95_unit"]) == (2, 1, "mm")
+    assert s["hd95"] == pytest.approx(2.0)  # mean of 4 and 0: the undefined case is left out, not counted large
+    assert s["hd95_std"] == pytest.approx(2.0)
+    assert s["assd"] == pytest.approx((rows["shift"]["assd"] + 0.0) / 2)
+    whole = SegMetrics(2, distances=True, spacing={"shift": (1.0, 2.0, 2.0)}, unit="mm")
+    whole.update("shift", p.astype(np.int64), g.astype(np.int64))
+    assert whole.per_case()[0]["assd"] == rows["shift"]["assd"]
+    assert "hd95" not in SegMetrics(2).summary()  # counts only unless distances are asked for
+    with pytest.raises(ValueError, match="no spacing"):
+        bad = SegMetrics(2, distances=True, unit="mm")
+        bad.update("x", g.astype(np.int64), g.astype(np.int64))
+        bad.per_case()
+
+
+def test_segmetrics_distances_multiclass():
+    # class 1 matches exactly (0), class 2 is shifted by 1 column (HD95 1): the case's mean is 0.5.
+    gt = np.zeros((1, 12, 12), np.int64)
+    gt[0, 1:4, 1:4] = 1
+    gt[0, 6:10, 6:10] = 2
+    pred = gt.copy()
+    pred[0, 6:10, 6:10] = 0
+    pred[0, 6:10, 7:11] = 2
+    m = SegMetrics(3, distances=True)
+    m.update("x", pred, gt)
+    (row,) = m.per_case()
+    assert row["classes"]["1"]["hd95"] == 0.0 and row["classes"]["2"]["hd95"] == pytest.approx(1.0)
+    assert row["hd95"] == pytest.approx(0.5)
+    s = m.summary()
+    assert s["classes"]["2"]["hd95"] == pytest.approx(1.0) and s["hd95_unit"] == "px"

@@ -1,6 +1,7 @@
 """Each training option is defined once: the click options of ``pncd train`` and ``pncd distill``
-take their defaults from the typed options (pncd.options, pncd.distill.options), and every
-field of those has its flag (or is listed here as Python-only)."""
+are generated from the typed options (pncd.options, pncd.distill.options) and take their
+defaults from them, and every field of those has its flag (or is listed here as Python-only).
+Every other command: tests/test_option_style.py."""
 
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ def bench_and_gate(artifacts: list[Path], out: Path) -> tuple[bool, list[dict], 
 def test_committed_checkpoint_exports_pass_committed_gate(ci_gate_exports, tmp_path):
     ok, rows, report = bench_and_gate(list(ci_gate_exports.values()), tmp_path / "report")
     if os.environ.get("PNCD_UPDATE_BASELINE"):
-        from pncd.bench.gate import gate_command
+        from pncd.commands.gate import gate_command
 
         gate_command.main(args=[str(report), "--baseline", str(BASELINE), "--update-baseline"], standalone_mode=False)
         ok, rows, report = bench_and_gate(list(ci_gate_exports.values()), tmp_path / "report-again")
@@ -71,3 +71,37 @@ def test_committed_checkpoint_exports_pass_committed_gate(ci_gate_exports, tmp_p
         if spec.endswith("int8"):
             q = read_json(d / "manifest.json")["build"]["quantization"]
             assert q["weight_bits"] == 7 and q["requires_vnni"] is False, q
+    check_floor_and_distances(report)
+
+
+def check_floor_and_distances(report: Path) -> None:
+    """--min-dice and the HD95/ASSD rules on the real report: the floor passes at 0.5 and names
+    every entry above the best Dice; the distances are recorded (in px: the phantoms' NIfTI headers
+    declare no unit), a baseline that predates them skips their rules with one note, and a
+    baseline written from this report gates them."""
+    import copy
+
+    from pncd.bench.gate import baseline_from_report, run_gate
+    from pncd.io import read_json
+
+    rep = read_json(report)
+    entries = rep["entries"]
+    ok, rows = run_gate(rep, None, min_dice=0.5, min_ref_ratio=MIN_REF_RATIO)
+    assert ok and sum(r["rule"] == "min_dice" and r["status"] == "pass" for r in rows) == len(entries), rows
+    ok, rows = run_gate(rep, None, min_dice=min(1.0, max(e["dice"] for e in entries) + 0.01), min_ref_ratio=MIN_REF_RATIO)
+    assert not ok and {r["entry"] for r in rows if r["status"] == "fail"} == {e["key"] for e in entries}, rows
+    assert all(e["hd95_unit"] == "px" and e["hd95"] is not None and e["assd"] is not None for e in entries), entries
+    assert all("hd95" in c and "assd" in c for cases in rep["per_case"].values() for c in cases)
+    committed = read_json(BASELINE)["entries"]
+    if not any("hd95" in b for b in committed.values()):
+        notes: list[str] = []
+        run_gate(rep, BASELINE, require_all=True, min_ref_ratio=MIN_REF_RATIO, warnings=notes)
+        assert [n for n in notes if "records no HD95/ASSD" in n], notes
+    fresh = baseline_from_report(rep)
+    ok, rows = run_gate(rep, fresh, min_ref_ratio=MIN_REF_RATIO)
+    assert ok and {r["rule"] for r in rows if r["status"] == "pass"} >= {"hd95_increase", "assd_increase"}, rows
+    worse = copy.deepcopy(rep)
+    art = next(e for e in worse["entries"] if e["kind"] == "artifact")
+    art["hd95"] += 1.5  # a mean HD95 1.5 px above the baseline: over the default limit of 1
+    ok, rows = run_gate(worse, fresh, min_ref_ratio=MIN_REF_RATIO)
+    assert not ok and [(r["entry"], r["rule"]) for r in rows if r["status"] == "fail"] == [(art["key"], "hd95_increase")]

@@ -176,7 +176,7 @@ def where() -> dict[str, Any]:
     from pncd.bench.machine import host_machine
 
     m = host_machine()
-    return {k: m.get(k) for k in ("gpu", "cpu_model", "cpus_usable", "hostname")}
+    return {k: m.get(k) for k in ("gpu", "cpu_model", "cpus_usable")}
 
 
 def score_row(job: Job, run: Path, recipe: Recipe) -> dict[str, Any]:

@@ -12,10 +12,12 @@ command line parses ``--distill-args`` as ``pncd distill`` does).
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from pncd.errors import RunFailed
+from pncd.optspec import cli
 
 # torch-free at import, so that `pncd ablate --help` answers at once: the engine loads when a row runs
 
@@ -56,6 +58,24 @@ def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
     for r in rows:
         lines.append(f"| {r['row']} | {fmt(r['dice'])} ± {fmt(r['dice_std'])} | {fmt(r['voe'])} | {fmt(r['rvd'])} | {r['n_cases']} |")
     return "\n".join(lines) + "\n"
+
+
+@dataclass(kw_only=True)
+class AblateOptions:
+    """``pncd ablate``'s options: the grid, its shared recipe and where it goes."""
+
+    teacher: str = field(metadata=cli("Teacher run directory."))
+    student: str = field(default="enet", metadata=cli())
+    out: str = field(metadata=cli(
+        "Directory for the runs and the table (new, or one pncd ablate wrote: it continues there).", path="dir"))
+    grid_kind: str = field(default="table3", metadata=cli(
+        "table3: none, each module, each pair, all four; singles: none, each module, all four.", flag="--grid",
+        choices=("table3", "singles")))
+    split: str = field(default="test", metadata=cli())
+    epochs: int = field(default=20, metadata=cli(low=1))
+    seed: int = field(default=0, metadata=cli(low=0))
+    distill_args: str = field(default="", metadata=cli(
+        "Extra options passed to every `pncd distill` (quoted string)."))
 
 
 # (run directory, modules) -> the DistillRun of that row (neither resume nor force: run_ablation sets them)

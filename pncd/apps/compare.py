@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pncd.errors import PncdError, RunFailed
+from pncd.optspec import cli
 
 ARMS = ("alone", "pncd", "pncd-no-pnscd", "pncd-instance")
 ARM_MODULES = {"pncd": "pmd,rmd,rd,pnscd", "pncd-no-pnscd": "pmd,rmd,rd", "pncd-instance": "pmd,rmd,rd,pnscd"}
@@ -40,21 +41,47 @@ ARM_ARGS = {"pncd-instance": ("--pnscd-form", "instance")}  # PNSCD as instance 
 SCORES = "scores.json"
 
 
+@dataclass(kw_only=True)
+class CompareOptions:
+    """What ``pncd compare`` compares, on which folds, and where (its recipe: :class:`CompareRecipe`)."""
+
+    teacher: str = field(metadata=cli(
+        "A network to train as each fold's teacher (e.g. attention_unet), or existing fold teachers as a path with "
+        "{fold} (e.g. runs/cv/f{fold}/teacher)."))
+    students: tuple[str, ...] = field(metadata=cli("Student network (repeat for several).", flag="--student",
+                                                   multiple=True, required=True))
+    data: str = field(metadata=cli("Data set directory.", path="dir", exists=True))
+    folds_file: str | None = field(default=None, metadata=cli(
+        "Folds file [default: folds.json or splits_final.json beside the data]; see `pncd data split`.", path="file"))
+    fold_list: str | None = field(default=None, metadata=cli(
+        "Folds to run, e.g. 0,1,2 [default: every fold of the file].", flag="--folds"))
+    arms: str = field(default="alone,pncd", metadata=cli(
+        f"Student arms, comma-separated, from {', '.join(ARMS)} (alone is required)."))
+    no_pnscd_folds: str | None = field(default=None, metadata=cli(
+        "Run the pncd-no-pnscd arm on these folds only, e.g. 0,1."))
+    out: str = field(metadata=cli("Work and report directory.", path="dir"))
+    jobs: int = field(default=1, metadata=cli("Folds run in parallel.", low=1))
+    nproc_per_node: int | None = field(default=None, metadata=cli(
+        "Run each training job under torchrun with this many processes (several GPUs).", low=1))
+
+
 @dataclass
 class CompareRecipe:
     """What every run of the comparison shares (the teacher's own schedule beside it)."""
 
-    size: int = 128
-    batch: int = 8
-    epochs: int = 15
-    steps_per_epoch: int = 100
-    lesion_fraction: float = 0.5
-    lr: float = 1e-3
-    seed: int = 0
-    threads: int = 1
-    teacher_epochs: int = 60
-    teacher_lr: float = 1e-3
-    distill_args: tuple[str, ...] = ()  # extra `pncd distill` flags (e.g. --pnscd-form instance)
+    size: int = field(default=128, metadata=cli(low=16))
+    batch: int = field(default=8, metadata=cli(low=1))
+    epochs: int = field(default=15, metadata=cli("Student epochs (every arm).", low=1))
+    steps_per_epoch: int = field(default=100, metadata=cli(low=1))
+    lesion_fraction: float = field(default=0.5, metadata=cli(low=0, high=1))
+    lr: float = field(default=1e-3, metadata=cli("Student learning rate.", low=0, low_open=True))
+    seed: int = field(default=0, metadata=cli("One seed for every run (paired).", low=0))
+    threads: int = field(default=1, metadata=cli("Torch threads of each job.", low=1))
+    teacher_epochs: int = field(default=60, metadata=cli(low=1))
+    teacher_lr: float = field(default=1e-3, metadata=cli(low=0, low_open=True))
+    # extra `pncd distill` flags (e.g. --pnscd-form instance); one quoted string on the command line
+    distill_args: tuple[str, ...] = field(default=(), metadata=cli(
+        "Extra `pncd distill` flags for the distilled arms (quoted string).", default=""))
 
     def common(self) -> list[str]:
         return ["--size", str(self.size), "--batch", str(self.batch), "--lesion-fraction", str(self.lesion_fraction),

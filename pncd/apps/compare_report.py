@@ -179,7 +179,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
 def write_report(out: Path, summary: dict[str, Any]) -> None:
     from pncd.io import atomic_path, write_json, write_text
+    from pncd.privacy import public
 
+    summary = public(summary)  # no host name or absolute path
     write_json(out / "compare.json", summary)
     write_text(out / "compare.md", markdown(summary))
     with atomic_path(out / "compare.png") as tmp:

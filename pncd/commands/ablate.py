@@ -8,21 +8,14 @@ from typing import Any
 
 import click
 
+from pncd.apps.ablate import AblateOptions
+from pncd.commands._options import options
 from pncd.commands.config import config_option
 
 
 @click.command("ablate")
 @config_option
-@click.option("--teacher", required=True, help="Teacher run directory.")
-@click.option("--student", default="enet", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), required=True,
-              help="Directory for the runs and the table (new, or one pncd ablate wrote: it continues there).")
-@click.option("--grid", "grid_kind", type=click.Choice(["table3", "singles"]), default="table3", show_default=True,
-              help="table3: none, each module, each pair, all four; singles: none, each module, all four.")
-@click.option("--split", default="test", show_default=True)
-@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--distill-args", default="", help="Extra options passed to every `pncd distill` (quoted string).")
+@options(AblateOptions)
 def ablate_command(config: str | None, teacher: str, student: str, out: str, grid_kind: str, split: str, epochs: int, seed: int, distill_args: str) -> None:
     """Run the PNCD module ablation for one student and write ablation.md / ablation.json.
 

@@ -1,59 +1,31 @@
 """``pncd bench``: the command line of :func:`pncd.bench.pipeline.run` (it parses and prints).
 
-Its options are generated from :class:`pncd.bench.options.BenchOptions` (:func:`bench_options`);
+Its options are generated from :class:`pncd.bench.options.BenchOptions` (:mod:`pncd.commands._options`);
 ``--gate`` and ``--config`` are the command's own.
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
-from pncd.bench.options import BenchOptions, Cli
+from pncd.bench.options import BenchOptions
+from pncd.commands._options import option, options, stack
+from pncd.optspec import Cli
 
-
-def click_option(f: Field) -> Callable[[Callable], Callable]:
-    """The click option of one :class:`BenchOptions` field, as its ``metadata["cli"]`` says."""
-    spec: Cli = f.metadata["cli"]
-    flag = spec.flag or "--" + f.name.replace("_", "-")
-    decls = [flag, spec.param or f.name]
-    kw: dict[str, Any] = {"help": spec.help}
-    default = f.default if f.default is not MISSING else None
-    if isinstance(default, bool):
-        return click.option(*decls, is_flag=True, **kw)  # False unless given (--no-x: True -> False)
-    if spec.required:
-        kw["required"] = True
-    else:
-        kw.update(default=default, show_default=default is not None and default != ())
-    if spec.multiple:
-        kw["multiple"] = True
-    elif spec.choices:
-        kw["type"] = click.Choice(spec.choices)
-    elif spec.path:
-        kw["type"] = click.Path(file_okay=spec.path != "dir", path_type=Path)
-    elif isinstance(default, float):
-        kw["type"] = click.FloatRange(spec.low) if spec.low is not None else float
-    elif isinstance(default, int) or spec.low is not None:
-        kw["type"] = click.IntRange(int(spec.low)) if spec.low is not None else int
-    return click.option(*decls, **kw)
+GATE = Cli("After the bench, run pncd gate against this baseline (exit 1 if a rule fails).", flag="--gate",
+           path="file")
 
 
 def bench_options(fn: Callable) -> Callable:
     """ARTIFACTS, every CLI field of :class:`BenchOptions`, ``--gate`` and ``--config``."""
     from pncd.commands.config import config_option
 
-    opts: list[Callable[[Callable], Callable]] = [
-        click.argument("artifacts", nargs=-1, type=click.Path(path_type=Path)),
-        *(click_option(f) for f in fields(BenchOptions) if "cli" in f.metadata),
-        click.option("--gate", "gate_baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="After the bench, run pncd gate against this baseline (exit 1 if a rule fails)."),
-    ]
-    for o in reversed(opts):
-        fn = o(fn)
-    return config_option(fn)
+    return config_option(stack(click.argument("artifacts", nargs=-1, type=click.Path(path_type=Path)),
+                               options(BenchOptions),
+                               option("gate_baseline", GATE, None, str, as_path=True))(fn))
 
 
 @click.command("bench", context_settings={"max_content_width": 100})

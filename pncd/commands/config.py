@@ -13,7 +13,12 @@ from typing import Any, Callable
 
 import click
 
+from pncd.commands._options import option, options
 from pncd.errors import PncdError
+from pncd.optspec import Cli
+from pncd.options import RunOptions
+
+CONFIG_FILE = Cli("TOML or YAML file whose keys are this command's option names (flags override it).", path="file")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -87,14 +92,7 @@ def _scalar_error(t: click.ParamType, v: Any) -> str | None:
 
 def config_option(fn: Callable) -> Callable:
     """Add ``--config FILE`` to a click command. Put it as the outermost option decorator."""
-    return click.option(
-        "--config",
-        type=click.Path(dir_okay=False),
-        is_eager=True,
-        expose_value=True,
-        callback=_apply_config,
-        help="TOML or YAML file whose keys are this command's option names (flags override it).",
-    )(fn)
+    return option("config", CONFIG_FILE, None, str, is_eager=True, expose_value=True, callback=_apply_config)(fn)
 
 
 def resolved_params(ctx: click.Context) -> dict[str, Any]:
@@ -118,13 +116,7 @@ def _apply_threads(ctx: click.Context, param: click.Parameter, value: int | None
 
 
 def threads_option(fn: Callable) -> Callable:
-    """``--threads N``: torch's intra-op threads, applied (and printed) as soon as it is parsed."""
-    return click.option(
-        "--threads",
-        type=click.IntRange(1),
-        default=None,
-        callback=_apply_threads,
-        expose_value=False,
-        help="Torch intra-op threads (default: the physical cores, shared among the processes of a torchrun "
-             "job; printed). Use 1 when other jobs share the cores.",
-    )(fn)
+    """``--threads N`` (:attr:`pncd.options.RunOptions.threads`): torch's intra-op threads, applied (and
+    printed) as soon as it is parsed."""
+    return options(RunOptions, only=("threads",), click_kw={"threads": {"callback": _apply_threads,
+                                                                        "expose_value": False}})(fn)

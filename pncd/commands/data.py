@@ -2,12 +2,61 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
+from pncd.commands._options import options
 from pncd.commands.config import config_option
 from pncd.errors import PncdError, RunFailed
+from pncd.options import SEED_MAX
+from pncd.optspec import cli
+
+_FORCE = "Replace pncd's files in an existing OUT (others stay; a folder pncd did not write is refused)."
+
+
+@dataclass
+class CheckOptions:
+    """``pncd data check DIRECTORY``."""
+
+    num_classes: int | None = field(default=None, metadata=cli(
+        "Number of classes incl. background [default: dataset.json's labels, else 2].", low=2))
+    split_seed: int = field(default=0, metadata=cli("Seed of the case-level split used when there is no splits.json."))
+    json_path: Path | None = field(default=None, metadata=cli(
+        "Also write the full report as JSON to this file (written atomically; it replaces only an earlier data-check "
+        "report, and is never written inside DIRECTORY).", flag="--json", path="file"))
+
+
+@dataclass
+class SynthOptions:
+    """``pncd data synth OUT`` (the arguments of :func:`pncd.data.synthetic.generate`)."""
+
+    cases: int = field(default=24, metadata=cli("Number of cases (volumes).", low=1))
+    slices: int = field(default=8, metadata=cli("Slices per case.", low=1))
+    size: int = field(default=128, metadata=cli("Slice width and height in pixels.", low=16))
+    seed: int = field(default=0, metadata=cli("Random seed (same seed, same files)."))
+    force: bool = field(default=False, metadata=cli(_FORCE))
+
+
+@dataclass
+class SplitOptions:
+    """``pncd data split DIRECTORY``: k folds of its cases (:mod:`pncd.data.folds`)."""
+
+    k: int = field(default=5, metadata=cli("Number of folds.", flag="--folds", low=2))
+    seed: int = field(default=0, metadata=cli("Seed of the assignment (same data, folds and seed: same file).",
+                                              low=0, high=SEED_MAX))
+    val_fraction: float = field(default=0.15, metadata=cli(
+        "Share of each fold's training cases that selects the best epoch.", low=0, high=1, low_open=True,
+        high_open=True))
+    num_classes: int = field(default=2, metadata=cli(
+        "Classes incl. background (masks are read to measure lesion burden).", low=2))
+    out: Path | None = field(default=None, metadata=cli(
+        "Folds file to write [default: DIRECTORY/folds.json, or DIRECTORY/splits_final.json with --nnunet].",
+        path="file"))
+    nnunet: bool = field(default=False, metadata=cli(
+        "Write nnU-Net v2's splits_final.json format (its 'val' = the held-out fold)."))
+    force: bool = field(default=False, metadata=cli("Replace an existing folds file (never any other file)."))
 
 
 @click.group(name="data")
@@ -24,13 +73,7 @@ def data_group() -> None:
 @data_group.command(name="check")
 @config_option
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--num-classes", type=click.IntRange(min=2), default=None,
-              help="Number of classes incl. background [default: dataset.json's labels, else 2].")
-@click.option("--split-seed", type=int, default=0, show_default=True,
-              help="Seed of the case-level split used when there is no splits.json.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the full report as JSON to this file (written atomically; it replaces only an "
-              "earlier data-check report, and is never written inside DIRECTORY).")
+@options(CheckOptions)
 def check_command(config: str | None, directory: Path, num_classes: int | None, split_seed: int,
                   json_path: Path | None) -> None:
     """Report cases, slices, image sizes, channels, class balance, empty masks, split sizes and
@@ -95,12 +138,7 @@ def check_report_target(json_path: Path, directory: Path) -> None:
 @data_group.command(name="synth")
 @config_option
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--cases", type=click.IntRange(min=1), default=24, show_default=True, help="Number of cases (volumes).")
-@click.option("--slices", type=click.IntRange(min=1), default=8, show_default=True, help="Slices per case.")
-@click.option("--size", type=click.IntRange(min=16), default=128, show_default=True, help="Slice width and height in pixels.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same files).")
-@click.option("--force", is_flag=True, help="Replace pncd's files in an existing OUT (others stay; a folder pncd "
-              "did not write is refused).")
+@options(SynthOptions)
 def synth_command(config: str | None, out: Path, cases: int, slices: int, size: int, seed: int, force: bool) -> None:
     """Write a synthetic FLAIR-like data set (brain phantoms with one irregular lesion each) to
     OUT: images/*.nii.gz, labels/*.nii.gz and splits.json. The built-in default data set is the
@@ -119,17 +157,7 @@ def synth_command(config: str | None, out: Path, cases: int, slices: int, size: 
 @data_group.command(name="split")
 @config_option
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--folds", "k", type=click.IntRange(min=2), default=5, show_default=True, help="Number of folds.")
-@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True,
-              help="Seed of the assignment (same data, folds and seed: same file).")
-@click.option("--val-fraction", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=0.15,
-              show_default=True, help="Share of each fold's training cases that selects the best epoch.")
-@click.option("--num-classes", type=click.IntRange(min=2), default=2, show_default=True,
-              help="Classes incl. background (masks are read to measure lesion burden).")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Folds file to write [default: DIRECTORY/folds.json, or DIRECTORY/splits_final.json with --nnunet].")
-@click.option("--nnunet", is_flag=True, help="Write nnU-Net v2's splits_final.json format (its 'val' = the held-out fold).")
-@click.option("--force", is_flag=True, help="Replace an existing folds file (never any other file).")
+@options(SplitOptions)
 def split_command(config: str | None, directory: Path, k: int, seed: int, val_fraction: float, num_classes: int,
                   out: Path | None, nnunet: bool, force: bool) -> None:
     """Write patient-level k-fold cross-validation splits of the data set DIRECTORY, stratified by

@@ -1,5 +1,7 @@
 """``pncd distill``'s click layer (torch-free at import, so that ``--help`` answers at once;
-the engine, :mod:`pncd.distill.engine`, is imported when the command runs)."""
+the engine, :mod:`pncd.distill.engine`, is imported when the command runs). Its options are
+generated from :class:`pncd.distill.options.DistillRun` and :class:`~pncd.distill.options.DistillOptions`
+(and those it shares with ``pncd train``)."""
 
 from __future__ import annotations
 
@@ -8,68 +10,28 @@ from typing import Any
 
 import click
 
-from pncd.commands.training import CONFIG, check_resume, common_training_options, data_options, ranged, train_options
+from pncd.commands._options import option, options, stack
 from pncd.commands.config import resolved_params
-from pncd.distill.options import (DEFAULT_WEIGHTS, DISTILL_RANGES, MODULES, TEACHER_RUNTIMES, DistillOptions, DistillRun,
-                                  parse_modules, parse_taps, parse_weights)
+from pncd.commands.training import check_resume, common_training_options, data_options, train_options
+from pncd.distill.options import (DEFAULT_WEIGHTS, MODULES, DistillOptions, DistillRun, parse_modules, parse_taps,
+                                  parse_weights, weight_flag)
 from pncd.errors import PncdError
+from pncd.options import CONFIG, DataOptions
+from pncd.optspec import values_from
 
-_O = DistillOptions()  # the defaults (one definition: pncd.distill.options)
-
-
-def _ranged(kind: type, name: str) -> click.ParamType:
-    return ranged(kind, name, DISTILL_RANGES)
-
+__all__ = ["DEFAULT_WEIGHTS", "distill_command", "distill_run"]
 
 # Data options a distillation takes from its teacher run when they are not given
-TEACHER_DATA = frozenset({"data", "size", "channels", "num_classes", "normalization", "split_seed", "fold", "folds_file"})
+TEACHER_DATA = frozenset(DataOptions.__dataclass_fields__)
 
 
 @click.command("distill")
 @common_training_options(clip_grad_norm=DistillRun.default_clip_grad_norm)
-@click.option("--teacher", required=True, help="Teacher run directory, or package.module:function for your own network.")
-@click.option("--teacher-weights", type=click.Path(dir_okay=False, exists=True), default=None, help="Weights (.safetensors or .pt) for a factory teacher.")
-@click.option("--student", required=True, help="Student network: enet, mobilenetv2, resnet18 (any registered model).")
-@click.option("--weight", "weight", multiple=True, metavar="NAME=W",
-              help="Weight of a distillation loss (repeat), e.g. --weight pmd=0.1 --weight pnscd=0.9; a loss given a weight "
-                   f"is switched on, 0 switches it off. Built in: {', '.join(MODULES)} (defaults "
-                   f"{', '.join(f'{k}={v}' for k, v in DEFAULT_WEIGHTS.items())}; the paper's: pmd=0.1, others 0.9).")
-@click.option("--modules", default=",".join(MODULES), show_default=True,
-              help="Comma-separated built-in losses to switch on (or 'none'); --weight adds to them.")
-@click.option("--w-pmd", type=_ranged(float, "weight"), default=DEFAULT_WEIGHTS["pmd"], show_default=True, help="Same as --weight pmd=W.")
-@click.option("--w-rmd", type=_ranged(float, "weight"), default=DEFAULT_WEIGHTS["rmd"], show_default=True, help="Same as --weight rmd=W.")
-@click.option("--w-rd", type=_ranged(float, "weight"), default=DEFAULT_WEIGHTS["rd"], show_default=True, help="Same as --weight rd=W.")
-@click.option("--w-pnscd", type=_ranged(float, "weight"), default=DEFAULT_WEIGHTS["pnscd"], show_default=True, help="Same as --weight pnscd=W.")
-@click.option("--temperature", type=_ranged(float, "temperature"), default=_O.temperature, show_default=True, help="PMD softmax temperature T.")
-@click.option("--rmd-variant", type=click.Choice(["paper", "emkd"]), default=_O.rmd_variant, show_default=True,
-              help="emkd: |e|^4 maps, squared L2 (EMKD's); paper: |e|^2 maps, L1 (eqs. 2-4).")
-@click.option("--tau", type=_ranged(float, "tau"), default=_O.tau, show_default=True, help="PNSCD temperature.")
-@click.option("--n-negatives", type=_ranged(int, "n_negatives"), default=_O.n_negatives, show_default=True, help="PNSCD negatives N (batch + memory).")
-@click.option("--pnscd-form", type=click.Choice(["infonce", "crd", "instance"]), default=_O.pnscd_form, show_default=True,
-              help="infonce: each positive against the log-sum-exp of the negatives (bounded in N); "
-                   "instance: each image's class region against the other images' regions (instance discrimination); "
-                   "crd: eq. 8's noise-contrastive sum over negatives (CRD's form).")
-@click.option("--pnscd-memory", type=_ranged(int, "pnscd_memory"), default=_O.pnscd_memory,
-              help="PNSCD memory per class. Default: 256 teacher region vectors (infonce), ceil(N/(K-1)) embeddings (crd).")
-@click.option("--pnscd-norm", type=click.Choice(["crd", "none"]), default=_O.pnscd_norm, show_default=True,
-              help="crd form only. crd: divide e^s by CRD's constant Z (loss of order 1); none: h = e^s/(e^s + N/M) "
-                   "literally, whose negative sum is of order N and swamps Loss_seg.")
-@click.option("--kd-warmup", type=_ranged(float, "kd_warmup"), default=_O.kd_warmup, show_default=True,
-              help="Ramp the distillation weights linearly 0 -> 1 over this fraction of all steps (0: off).")
-@click.option("--student-reference", type=click.Path(file_okay=False, exists=True), default=None,
-              help="A run of the student trained alone: warn when the teacher's val Dice is not above its best.")
-@click.option("--strict", is_flag=True, help="With --student-reference: refuse a teacher whose val Dice is below the student run's best.")
-@click.option("--check-teacher/--no-check-teacher", default=DistillRun.__dataclass_fields__["check_teacher"].default, show_default=True,
-              help="Evaluate the teacher on the val split once before training (skipped on --resume).")
-@click.option("--taps", multiple=True, help="A feature pair STUDENT_MODULE=TEACHER_MODULE (repeat; last pair feeds PNSCD).")
-@click.option("--teacher-runtime", type=click.Choice(TEACHER_RUNTIMES), default=_O.teacher_runtime, show_default=True,
-              help="How the frozen teacher's forward runs. openvino: converted to OpenVINO, float32, on the CPU (2-4x faster "
-                   "than torch for DCSAU-Net); auto: openvino on a CPU where it is installed and agrees with torch, else torch; "
-                   "openvino-int8: quantized by NNCF on 64 training slices, about 2x faster again, refused when its argmax "
-                   "keeps under --int8-agreement of the float teacher's pixels.")
-@click.option("--int8-agreement", type=_ranged(float, "int8_agreement"), default=_O.int8_agreement, show_default=True,
-              help="openvino-int8: the least fraction of pixels (on 64 training slices it was not calibrated on) "
-                   "whose argmax must agree with the float teacher's.")
+@options(DistillRun, only=("teacher", "teacher_weights", "student"))
+@options(DistillOptions, only=("weights", "modules"))
+@stack(*(option(f"w_{m}", weight_flag(m), DEFAULT_WEIGHTS[m], float) for m in MODULES))
+@options(DistillOptions, skip=("weights", "modules"))
+@options(DistillRun, only=("student_reference", "strict", "check_teacher"))
 @click.pass_context
 def distill_command(ctx: click.Context, **params_in: Any) -> None:
     """Distil a frozen teacher into a student with PNCD (PMD, RMD, RD, PNSCD).
@@ -150,11 +112,7 @@ def distill_run(ctx: click.Context, p: dict[str, Any]) -> DistillRun:
             if not _given(ctx, key):
                 p[key] = old
     modules, weights = distill_weights(ctx, p)
-    dopts = DistillOptions(modules=modules, weights=weights, temperature=p["temperature"], rmd_variant=p["rmd_variant"],
-                           tau=p["tau"], n_negatives=p["n_negatives"], pnscd_norm=p["pnscd_norm"], pnscd_form=p["pnscd_form"],
-                           pnscd_memory=p["pnscd_memory"], kd_warmup=p["kd_warmup"], taps=parse_taps(p["taps"]),
-                           teacher_runtime=p["teacher_runtime"], int8_agreement=p["int8_agreement"])
+    dopts = DistillOptions(**{**values_from(DistillOptions, p), "modules": modules, "weights": weights,
+                              "taps": parse_taps(p["taps"])})
     inherit = frozenset(k for k in TEACHER_DATA if not _given(ctx, k))
-    return DistillRun(teacher=p["teacher"], teacher_weights=p["teacher_weights"], student=p["student"], out=p["out"],
-                      resume=p["resume"], force=p["force"], distill=dopts, data=data_options(p, inherit), train=train_options(p),
-                      student_reference=p["student_reference"], strict=p["strict"], check_teacher=p["check_teacher"])
+    return DistillRun(**values_from(DistillRun, p), distill=dopts, data=data_options(p, inherit), train=train_options(p))

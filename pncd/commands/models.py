@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 import click
+
+from pncd.commands._options import options
+from pncd.optspec import cli
 
 
 def describe(name: str, in_channels: int = 1, num_classes: int = 2) -> dict:
@@ -44,11 +48,19 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class ModelsOptions:
+    """What ``pncd models`` lists and how."""
+
+    role: str | None = field(default=None, metadata=cli("Only students or only teachers.",
+                                                        choices=("student", "teacher")))
+    channels: int = field(default=1, metadata=cli("Input channels the counts are taken at."))
+    classes: int = field(default=2, metadata=cli("Classes the counts are taken at."))
+    as_json: bool = field(default=False, metadata=cli("Print machine-readable JSON instead of a table.", flag="--json"))
+
+
 @click.command("models")
-@click.option("--role", type=click.Choice(["student", "teacher"]), default=None, help="Only students or only teachers.")
-@click.option("--channels", type=int, default=1, show_default=True, help="Input channels the counts are taken at.")
-@click.option("--classes", type=int, default=2, show_default=True, help="Classes the counts are taken at.")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
+@options(ModelsOptions)
 def models_command(role: str | None, channels: int, classes: int, as_json: bool) -> None:
     """List the registered networks: role, parameter count (in millions, at 1 input channel
     and 2 classes unless told otherwise), the reference count they are tested against, and

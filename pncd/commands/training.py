@@ -1,107 +1,55 @@
 """``pncd train``'s click layer and the options it shares with ``pncd distill``.
 
 Torch-free at import (the training code is imported when a command runs), so that
-``pncd train --help`` answers at once. ``--resume`` restores the options a run recorded.
+``pncd train --help`` answers at once. The options are generated from
+:class:`pncd.options.DataOptions`, :class:`~pncd.options.TrainOptions` and the run's own fields
+(:mod:`pncd.commands._options`). ``--resume`` restores the options a run recorded.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
+from pncd.commands._options import options, stack
 from pncd.commands.config import config_option, resolved_params, threads_option
 from pncd.errors import PncdError
-from pncd.options import DATA_DEFAULTS, RANGES, DataOptions, Range, TrainOptions, TrainRun
-
-CONFIG = "config.json"  # pncd.checkpoint.CONFIG (that module imports torch)
-
-
-_T = TrainOptions()  # the defaults of every loop option (one definition: pncd.options)
-_D = DATA_DEFAULTS
+from pncd.options import CONFIG, DataOptions, RunOptions, TrainOptions, TrainRun
+from pncd.optspec import values_from
 
 
-def ranged(kind: type, name: str, ranges: dict[str, Range] = RANGES) -> click.ParamType:
-    """The click type of a numeric option, bounded by its :class:`pncd.options.Range` (the one
-    table that :meth:`pncd.options.RunOptions.check` applies too): --help shows the range and a
-    value outside it is a usage error (exit 2) before anything is loaded."""
-    r = ranges[name]
-    if kind is int:
-        low = None if r.low is None else int(r.low) + (1 if r.low_open else 0)
-        return click.IntRange(min=low, max=None if r.high is None else int(r.high))
-    return click.FloatRange(min=r.low, max=r.high, min_open=r.low_open)
-
-
-def common_training_options(fn=None, *, clip_grad_norm: float = TrainRun.default_clip_grad_norm):
-    """Options shared by ``pncd train`` and ``pncd distill``, their defaults taken from
-    :class:`pncd.options.TrainOptions` and :data:`pncd.options.DATA_DEFAULTS`.
+def common_training_options(fn: Callable | None = None, *, clip_grad_norm: float = TrainRun.default_clip_grad_norm):
+    """Options shared by ``pncd train`` and ``pncd distill``: the fields of
+    :class:`pncd.options.DataOptions`, :class:`pncd.options.TrainOptions` and
+    :class:`pncd.options.RunOptions`.
 
     Use bare, or called with the command's own default of --clip-grad-norm (``pncd distill``
     clips at 5; ``pncd train`` keeps the paper's recipe, no clipping)."""
     if fn is None:
         return lambda f: common_training_options(f, clip_grad_norm=clip_grad_norm)
-    opts = [
-        click.option("--data", type=click.Path(file_okay=False), default=None, help="Data set directory (default: the built-in synthetic phantoms)."),
-        click.option("--out", type=click.Path(file_okay=False), required=True, is_eager=True, callback=_restore_recorded,
-                     help="Run directory to write. Locked while the command runs (.NAME.pncd-lock beside it): "
-                          "a second pncd process given the same --out is refused at once."),
-        click.option("--epochs", type=ranged(int, "epochs"), default=_T.epochs, show_default=True),
-        click.option("--batch", type=ranged(int, "batch"), default=_T.batch, show_default=True,
-                     help="Images per step; more than the train split holds is capped to it (a line says so)."),
-        click.option("--size", type=ranged(int, "size"), default=_D["size"], show_default=True,
-                     help="Square input side, divisible by 16; refused before training when the activations of --batch "
-                          "images cannot fit in the device's free memory."),
-        click.option("--channels", type=click.Choice(["1", "3"]), default=str(_D["channels"]), show_default=True),
-        click.option("--num-classes", type=ranged(int, "num_classes"), default=_D["num_classes"], show_default=True, help="Classes including background."),
-        click.option("--normalization", type=click.Choice(["zscore", "minmax"]), default=_D["normalization"], show_default=True),
-        click.option("--lr", type=ranged(float, "lr"), default=_T.lr, show_default=True),
-        click.option("--min-lr", type=ranged(float, "min_lr"), default=_T.min_lr, show_default=True),
-        click.option("--weight-decay", type=ranged(float, "weight_decay"), default=_T.weight_decay, show_default=True),
-        click.option("--seed", type=ranged(int, "seed"), default=_T.seed, show_default=True),
-        click.option("--split-seed", type=ranged(int, "split_seed"), default=_D["split_seed"], show_default=True,
-                     help="Seed of the case-level split when there is no splits.json."),
-        click.option("--fold", type=ranged(int, "fold"), default=None,
-                     help="Cross-validation fold: train on its train cases, pick the best epoch on its val cases "
-                          "(its test cases are held out); see `pncd data split`."),
-        click.option("--folds-file", type=click.Path(dir_okay=False), default=None,
-                     help="The folds file of --fold [default: folds.json or splits_final.json beside the data]."),
-        click.option("--workers", type=ranged(int, "workers"), default=_T.workers, show_default=True, help="DataLoader worker processes."),
-        click.option("--device", default=_T.device, show_default=True, help="auto, cpu or cuda."),
-        click.option("--amp/--no-amp", default=_T.amp, show_default=True, help="Mixed precision (CUDA only)."),
-        click.option("--rotation", type=ranged(float, "rotation"), default=_T.rotation, show_default=True, help="Max random rotation in degrees."),
-        click.option("--lesion-fraction", type=ranged(float, "lesion_fraction"), default=_T.lesion_fraction, help="Oversample: this fraction of draws are lesion-bearing slices."),
-        click.option("--steps-per-epoch", type=ranged(int, "steps_per_epoch"), default=_T.steps_per_epoch, help="Fixed number of batches per epoch (default: one pass)."),
-        click.option("--log-every", type=ranged(int, "log_every"), default=_T.log_every, show_default=True, help="Write every loss term to log.jsonl every N steps."),
-        click.option("--clip-grad-norm", type=ranged(float, "clip_grad_norm"), default=clip_grad_norm, show_default=True,
-                     help="Clip the global gradient norm of every trained parameter to this; 0 disables."),
-        click.option("--resume", is_flag=True, is_eager=True, callback=_restore_recorded,
-                     help="Continue the run in --out from its last finished epoch, with the settings it recorded "
-                          "(a flag that contradicts them is refused; --epochs may change)."),
-        click.option("--force", is_flag=True, help="Replace an existing run: the new one is trained beside it and "
-                     "swapped in when it finishes (files pncd did not write stay; a folder pncd did not write, "
-                     "without .pncd-owned.json, is refused). Not with --resume."),
-    ]
-    for o in reversed(opts):
-        fn = o(fn)
-    return config_option(threads_option(fn))
+    restore = {"is_eager": True, "callback": _restore_recorded}
+    made = stack(options(DataOptions), options(TrainOptions, defaults={"clip_grad_norm": clip_grad_norm}),
+                 options(RunOptions, skip=("threads",), click_kw={"out": restore, "resume": restore}))
+    return config_option(threads_option(made(fn)))
 
 
 def train_options(p: dict[str, Any]) -> TrainOptions:
-    """The loop options of a command's parsed flags."""
-    return TrainOptions(epochs=p["epochs"], batch=p["batch"], lr=p["lr"], min_lr=p["min_lr"], weight_decay=p["weight_decay"],
-                        seed=p["seed"], workers=p["workers"], device=p["device"], amp=p["amp"], rotation=p["rotation"],
-                        lesion_fraction=p["lesion_fraction"], steps_per_epoch=p["steps_per_epoch"],
-                        log_every=p.get("log_every") or _T.log_every, clip_grad_norm=p.get("clip_grad_norm") or 0.0)
+    """The loop options of a command's parsed flags (a run recorded without --log-every or
+    --clip-grad-norm: the loop's default, no clipping)."""
+    kw = values_from(TrainOptions, p)
+    if kw.get("log_every") is None:
+        kw.pop("log_every", None)
+    kw["clip_grad_norm"] = kw.get("clip_grad_norm") or 0.0
+    return TrainOptions(**kw)
 
 
 def data_options(p: dict[str, Any], inherit: frozenset[str] = frozenset()) -> DataOptions:
     """The data options of a command's parsed flags; those named in ``inherit`` are left None
     (``pncd distill``: not given, so taken from the teacher run)."""
-    vals = {k: (None if k in inherit else p[k]) for k in ("data", "size", "channels", "num_classes", "normalization", "split_seed", "fold", "folds_file")}
-    if vals["channels"] is not None:
-        vals["channels"] = int(vals["channels"])
-    return DataOptions(**vals)
+    vals = values_from(DataOptions, p)
+    return DataOptions(**{k: (None if k in inherit else v) for k, v in vals.items()})
 
 
 # --resume: options that may differ from what the run recorded (they do not change its result,
@@ -171,8 +119,7 @@ def check_resume(out: str | Path) -> None:
 
 @click.command("train")
 @common_training_options
-@click.option("--model", "model_name", required=True, help="Registered network (see `pncd models`).")
-@click.option("--pretrained", type=click.Path(dir_okay=False, exists=True), default=None, help="Local ImageNet weights for torchvision students.")
+@options(TrainRun, only=("model", "pretrained"))
 @click.pass_context
 def train_command(ctx: click.Context, model_name: str, pretrained: str | None, **p: Any) -> None:
     """Train one network alone (a teacher, or a student baseline) with the paper's recipe.

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from pncd.console import progress
 
 from pncd.errors import PncdError
 from pncd.data.layout import SPLIT_NAMES, Layout, Problem, discover
@@ -148,7 +148,7 @@ def check_dataset(
     k, k_source = _num_classes(layout, num_classes)
     splits, split_source = _splits_for_report(layout, split_seed, val_fraction, test_fraction)
     tally = _Tally(k)
-    for cid, case in tqdm(layout.cases.items(), desc="checking", unit="case", leave=False, disable=None):
+    for cid, case in progress(layout.cases.items(), total=len(layout.cases), desc="checking", unit="case"):
         tally.read_case(cid, case, layout.problems)
     for c in unassigned(layout, splits) if split_source == "splits.json" else []:
         layout.problems.append(Problem("warning", str(layout.root / "splits.json"), f"case {c!r} is on disk but in no split"))

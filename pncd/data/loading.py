@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from pncd.console import progress
 
 from pncd.errors import PncdError
 from pncd.data.layout import Case, Layout, discover
@@ -189,7 +189,7 @@ def load_split(spec: DataSpec, split: str) -> SliceSet:
     """
     layout, ids = split_case_ids(spec, split)
     images, masks, case_ids, index, sources = [], [], [], [], []
-    for cid in tqdm(ids, desc=f"loading {split}", unit="case", leave=False, disable=None):
+    for cid in progress(ids, desc=f"loading {split}", unit="case"):
         x, m, idx, src = load_case(layout.cases[cid], spec)
         images.append(x)
         masks.append(m)

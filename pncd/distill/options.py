@@ -2,7 +2,8 @@
 
 :class:`DistillOptions` holds the loss weights (by loss name, see :mod:`pncd.distill.base`) and
 the built-in losses' settings; :class:`DistillRun` is everything :func:`pncd.distill.run.distill`
-needs. The click options of :mod:`pncd.commands.distill` take their defaults from here.
+needs. The click options of :mod:`pncd.commands.distill` are generated from these fields (their
+``metadata=cli(...)``, :mod:`pncd.optspec`): default, help text and range are written here only.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from pncd.errors import PncdError
-from pncd.options import Range, RunOptions, check_ranges
+from pncd.options import RunOptions
+from pncd.optspec import Cli, Range, bounds, check_ranges, cli, ranges_of
 
 MODULES = ("pmd", "rmd", "rd", "pnscd")  # the built-in losses (pncd.distill.base.BUILTIN), in order
 DISTILL_CLIP_GRAD_NORM = 5.0  # distill's --clip-grad-norm default (pncd train's is 0, unchanged)
@@ -28,12 +30,18 @@ TEACHER_RUNTIMES = ("auto", "torch", "openvino", "openvino-int8")
 # LGG teacher: 99.97%), else the INT8 teacher is refused (--int8-agreement)
 INT8_MIN_AGREEMENT = 0.99
 
-# The numeric options of DistillOptions (and of pncd distill's flags), by field name
-DISTILL_RANGES: dict[str, Range] = {
-    "temperature": Range(0, low_open=True), "tau": Range(0, low_open=True), "n_negatives": Range(1),
-    "rd_p": Range(1), "embed_dim": Range(1), "pnscd_memory": Range(1), "kd_warmup": Range(0, 1),
-    "int8_agreement": Range(0, 1), "weight": Range(0, hint="0 switches the loss off"),
-}
+
+WEIGHT_RANGE = Range(0, hint="0 switches the loss off")  # every loss weight (--weight NAME=W, --w-NAME)
+
+
+def weight_flag(name: str) -> Cli:
+    """``--w-NAME W``: the weight of one built-in loss (the same as ``--weight NAME=W``)."""
+    return Cli(f"Same as --weight {name}=W.", low=WEIGHT_RANGE.low, hint=WEIGHT_RANGE.hint)
+
+
+_WEIGHT_HELP = (f"Weight of a distillation loss (repeat), e.g. --weight pmd=0.1 --weight pnscd=0.9; a loss given a weight "
+                f"is switched on, 0 switches it off. Built in: {', '.join(MODULES)} (defaults "
+                f"{', '.join(f'{k}={v}' for k, v in DEFAULT_WEIGHTS.items())}; the paper's: pmd=0.1, others 0.9).")
 
 
 @dataclass
@@ -45,22 +53,41 @@ class DistillOptions:
     loss in ``weights``). A loss is active when it is switched on with a weight above 0.
     """
 
-    modules: tuple[str, ...] | None = None
+    modules: tuple[str, ...] | None = field(default=None, metadata=cli(
+        "Comma-separated built-in losses to switch on (or 'none'); --weight adds to them.", default=",".join(MODULES),
+        sep=","))
     # the default weights and why they are not the paper's: DEFAULT_WEIGHTS above
-    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    temperature: float = 4.0  # PMD
-    rmd_variant: str = "emkd"  # "paper": |e|^2 maps and L1 (eqs. 2-4)
-    rd_p: int = 2
-    tau: float = 0.07
-    n_negatives: int = 4096
-    embed_dim: int = 128
-    pnscd_norm: str = "crd"  # the crd form's constant Z only
-    pnscd_form: str = "infonce"  # "crd": eq. 8's noise-contrastive sum (CRD's form)
-    pnscd_memory: int | None = None  # per class; None: 256 (infonce), ceil(N / (K - 1)) (crd)
-    kd_warmup: float = 0.1  # fraction of all steps over which the distillation weights ramp 0 -> 1
-    taps: list[tuple[str, str]] = field(default_factory=list)
-    teacher_runtime: str = "auto"  # one of TEACHER_RUNTIMES
-    int8_agreement: float = INT8_MIN_AGREEMENT
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS), metadata=cli(
+        _WEIGHT_HELP, flag="--weight", param="weight", multiple=True, metavar="NAME=W"))
+    temperature: float = field(default=4.0, metadata=cli("PMD softmax temperature T.", low=0, low_open=True))
+    rmd_variant: str = field(default="emkd", metadata=cli(  # "paper": |e|^2 maps and L1 (eqs. 2-4)
+        "emkd: |e|^4 maps, squared L2 (EMKD's); paper: |e|^2 maps, L1 (eqs. 2-4).", choices=("paper", "emkd")))
+    rd_p: int = field(default=2, metadata=bounds(1))
+    tau: float = field(default=0.07, metadata=cli("PNSCD temperature.", low=0, low_open=True))
+    n_negatives: int = field(default=4096, metadata=cli("PNSCD negatives N (batch + memory).", low=1))
+    embed_dim: int = field(default=128, metadata=bounds(1))
+    pnscd_norm: str = field(default="crd", metadata=cli(  # the crd form's constant Z only
+        "crd form only. crd: divide e^s by CRD's constant Z (loss of order 1); none: h = e^s/(e^s + N/M) literally, "
+        "whose negative sum is of order N and swamps Loss_seg.", choices=("crd", "none")))
+    pnscd_form: str = field(default="infonce", metadata=cli(  # "crd": eq. 8's noise-contrastive sum (CRD's form)
+        "infonce: each positive against the log-sum-exp of the negatives (bounded in N); instance: each image's "
+        "class region against the other images' regions (instance discrimination); crd: eq. 8's noise-contrastive "
+        "sum over negatives (CRD's form).", choices=("infonce", "crd", "instance")))
+    pnscd_memory: int | None = field(default=None, metadata=cli(  # per class; None: 256 (infonce), ceil(N / (K - 1)) (crd)
+        "PNSCD memory per class. Default: 256 teacher region vectors (infonce), ceil(N/(K-1)) embeddings (crd).",
+        low=1))
+    kd_warmup: float = field(default=0.1, metadata=cli(  # fraction of all steps over which the weights ramp 0 -> 1
+        "Ramp the distillation weights linearly 0 -> 1 over this fraction of all steps (0: off).", low=0, high=1))
+    taps: list[tuple[str, str]] = field(default_factory=list, metadata=cli(
+        "A feature pair STUDENT_MODULE=TEACHER_MODULE (repeat; last pair feeds PNSCD).", multiple=True))
+    teacher_runtime: str = field(default="auto", metadata=cli(
+        "How the frozen teacher's forward runs. openvino: converted to OpenVINO, float32, on the CPU (2-4x faster "
+        "than torch for DCSAU-Net); auto: openvino on a CPU where it is installed and agrees with torch, else torch; "
+        "openvino-int8: quantized by NNCF on 64 training slices, about 2x faster again, refused when its argmax "
+        "keeps under --int8-agreement of the float teacher's pixels.", choices=TEACHER_RUNTIMES))
+    int8_agreement: float = field(default=INT8_MIN_AGREEMENT, metadata=cli(
+        "openvino-int8: the least fraction of pixels (on 64 training slices it was not calibrated on) whose argmax "
+        "must agree with the float teacher's.", low=0, high=1))
 
     def enabled(self) -> tuple[str, ...]:
         return tuple(self.weights) if self.modules is None else tuple(self.modules)
@@ -83,8 +110,8 @@ class DistillOptions:
         bad = sorted({*self.enabled(), *self.weights} - set(valid))
         if bad:
             raise PncdError(f"unknown distillation loss {', '.join(bad)}; valid: {', '.join(valid)}")
-        check_ranges(self, DISTILL_RANGES)
-        negative = {k: w for k, w in self.weights.items() if not w >= 0}
+        check_ranges(self)
+        negative = {k: w for k, w in self.weights.items() if not WEIGHT_RANGE.admits(w)}
         if negative:
             name, w = next(iter(negative.items()))
             raise PncdError(f"--weight {name}={w}: a weight must be >= 0 (0 switches the loss off)")
@@ -101,6 +128,10 @@ class DistillOptions:
         return out
 
 
+# The numeric options of DistillOptions (and of pncd distill's flags), by field name
+DISTILL_RANGES: dict[str, Range] = {**ranges_of(DistillOptions), "weight": WEIGHT_RANGE}
+
+
 def parse_weights(values: tuple[str, ...] | list[str]) -> dict[str, float]:
     """``--weight NAME=W`` values (repeatable) as a dict; a malformed one is a PncdError."""
     out: dict[str, float] = {}
@@ -110,7 +141,7 @@ def parse_weights(values: tuple[str, ...] | list[str]) -> dict[str, float]:
             weight = float(w) if sep and name.strip() else None
         except ValueError:
             weight = None
-        if weight is None or weight < 0:
+        if weight is None or not WEIGHT_RANGE.admits(weight):
             raise PncdError(f"--weight {v!r}: write NAME=W with a number W >= 0 (e.g. --weight pmd=0.1)")
         if name.strip() in out and out[name.strip()] != weight:
             raise PncdError(f"--weight {name.strip()} is given twice ({out[name.strip()]} and {weight})")
@@ -139,13 +170,19 @@ class DistillRun(RunOptions):
 
     ``data`` fields left None are taken from the teacher run (when the teacher is a run)."""
 
-    teacher: str  # a run directory, or package.module:function (then teacher_weights)
-    student: str
+    teacher: str = field(metadata=cli(  # a run directory, or package.module:function (then teacher_weights)
+        "Teacher run directory, or package.module:function for your own network."))
+    student: str = field(metadata=cli("Student network: enet, mobilenetv2, resnet18 (any registered model)."))
     distill: DistillOptions = field(default_factory=DistillOptions)
-    teacher_weights: str | None = None
-    student_reference: str | None = None  # a run of the student alone, compared with the teacher
-    strict: bool = False  # refuse a teacher below student_reference
-    check_teacher: bool = True  # evaluate the teacher on the val split first (not on resume)
+    teacher_weights: str | None = field(default=None, metadata=cli(
+        "Weights (.safetensors or .pt) for a factory teacher.", path="file", exists=True))
+    student_reference: str | None = field(default=None, metadata=cli(  # a run of the student alone
+        "A run of the student trained alone: warn when the teacher's val Dice is not above its best.", path="dir",
+        exists=True))
+    strict: bool = field(default=False, metadata=cli(  # refuse a teacher below student_reference
+        "With --student-reference: refuse a teacher whose val Dice is below the student run's best."))
+    check_teacher: bool = field(default=True, metadata=cli(  # not on resume
+        "Evaluate the teacher on the val split once before training (skipped on --resume).", pair=True))
 
     default_clip_grad_norm: ClassVar[float] = DISTILL_CLIP_GRAD_NORM
 

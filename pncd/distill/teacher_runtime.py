@@ -107,6 +107,8 @@ class OpenVinoTeacher(TeacherRunner):
                  threads: int, calibration: np.ndarray | None = None) -> None:
         import openvino as ov
 
+        from pncd.targets.openvino_core import compile_model
+
         with torch.no_grad(), warnings.catch_warnings():  # tracer warnings: the outputs are checked against torch's
             warnings.simplefilter("ignore")
             model = ov.convert_model(TappedTeacher(teacher, taps, names).eval(), example_input=example)
@@ -114,8 +116,7 @@ class OpenVinoTeacher(TeacherRunner):
         if calibration is not None:
             model, self.quantization = _quantize_teacher(model, calibration)
             self.name = "openvino-int8"
-        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": int(threads)}
-        self.compiled = ov.Core().compile_model(model, "CPU", config)
+        self.compiled = compile_model(model, "CPU", precision_hint="f32", threads=int(threads))
         self.request = self.compiled.create_infer_request()
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)  # "f32"

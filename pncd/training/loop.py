@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pncd import checkpoint as ckpt
-from pncd.console import warn
+from pncd.console import progress, warn
 from pncd.errors import PncdError, RunFailed
 from pncd.options import TrainOptions
 from pncd.rundir import RUN_FILES, staging_dir, take_staged, writing
@@ -247,7 +247,7 @@ class Trainer:
         self.model.train()
         self.monitor.reset_epoch()
         self.gradients.reset_epoch()
-        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.opts.epochs}", leave=False, disable=not self.dist.is_main, unit="batch")
+        bar = progress(self.loader, desc=f"epoch {epoch + 1}/{self.opts.epochs}", disable=not self.dist.is_main, unit="batch")
         for images, masks in bar:
             vals, info = self._step(epoch, images, masks)
             bar.set_postfix(loss=f"{vals['loss']:.4f}")

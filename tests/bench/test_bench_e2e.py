@@ -40,8 +40,9 @@ def test_report_contents(good_report, exported):
     assert on_disk["schema"] == "pncd.bench/1"
     ref, art = on_disk["entries"]
     assert ref["kind"] == "reference" and art["kind"] == "artifact" and art["ref_id"] == ref["id"]
-    # the run name "enet-disks" names the model already: it is said once
+    # one name per entry, <run>-<target>-<precision>: id, key and the name report.md and the console show
     assert art["key"] == "enet-disks-onnxruntime-fp32" and ref["key"] == "enet-disks-torch-fp32"
+    assert all(e["name"] == e["id"] == e["key"] for e in (ref, art))
     for e in (ref, art):
         assert all(isinstance(v, (str, int, float, bool, type(None))) for v in e.values()), "entries are flat"
         assert 0 < e["latency_ms_min"] <= e["latency_ms_median"] <= e["latency_ms_p99"] <= e["latency_ms_max"]
@@ -142,7 +143,7 @@ def test_bench_jetson_over_ssh(sshd, exported, tmp_path):
                     tegrastats=str(fake), **FAST)
     ref, art = rep.entries
     assert ref["device"] == "cpu" and ref["where"] == "host"
-    assert art["where"] == sshd.host and art["backend"] == "onnxruntime"
+    assert art["where"] == "jetson" and art["backend"] == "onnxruntime"  # the host name stays out of the report
     assert "tensorrt not importable" in art["backend_reason"]
     assert art["dice"] == pytest.approx(ref["dice"], abs=1e-12) and art["pixel_agreement"] == 1.0
     assert art["power_source"] == "VDD_IN" and art["energy_per_inference_mj"] > 0

@@ -86,15 +86,26 @@ def test_not_an_artifact_is_one_line(tmp_path):
         Artifact.read(tmp_path)
 
 
-def test_the_device_runner_parser_shares_the_bench_defaults(monkeypatch):
-    """The Jetson runner runs without pncd on the device, so its argparse defaults are copies:
-    checked here against BenchOptions (the host passes every one of them anyway)."""
+def test_the_host_passes_every_argument_the_device_runner_takes(capsys):
+    """The Jetson runner runs without pncd on the device, so it has no defaults of its own: every
+    value of ``run`` is required, and the host passes each one, from the bench's options."""
+    from pncd.bench.sites import jetson_options
     from pncd.targets import jetson_runner
+    from pncd.targets.jetson import runner_args
 
-    seen = []
-    monkeypatch.setattr(jetson_runner, "run", seen.append)
-    assert jetson_runner.main(["run", "--onnx", "m.onnx", "--inputs", "i.npz", "--out-dir", "o"]) == 0
-    args, o = seen[0], BenchOptions()
-    assert (args.warmup, args.iters, args.duration, args.batch, args.accuracy_batch, args.tegrastats) == (
-        o.warmup, o.iters, o.duration, o.batch, o.accuracy_batch, o.tegrastats)
-    assert (args.backend, args.cache_dir) == (o.remote_backend, o.engine_cache)
+    o = BenchOptions(warmup=3, iters=7, duration=1.5, batch=4, accuracy_batch=2, tegrastats="off",
+                     remote_backend="onnxruntime", engine_cache="/c")
+    argv = runner_args("m.onnx", "int8", jetson_options(o))
+    args = jetson_runner.parser().parse_args(argv)
+    assert (args.warmup, args.iters, args.duration, args.batch, args.accuracy_batch, args.tegrastats) == (3, 7, 1.5, 4, 2,
+                                                                                                          "off")
+    assert (args.backend, args.cache_dir, args.precision, args.threads) == ("onnxruntime", "/c", "int8", 0)
+    run_parser = jetson_runner.parser()._subparsers._group_actions[0].choices["run"]
+    values = [a for a in run_parser._actions if a.option_strings and a.nargs != 0]
+    assert values and all(a.required and a.default is None for a in values), [a.dest for a in values]
+    for a in values:  # leaving any one out is refused (argparse's exit 2)
+        i = argv.index(a.option_strings[0])
+        with pytest.raises(SystemExit) as e:
+            jetson_runner.parser().parse_args(argv[:i] + argv[i + 2:])
+        assert e.value.code == 2, a.dest
+    assert "required" in capsys.readouterr().err

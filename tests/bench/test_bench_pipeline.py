@@ -21,7 +21,7 @@ class FakeSite:
 
     device = "fake"
     latency_what = "end-to-end: made up"
-    env = {"hostname": "fake-device"}
+    env = {"device_model": "fake-device"}
 
     def __init__(self, masks):
         self.masks, self.measured, self.checked = masks, [], []
@@ -78,7 +78,7 @@ def test_run_with_a_site_measures_one_reference_per_run(two_artifacts, tmp_path)
     assert art["ref_id"] == ref["id"] and art["device"] == "cpu" and art["where"] == "fake-device"
     assert art["latency_what"] == "end-to-end: made up" and art["backend"] == "fake"
     assert art["dice"] < 1.0 and art["dice_diff"] == pytest.approx(art["dice"] - 1.0) and art["n_slices_differ"] == 1
-    assert rep.device_machine["hostname"] == "fake-device" and rep.path == out
+    assert rep.device_machine["device_model"] == "fake-device" and "hostname" not in rep.device_machine and rep.path == out
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(rep.to_json())) and "path" not in on_disk
     assert len(rep.files["overlays"]) == 2 and all((out / f).is_file() for f in rep.files["overlays"])

@@ -72,7 +72,8 @@ def test_the_bench_runs_the_bytes_it_verified(tiny_export, tmp_path, monkeypatch
     assert loaded and all(sha == verified for _d, sha in loaded), loaded
     assert all(d != art and not d.exists() for d, _sha in loaded)  # a private copy, removed at the end
     (entry,) = report.entries
-    assert entry["artifact_dir"] == str(art) and entry["name"] == "exp" and entry["precision"] == "fp32"
+    assert entry["artifact_dir"] == str(art) and entry["precision"] == "fp32"
+    assert entry["name"] == entry["id"] == entry["key"] == "run-onnxruntime-fp32"  # <run>-<target>-<precision>
     assert report.artifacts_verified.startswith("sha256")
     assert not lock_path(out).exists() and siblings(out) == []
 

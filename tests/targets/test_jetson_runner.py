@@ -219,8 +219,10 @@ def test_runner_stops_when_its_session_closes(tmp_path, tiny_onnx, tiny_images):
 
     fake = Path(__file__).resolve().parents[1] / "fixtures" / "jetson" / "fake_tegrastats.py"
     np.savez(tmp_path / "inputs.npz", images=tiny_images)
-    argv = [sys.executable, jr.__file__, "run", "--onnx", str(tiny_onnx), "--inputs", "inputs.npz", "--out-dir", "out",
-            "--duration", "60", "--tegrastats", str(fake), "--tegrastats-interval", "50", "--exit-on-stdin-eof"]
+    from pncd.targets.jetson import runner_args
+
+    opts = JetsonOptions(duration=60, tegrastats=str(fake), tegrastats_interval_ms=50)
+    argv = [sys.executable, jr.__file__, *runner_args(str(tiny_onnx), "fp32", opts), "--exit-on-stdin-eof"]
     proc = subprocess.Popen(argv, cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not subprocess.run(["pgrep", "-f", str(fake)], capture_output=True).stdout and time.monotonic() < deadline:
