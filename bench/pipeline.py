@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pncd.bench import report as rep
+from pncd.bench import figures as fig
 from pncd.bench.artifact import Artifact, SourceCopies, artifact_name, default_checkpoint, int8_record
 from pncd.bench.options import BenchOptions, validate
 from pncd.bench.report import Report
@@ -263,7 +264,7 @@ class Bench:
         from pncd.viz import save_png
 
         files: dict[str, Any] = {"plot": None, "overlays": []}
-        if rep.plot_latency_dice(self.entries, tmp / "latency_dice.png"):
+        if fig.plot_latency_dice(self.entries, tmp / "latency_dice.png"):
             files["plot"] = "latency_dice.png"
         if self.o.overlays <= 0:
             return files
@@ -277,8 +278,8 @@ class Bench:
                 name = f"overlays/{e['id']}__{_slug(case)}_s{ss.slice_index[i]}.png"
                 (tmp / "overlays").mkdir(exist_ok=True)
                 scale = max(1, 256 // max(ss.masks.shape[1:]))  # small inputs are enlarged to be readable
-                save_png(tmp / name, rep.disagreement_panel(ss.images[i], ss.masks[i], r_p[i], a_p[i]), scale=scale,
-                         titles=rep.panel_titles(ss.masks[i], r_p[i], a_p[i]), legend=rep.PANEL_LEGEND,
+                save_png(tmp / name, fig.disagreement_panel(ss.images[i], ss.masks[i], r_p[i], a_p[i]), scale=scale,
+                         titles=fig.panel_titles(ss.masks[i], r_p[i], a_p[i]), legend=fig.PANEL_LEGEND,
                          caption=f"{e['name']} vs {e['ref_id']}: {case}, slice {ss.slice_index[i]}")
                 files["overlays"].append(name)
         return files

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from pncd.bench import report as rep
+from pncd.bench import figures as rep
 from pncd.viz import (BOTH_COLOR, EXTRA_COLOR, MISSED_COLOR, OVERLAY_LEGEND, OVERLAY_TITLES, overlay, save_png,
                       slice_dice)
 
