@@ -236,12 +236,14 @@ class Bench:
                 continue
             e.update(latency_ms_median_sequential=e.get("latency_ms_median"), latency_ms_median=f["median_ms"],
                      latency_cv=f["cv"], latency_unstable=f["unstable"], latency_unstable_why=f["unstable_why"],
-                     latency_threads=f["threads"], latency_threads_tried=f["threads_tried"],
+                     latency_threads=f["threads"], latency_threads_tried=", ".join(f"{n}: {ms:.3f} ms" for n, ms in f["threads_tried"].items()),
                      load_average=max(v for v in (machine["load_before"], machine["load_after"], 0.0) if v is not None),
                      timing=f"interleaved: {machine['rounds']} rounds x {machine['iterations_per_round']} iterations")
             ref = figures.get(e.get("ref_id") or "")
             if ref is not None:
-                e.update(speedup(ref, f, n_boot=self.o.n_boot, seed=self.o.seed))
+                sp = speedup(ref, f, n_boot=self.o.n_boot, seed=self.o.seed)
+                lo, hi = sp.pop("speedup_ci")
+                e.update(sp, speedup_ci_lo=lo, speedup_ci_hi=hi)  # report entries stay flat
                 e["latency_unstable"] = e["latency_unstable"] or ref["unstable"]
                 why = [w for w in (f["unstable_why"] or "").split("; ") if w]
                 why += [f"reference: {w}" for w in (ref["unstable_why"] or "").split("; ") if w and w not in why]

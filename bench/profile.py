@@ -88,7 +88,7 @@ def profile_entry(site: Any, ident: str, log: Log) -> dict[str, Any]:
 
     factories = getattr(site, "factories", None) or {}
     if ident not in factories:
-        why = (f"runs on {site.device}, which pncd does not profile (trtexec --dumpProfile does it on the device)"
+        why = ("it runs on the Jetson, where pncd has no profiling hook; trtexec --dumpProfile profiles it there"
                if getattr(site, "device", None) == "jetson" else "no local runner to profile")
         log(f"[{ident}] profile: skipped ({why})")
         return {"skipped": why}
@@ -139,18 +139,19 @@ def markdown_section(profile: dict[str, Any], top: int = 5) -> str:
     rows, skipped = [], []
     for ident, s in profile.items():
         if "skipped" in s:
-            skipped.append(f"- {ident}: not profiled ({s['skipped']})")
+            skipped.append(f"- {ident}: not profiled: {s['skipped']}")
             continue
         w = s["weight_layers"]
         b = s["buckets"]
         rows.append([ident, s["runtime"], f"{s['node_ms']:.2f}", _pct(b["int8"]["share"]), _pct(b["float"]["share"]),
-                     _pct(b["reorder/convert"]["share"]), f"{w['int8']} / {w['float']}",
+                     _pct(b["reorder/convert"]["share"]), f"{w['int8']} / {w['float']} ({_pct(w.get('share'))})",
                      top_ops(s, k=top), top_ops(s, "float", k=3) or "–", top_ops(s, "reorder/convert", k=3) or "–"])
     text = ("## Profile (the runtime's own profiler, per node)\n\n"
             f"A session of its own per artifact, after its timing: {WARMUP} warm-up runs, then {RUNS} profiled ones "
-            "(batch 1); times are the mean per run summed over nodes, shares of that sum. int8: computed on 8-bit "
+            "(batch 1); each node's median time over the runs, summed, and shares of that sum. int8: computed on 8-bit "
             "integers; float: f32/f16/bf16; reorder/convert: layout reorders, transposes, casts and (de)quantization "
-            "the runtime inserted or kept. Every node is in profile.json.\n\n")
+            "the runtime inserted or kept; weight layers: convolutions and matrix products (in int8 / in float, and their "
+            "share of the time: the part INT8 speeds up). Every node is in profile.json.\n\n")
     if rows:
         text += _table(["entry", "runtime", "ms/run (nodes)", "int8", "float", "reorder/convert",
                         "weight layers int8 / float", f"top {top} op types", "most float time",

@@ -137,13 +137,15 @@ class LocalSite:
             settings = dict(getattr(runner, "settings", None) or {})
             settings.setdefault("runner", type(runner).__name__)
             settings["compute_precision"] = compute_precision(runner, precision)
+            tput = _async_throughput(runner, a.input_name, images, self.options.iters)
         finally:
             runner.deactivate()
         timing = {"b1": lat.summarize(m["b1_raw"]),
                   "batch": lat.summarize(m["batch_raw"]) if "error" not in m["batch_raw"] else m["batch_raw"]}
         out = {**latency_fields(timing), "first_inference_ms": m["first_inference_ms"],
                "activation_s": m["activation_s"], "mem_rss_peak_growth_mib": m["memory"]["rss_peak_growth_mib"],
-               "mem_rss_delta_mib": m["memory"]["rss_delta_mib"]}
+               "mem_rss_delta_mib": m["memory"]["rss_delta_mib"],
+               "async_throughput_ips": tput.get("throughput_ips"), "async_requests": tput.get("requests")}
         return Measured(fields=out, preds=preds, settings=settings, where=self.device)
 
 
@@ -259,3 +261,16 @@ def jetson_options(o: BenchOptions) -> Any:
 def make_site(o: BenchOptions, threads: int, log: Log) -> Site:
     """The site ``o.device`` names (its checks of host and SSH options run now)."""
     return JetsonSite(o, threads, log) if o.device == "jetson" else LocalSite(o.device, o, threads, log)
+
+
+def _async_throughput(runner: Any, input_name: str, images: np.ndarray, count: int) -> dict[str, Any]:
+    """The runtime's throughput mode where it has one (OpenVINO: asynchronous requests, see
+    :meth:`pncd.targets.openvino_rt.OpenVinoRunner.throughput`); {} elsewhere or when it fails
+    (the latency figures stand on their own)."""
+    measure = getattr(runner, "throughput", None)
+    if measure is None:
+        return {}
+    try:
+        return measure({input_name: np.ascontiguousarray(images[:1], dtype=np.float32)}, count=max(16, count))
+    except Exception as e:  # noqa: BLE001 - a second column, never a reason to lose the bench
+        return {"error": str(e).splitlines()[0][:200] if str(e) else type(e).__name__}

@@ -1,8 +1,9 @@
 """What an export says about its speed on this CPU: INT8 against FP32, and FP16 on a CPU.
 
-INT8 is chosen to go faster, and is not always faster: on ENet at 256x256 (one thread, AMD EPYC
-Zen 4) OpenVINO's INT8 ran at about 1.45x its FP32 and ONNX Runtime's at 1.0-1.3x, as most of
-ENet's time is element-wise work, data movement and layout reorders that INT8 does not speed up
+INT8 is chosen to go faster, and is not always much faster: on ENet at 256x256 (one thread, AMD
+EPYC Zen 4) ONNX Runtime's INT8 ran at 1.25x its FP32 and OpenVINO's at 1.5x, where MobileNetV2
+and ResNet-18 ran at 3-3.8x: only 35% of ENet's INT8 time on ONNX Runtime is in its convolutions,
+the rest is element-wise work, data movement and layout transposes that INT8 does not speed up
 (bench/results/speed). So an INT8 export for a CPU runtime (onnxruntime, openvino) times the
 artifact against the FP32 model it came from on the same runtime, in alternating blocks on one
 thread (:data:`ROUNDS` x :data:`ITERS` inferences each after :data:`WARMUP`), and, where INT8

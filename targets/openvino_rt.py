@@ -74,6 +74,28 @@ class OpenVinoRunner(Runner):
         self.compiled = self._compile()
         self._request = self.compiled.create_infer_request()
 
+    def throughput(self, feed: dict[str, np.ndarray], count: int = 100, warmup: int = 8) -> dict[str, Any]:
+        """OpenVINO's throughput mode, as benchmark_app measures it: the model compiled again with
+        ``PERFORMANCE_HINT=THROUGHPUT`` (this runner's precision and threads) and ``count``
+        batch-1 inferences kept in flight on its optimal number of asynchronous requests
+        (``AsyncInferQueue``). Returns images per second and the number of requests."""
+        import time
+
+        ov = require("openvino", "openvino", "the openvino target")
+        compiled = self._compile("THROUGHPUT")
+        queue = ov.AsyncInferQueue(compiled, 0)  # 0: the plugin's optimal number of requests
+        for _ in range(warmup):
+            queue.start_async(feed)
+        queue.wait_all()
+        t0 = time.perf_counter()
+        for _ in range(count):
+            queue.start_async(feed)
+        queue.wait_all()
+        seconds = time.perf_counter() - t0
+        batch = int(next(iter(feed.values())).shape[0])
+        return {"throughput_ips": count * batch / seconds if seconds > 0 else None, "requests": len(queue),
+                "count": count, "seconds": seconds}
+
     def profile(self, feed: dict[str, np.ndarray], runs: int = 20, warmup: int = 5) -> dict[str, Any]:
         """Per-node times from OpenVINO's own profiler (``PERF_COUNT``, ``InferRequest.get_profiling_info()``):
         the model compiled again with this runner's settings, on a Core of its own with PERF_COUNT on

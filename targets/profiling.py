@@ -217,7 +217,8 @@ def reason(s: dict[str, Any]) -> str:
 
 def line(s: dict[str, Any]) -> str:
     """A one-line summary of a profile for the console."""
-    b = s["buckets"]
+    b, w = s["buckets"], s["weight_layers"]
     return (f"{s['node_ms']:.2f} ms/run in {s['nodes']} nodes: int8 {b['int8']['share']:.0%}, float "
             f"{b['float']['share']:.0%}, reorder/convert {b['reorder/convert']['share']:.0%}, other "
-            f"{b['other']['share']:.0%}; top: {top_ops(s)}")
+            f"{b['other']['share']:.0%}; weight layers {w.get('share', 0.0):.0%} of the time ({w['int8']} in int8, "
+            f"{w['float']} in float); top: {top_ops(s)}")

@@ -67,6 +67,10 @@ def test_bench_report_is_shareable(ci_gate_exports, tmp_path):
         if len(host) > 3:
             assert host not in text
     doc = json.loads(report_json)
+    art_entry = next(e for e in doc["entries"] if e["kind"] == "artifact")
+    ref_entry = next(e for e in doc["entries"] if e["kind"] == "reference")
+    assert art_entry["async_throughput_ips"] > 0 and art_entry["async_requests"] >= 1  # OpenVINO's throughput mode
+    assert ref_entry["async_throughput_ips"] is None and "img/s (async)" in report_md
     cases = {c["case"] for rows in doc["per_case"].values() for c in rows}
     assert cases and all(re.fullmatch(r"case-[0-9a-f]{10}", c) for c in cases)
     overlays = doc["files"]["overlays"]

@@ -197,14 +197,22 @@ test split. The goal: INT8 >= 1.5x FP32 with >= 99.5% of the float Dice kept.
 What the export does about it (`targets/onnxrt_build.py`, `targets/int8_moves.py`,
 `targets/openvino_build.py`):
 
-- ONNX Runtime: additions are quantized too (`Add`, so a residual block stays in 8 bits as
-  `QLinearAdd` instead of a float `Add` between a `DequantizeLinear` and a `QuantizeLinear`), and
-  data-movement chains between a dequantization and a quantization (ENet's max-unpooling:
-  `Unsqueeze -> Where(mask, ., 0) -> Reshape -> DepthToSpace`) run on the 8-bit tensor.
+- ONNX Runtime: additions and clipping activations are quantized too (`Add`, `Relu`, `Clip`):
+  a residual sum stays in 8 bits as `QLinearAdd` instead of a float `Add` between a
+  `DequantizeLinear` and a `QuantizeLinear`, and ReLU/ReLU6 fold into the convolution before them
+  (its output range is theirs). Data-movement chains between a dequantization and a quantization
+  (ENet's max-unpooling: `Unsqueeze -> Where(mask, ., 0) -> Reshape -> DepthToSpace`) run on the
+  8-bit tensor.
 - OpenVINO: transposed convolutions get a signed symmetric input quantizer; behind NNCF's
   asymmetric one the CPU plugin ran them in f32 (ENet's three up-sampling convolutions).
 - Where INT8 stays below 1.5x its FP32 (measured at export, one thread), the export prints one
   line with the profile's reason and the faster precision, and records it (`build.speed`).
+
+Before these changes, on the same machine and load (runs of this script and side-by-side timings of
+the same artifacts, not one run): ENet on ONNX Runtime 1.0x (its `Add`s in float between
+`DequantizeLinear`/`QuantizeLinear` pairs, 40% of its INT8 time in (de)quantization and
+transposes), ENet on OpenVINO 1.46x (CPU time), MobileNetV2 on ONNX Runtime 2.3x with 99.22% of the
+test Dice (its ReLU6 in float; quantized with the convolution's range it keeps 99.71%).
 """
 
 
@@ -222,15 +230,17 @@ def render(results: dict[str, Any]) -> str:
              f"onnxruntime {m['onnxruntime']}, openvino {m['openvino']}.", "",
              "| student | runtime | FP32 ms | INT8 ms | INT8/FP32 wall (95% CI) | INT8/FP32 CPU time (95% CI) "
              "| Dice kept (test) | goal met | load avg |", "|---|---|---|---|---|---|---|---|---|"]
-    notes = []
+    notes, weights = [], []
     for name, r in results["students"].items():
         for rt in RUNTIMES:
             sp, f, i = r["speedup"][rt], r["runners"][f"{rt}-fp32"], r["runners"][f"{rt}-int8"]
             d = (r.get("dice") or {}).get(rt) or {}
             kept = f"{d['kept']:.2%}" if d.get("kept") else "–"
             fast = sp["wall"] >= GOAL_SPEEDUP
-            met = ("yes" if fast and d["kept"] >= GOAL_DICE else "no") if d.get("kept") else \
-                f"{'yes' if fast else 'no'} (speed; no Dice)"
+            edge = " (at the edge: interval or CPU time below 1.5x)" if fast and min(sp["wall_ci"][0], sp["cpu"]) < \
+                GOAL_SPEEDUP else ""
+            met = ("yes" + edge if fast and d["kept"] >= GOAL_DICE else "no") if d.get("kept") else \
+                f"{'yes' + edge if fast else 'no'} (speed; no Dice)"
             lines.append(f"| {name} | {rt} | {f['median_ms']:.1f} | {i['median_ms']:.1f} | "
                          f"{sp['wall']:.2f}x ({sp['wall_ci'][0]:.2f}-{sp['wall_ci'][1]:.2f}) | {sp['cpu']:.2f}x "
                          f"({sp['cpu_ci'][0]:.2f}-{sp['cpu_ci'][1]:.2f}) | {kept} | {met} | "
@@ -242,10 +252,9 @@ def render(results: dict[str, Any]) -> str:
                    f"Dice on the {dice['cases']} {dice['split']} cases at {dice['size']}x{dice['size']}: " + "; ".join(
                        f"{rt} FP32 {_f(dice[rt].get('fp32'))}, INT8 {_f(dice[rt].get('int8'))} (val ratio at export "
                        f"{_f(dice[rt].get('val_dice_ratio'))})" for rt in RUNTIMES if rt in dice) + "."))
-        notes.insert(0, notes_d)
-    return "\n".join(lines + ["", "## Where the INT8 time goes (its profile)", "", *[n for n in notes if "INT8:" in n],
-                               "", "## Weights and Dice", "", *[n for n in notes if "INT8:" not in n], "",
-                               "## About these numbers", "", EXPLAINED]) + "\n"
+        weights.append(notes_d)
+    return "\n".join(lines + ["", "## Where the INT8 time goes (its profile)", "", *notes, "", "## Weights and Dice", "",
+                               *weights, "", "## About these numbers", "", EXPLAINED]) + "\n"
 
 
 @click.command()

@@ -76,7 +76,7 @@ def entry_row(e: dict[str, Any], ref: dict[str, Any] | None, gate: str | None) -
             "computes_in": e.get("compute_precision") or e.get("precision"), "device": e.get("where") or e.get("device"),
             "latency_ms_median": lat, "latency_unstable": bool(e.get("latency_unstable")),
             "latency_unstable_why": e.get("latency_unstable_why"), "speedup": 1.0 if reference else speed,
-            "speedup_ci": e.get("speedup_ci"), "dice": e.get("dice"), "dice_kept": 1.0 if reference else e.get("dice_rel"),
+            "speedup_ci": [e["speedup_ci_lo"], e["speedup_ci_hi"]] if e.get("speedup_ci_lo") is not None else None, "dice": e.get("dice"), "dice_kept": 1.0 if reference else e.get("dice_rel"),
             "gate": gate, "reason": None}
 
 

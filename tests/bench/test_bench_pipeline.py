@@ -12,6 +12,7 @@ import pytest
 from pncd.bench.artifact import Artifact
 from pncd.bench.options import BenchOptions
 from pncd.bench.pipeline import run
+from pncd.privacy import public
 from pncd.bench.report import latency_fields
 from pncd.bench.sites import NO_POWER, Measured
 
@@ -80,7 +81,7 @@ def test_run_with_a_site_measures_one_reference_per_run(two_artifacts, tmp_path)
     assert art["dice"] < 1.0 and art["dice_diff"] == pytest.approx(art["dice"] - 1.0) and art["n_slices_differ"] == 1
     assert rep.device_machine["device_model"] == "fake-device" and "hostname" not in rep.device_machine and rep.path == out
     on_disk = json.loads((out / "report.json").read_text())
-    assert on_disk == json.loads(json.dumps(rep.to_json())) and "path" not in on_disk
+    assert on_disk == json.loads(json.dumps(public(rep.to_json()))) and "path" not in on_disk  # as shared: no host, no absolute path
     assert len(rep.files["overlays"]) == 2 and all((out / f).is_file() for f in rep.files["overlays"])
     assert (out / "report.md").read_text().startswith("# pncd bench report")
 

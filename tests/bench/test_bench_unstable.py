@@ -44,7 +44,7 @@ def test_bench_beside_a_cpu_hog_flags_its_rows(ci_gate_exports, cpu_hog, tmp_pat
     assert len(entries) == 2 and all(e["timing"].startswith("interleaved") for e in entries)
     assert all(e["latency_unstable"] for e in entries), [(e["id"], e["latency_cv"], e["load_average"]) for e in entries]
     art_entry = next(e for e in entries if e["kind"] == "artifact")
-    lo, hi = art_entry["speedup_ci"]
+    lo, hi = art_entry["speedup_ci_lo"], art_entry["speedup_ci_hi"]
     assert lo <= hi and art_entry["speedup"] > 0
     assert "timing unstable" in p.stderr
     assert "UNSTABLE" in (out / "report.md").read_text()

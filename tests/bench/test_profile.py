@@ -50,10 +50,11 @@ def test_every_artifact_is_profiled_per_node(profiled):
         total = sum(n["ms"] for n in nodes)
         assert total == pytest.approx(s["node_ms"])
         # the nodes run inside the inference: their sum is the latency's order of magnitude, and no
-        # more than the profiling session's own wall time per run
+        # more than the profiling session's own wall time of a run (its slowest; per node medians of
+        # different runs add up to more than the median run when the machine is busy)
         latency = entries[ident]["latency_ms_median"]
         assert latency / 10 < total < latency * 10, (ident, total, latency)
-        assert total <= s["wall_ms_median"] * 1.05, (ident, total, s["wall_ms_median"])
+        assert len(p["wall_ms"]) == 20 and total <= max(p["wall_ms"]), (ident, total, p["wall_ms"])
         assert sum(b["share"] for b in s["buckets"].values()) == pytest.approx(1.0)
         assert sum(r["ms"] for r in s["by_op"]) == pytest.approx(total)
         assert s["weight_layers"]["total"] > 50, ident  # ENet's convolutions, each a node of its own

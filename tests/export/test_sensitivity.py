@@ -96,8 +96,8 @@ def test_keep_float_auto_keeps_exactly_the_fragile_block_onnxruntime(make_run, t
     producer = {o: n.op_type for n in g.node for o in n.output}
     convs = {n.name: producer.get(n.input[0]) for n in g.node if n.op_type == "Conv"}
     kept = set(chosen["float_nodes"])
-    adds = {n.name for n in g.node if n.op_type == "Add"}  # a kept block's additions stay float with it
-    assert kept & set(convs) and kept <= set(convs) | adds and man["build"]["keep_float"]["layers"] == ["first"]
+    extra = {n.name for n in g.node if n.op_type in ("Add", "Relu", "Clip")}  # a kept block's stay float with it
+    assert kept & set(convs) and kept <= set(convs) | extra and man["build"]["keep_float"]["layers"] == ["first"]
     assert man["build"]["keep_float"]["nodes"] == [*chosen["ends_in_float"], *chosen["float_nodes"]]
     assert chosen["ends_in_float"] and not set(chosen["ends_in_float"]) & set(convs)  # auto keeps the default's too
     assert all((src != "DequantizeLinear") == (name in kept) for name, src in convs.items())
