@@ -43,6 +43,7 @@ class OnnxRuntimeRunner(Runner):
         self.providers = list(providers or ["CPUExecutionProvider"])
         self.threads = threads
         self.session: Any = None  # an onnxruntime.InferenceSession while active
+        self.optimization = "ORT_ENABLE_ALL"  # the graph optimisation level the session got
         self._outputs: list[str] = []
 
     def _activate(self) -> None:
@@ -71,7 +72,20 @@ class OnnxRuntimeRunner(Runner):
         try:
             return ort.InferenceSession(str(self.path), sess_options=so, providers=self.providers)
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
-            raise PncdError(f"{self.path}: ONNX Runtime could not load it ({str(e).splitlines()[0][:300]})") from None
+            first = e
+        if self.int32_sums:
+            # ONNX Runtime 1.32's extended optimisations (QDQ -> QLinearConv fusion) can fail to
+            # initialise under x64quantprecision (FANet: "AddInitializerWithOrtValue"). The basic level
+            # keeps the QDQ graph as written: each convolution computes on the dequantized int8 values
+            # in float, which sums the same int8 products without int16 saturation, as TensorRT does.
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            try:
+                session = ort.InferenceSession(str(self.path), sess_options=so, providers=self.providers)
+                self.optimization = "ORT_ENABLE_BASIC (ORT_ENABLE_ALL failed to load under int32 sums)"
+                return session
+            except Exception:
+                pass
+        raise PncdError(f"{self.path}: ONNX Runtime could not load it ({str(first).splitlines()[0][:300]})") from None
 
     def profile(self, feed: dict[str, np.ndarray], runs: int = 20, warmup: int = 5) -> dict[str, Any]:
         """Per-node times from ONNX Runtime's own profiler (``SessionOptions.enable_profiling``), in a
@@ -141,7 +155,7 @@ class OnnxRuntimeRunner(Runner):
             version = getattr(__import__("onnxruntime"), "__version__", None)
         used = self.session.get_providers() if self.session is not None else self.providers
         return {"runner": type(self).__name__, "runtime": "onnxruntime", "version": version, "file": self.path.name,
-                "providers": used, "threads": self.threads, "graph_optimization": "ORT_ENABLE_ALL",
+                "providers": used, "threads": self.threads, "graph_optimization": self.optimization,
                 **({X64_QUANT_PRECISION: "1 (INT8 sums in int32 on CPUs without VNNI, as TensorRT's)"}
                    if self.int32_sums else {})}
 

@@ -46,16 +46,43 @@ CI_GATE_BASELINE = Path(__file__).resolve().parents[1] / "bench" / "baselines" /
 CI_GATE_EXPORTS = ("onnxruntime:int8", "openvino:fp32", "openvino:int8")
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build) -> Path:
+    """``build(folder)`` run once per test session, also when pytest-xdist splits the session over
+    worker processes (``-n 2``): the first worker to ask builds under a file lock in the temporary
+    folder the workers share, the others wait and reuse it. Treat the folder as read-only."""
+    import os
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = root / f"shared-{name}"
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / ".built").is_file():
+            if folder.exists():  # a worker that died while building
+                import shutil
+
+                shutil.rmtree(folder)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").write_text("")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def ci_gate_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The committed CI checkpoint (``bench/results/ci-gate``) exported as ``CI_GATE_EXPORTS`` with
     pncd export's defaults, once per session: {"target:precision": artifact directory}."""
     from pncd.export.pipeline import ExportOptions, export_run
 
-    out = tmp_path_factory.mktemp("ci-gate")
-    dirs = {}
-    for spec in CI_GATE_EXPORTS:
-        target, precision = spec.split(":")
-        dirs[spec] = out / f"enet-pncd-{target}-{precision}"
-        export_run(CI_GATE_RUN, ExportOptions(target=target, precision=precision, out=str(dirs[spec])), log=lambda _m: None)
-    return dirs
+    def name(spec: str) -> str:
+        return "enet-pncd-" + spec.replace(":", "-")
+
+    def build(out: Path) -> None:
+        for spec in CI_GATE_EXPORTS:
+            target, precision = spec.split(":")
+            export_run(CI_GATE_RUN, ExportOptions(target=target, precision=precision, out=str(out / name(spec))),
+                       log=lambda _m: None)
+
+    out = built_once(tmp_path_factory, "ci-gate", build)
+    return {spec: out / name(spec) for spec in CI_GATE_EXPORTS}

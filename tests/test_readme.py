@@ -46,6 +46,7 @@ def test_tour_is_extracted():
     assert {"data", "train", "eval", "distill", "export", "bench", "gate"} <= stages, stages
 
 
+@pytest.mark.slow
 def test_readme_quick_tour_runs_as_printed(tmp_path):
     bindir = Path(sys.executable).parent
     tools = {name: shutil.which(name, path=str(bindir)) for name in ("pncd", "torchrun")}

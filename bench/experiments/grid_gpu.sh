@@ -9,7 +9,7 @@
 # that is to be measured, with `reference_grid.py ... --only 'deploy-*'`.
 #
 #   bench/experiments/grid_gpu.sh DATA WORK RESULTS [SEEDS] [DEADLINE_S] [more reference_grid.py options]
-#   bench/experiments/grid_gpu.sh ../shared/data/lgg-flair runs/grid-gpu bench/results/lgg-gpu 0,1,2,3,4
+#   bench/experiments/grid_gpu.sh path/to/lgg-flair runs/grid-gpu bench/results/lgg-gpu 0,1,2,3,4
 #
 # Environment: PYTHON (default python3), THREADS (CPU threads per job, default 2).
 set -u

@@ -16,7 +16,7 @@ thread each). Dice kept = artifact Dice / float student Dice (per-patient mean);
 is a paired bootstrap over patients of the Dice difference to the float student; speed-up =
 float student's torch median latency / artifact's median latency.
 
-    python bench/experiments/int8_routes.py --data ../shared/data/lgg-flair \\
+    python bench/experiments/int8_routes.py --data path/to/lgg-flair \\
         --student enet=runs/lgg-distill/runs/enet-pncd-s0 \\
         --student mobilenetv2=runs/lgg-distill/runs/mobilenetv2-alone-s0 --work runs/int8
 

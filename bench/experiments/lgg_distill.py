@@ -6,7 +6,7 @@ two runs with the same recipe, steps and seed: ``pncd train`` (alone) and ``pncd
 its default options (PNCD). Both share every random stream but the distillation heads' (see
 ``pncd distill --help``), so the difference per seed is the effect of distillation.
 
-    python bench/experiments/lgg_distill.py --data ../shared/data/lgg-flair \\
+    python bench/experiments/lgg_distill.py --data path/to/lgg-flair \\
         --teacher bench/results/lgg-distill/teacher --work runs/lgg-distill
     python bench/experiments/lgg_distill.py ... --only 'enet-*'      # a subset (shell patterns)
     python bench/experiments/lgg_distill.py ... --list               # the jobs, in order, and their state
@@ -17,6 +17,9 @@ its default options (PNCD). Both share every random stream but the distillation 
     python bench/experiments/lgg_distill.py ... --int8-teacher enet --only 'enet-pncd8-*'
         # PNCD with the teacher quantized to INT8 (--teacher-runtime openvino-int8), every seed,
         # beside the float teacher's PNCD runs: does the cheaper teacher cost the student Dice?
+    python bench/experiments/lgg_distill.py ... --cached-teacher enet --only 'enet-pncdc-*'
+        # PNCD with the teacher's outputs cached once per slice (--teacher-cache; augmented samples
+        # get them flipped and rotated), every seed, beside the live teacher's PNCD runs
 
 Resumable: a scored job is skipped, an unfinished run continues from its last epoch (kill it at
 any time). Two runners may share the work folder (e.g. --only '*-s0' and --only '*-s1').
@@ -66,7 +69,7 @@ class Recipe:
 @dataclass
 class Job:
     name: str
-    kind: str  # alone | pncd | only-<module> (the ablation) | pncd8 (PNCD, INT8 teacher)
+    kind: str  # alone | pncd | only-<module> (the ablation) | pncd8 (PNCD, INT8 teacher) | pncdc (PNCD, cached teacher)
     student: str
     seed: int
 
@@ -91,39 +94,61 @@ def ablation_jobs(spec: str | None) -> list[Job]:
     return [Job(f"{st}-only-{m}-s{int(seed or 0)}", f"only-{m}", st, int(seed or 0)) for m in MODULES]
 
 
-def int8_jobs(recipe: Recipe, spec: str | None) -> list[Job]:
-    """``STUDENT[,STUDENT]`` -> PNCD with the INT8 teacher, for every seed."""
+@dataclass(frozen=True)
+class Variant:
+    """PNCD run another way, every seed, beside the default PNCD runs (same seed and recipe):
+    ``--int8-teacher`` (kind pncd8) and ``--cached-teacher`` (kind pncdc)."""
+
+    flags: tuple[str, ...]  # added to the pncd distill command
+    key: str  # in summary.json
+    ref: str  # the default run's name in the table (float, live)
+    name: str  # this one's (INT8, cached)
+    title: str
+
+
+VARIANTS = {
+    "pncd8": Variant(("--teacher-runtime", "openvino-int8"), "int8_teacher", "float", "INT8",
+                     "PNCD with the teacher in INT8 (`--teacher-runtime openvino-int8`) beside the float teacher"),
+    "pncdc": Variant(("--teacher-cache",), "teacher_cache", "live", "cached",
+                     "PNCD with the teacher's outputs cached once per slice (`--teacher-cache`) beside the live teacher"),
+}
+
+
+def variant_jobs(recipe: Recipe, spec: str | None, kind: str) -> list[Job]:
+    """``STUDENT[,STUDENT]`` -> PNCD run as variant ``kind``, for every seed."""
     students = [s.strip() for s in (spec or "").split(",") if s.strip()]
-    return [Job(f"{st}-pncd8-s{seed}", "pncd8", st, seed) for seed in recipe.seeds for st in students]
+    return [Job(f"{st}-{kind}-s{seed}", kind, st, seed) for seed in recipe.seeds for st in students]
 
 
-def int8_summary(rows: dict[str, dict[str, Any]], recipe: Recipe, spec: str) -> dict[str, Any]:
-    """Per student: the seeds where PNCD ran with both teachers, and the test Dice alone, with the
-    float teacher and with the INT8 one (paired by position)."""
+def variant_summary(rows: dict[str, dict[str, Any]], recipe: Recipe, spec: str, kind: str) -> dict[str, Any]:
+    """Per student: the seeds where PNCD ran both ways, and the test Dice alone, with the default
+    PNCD and with the variant (paired by position; keys ``pncd_<ref>``, ``pncd_<name>``)."""
+    v = VARIANTS[kind]
+    keys = (("alone", "alone"), (f"pncd_{v.ref.lower()}", "pncd"), (f"pncd_{v.name.lower()}", kind))
     out: dict[str, Any] = {}
     for st in (s.strip() for s in spec.split(",") if s.strip()):
-        seeds = [s for s in recipe.seeds if all(f"{st}-{k}-s{s}" in rows for k in ("alone", "pncd", "pncd8"))]
-        out[st] = {"seeds": seeds, **{key: [rows[f"{st}-{k}-s{s}"]["dice"] for s in seeds]
-                                      for key, k in (("alone", "alone"), ("pncd_float", "pncd"), ("pncd_int8", "pncd8"))}}
+        seeds = [s for s in recipe.seeds if all(f"{st}-{k}-s{s}" in rows for k in ("alone", "pncd", kind))]
+        out[st] = {"seeds": seeds, **{key: [rows[f"{st}-{k}-s{s}"]["dice"] for s in seeds] for key, k in keys}}
     return out
 
 
-def render_int8(summary: dict[str, Any]) -> list[str]:
-    lines = ["", "PNCD with the teacher in INT8 (`--teacher-runtime openvino-int8`) beside the float teacher "
-             "(per-patient test Dice, paired by seed):", "",
-             "| student | seeds | alone | PNCD, float teacher | PNCD, INT8 teacher | INT8 − float (mean ± std) | INT8 − alone "
-             "| per seed: alone / float / INT8 |",
+def render_variant(summary: dict[str, Any], kind: str) -> list[str]:
+    v = VARIANTS[kind]
+    ref, new = f"pncd_{v.ref.lower()}", f"pncd_{v.name.lower()}"
+    lines = ["", f"{v.title} (per-patient test Dice, paired by seed):", "",
+             f"| student | seeds | alone | PNCD, {v.ref} teacher | PNCD, {v.name} teacher | {v.name} − {v.ref} (mean ± std) "
+             f"| {v.name} − alone | per seed: alone / {v.ref} / {v.name} |",
              "|---|---|---|---|---|---|---|---|"]
     for st, d in summary.items():
         if not d["seeds"]:
             lines.append(f"| {st} | – | – | – | – | – | – | not run yet |")
             continue
-        per = ", ".join(f"s{s}: {a:.3f} / {f:.3f} / {q:.3f}" for s, a, f, q in zip(d["seeds"], d["alone"], d["pncd_float"], d["pncd_int8"]))
-        d8 = [y - x for x, y in zip(d["pncd_float"], d["pncd_int8"])]
-        da = [y - x for x, y in zip(d["alone"], d["pncd_int8"])]
-        sd = statistics.stdev(d8) if len(d8) > 1 else 0.0
-        lines.append(f"| {st} | {len(d8)} | {statistics.mean(d['alone']):.4f} | {statistics.mean(d['pncd_float']):.4f} | "
-                     f"{statistics.mean(d['pncd_int8']):.4f} | {statistics.mean(d8):+.4f} ± {sd:.4f} | {statistics.mean(da):+.4f} | {per} |")
+        per = ", ".join(f"s{s}: {a:.3f} / {f:.3f} / {q:.3f}" for s, a, f, q in zip(d["seeds"], d["alone"], d[ref], d[new]))
+        dv = [y - x for x, y in zip(d[ref], d[new])]
+        da = [y - x for x, y in zip(d["alone"], d[new])]
+        sd = statistics.stdev(dv) if len(dv) > 1 else 0.0
+        lines.append(f"| {st} | {len(dv)} | {statistics.mean(d['alone']):.4f} | {statistics.mean(d[ref]):.4f} | "
+                     f"{statistics.mean(d[new]):.4f} | {statistics.mean(dv):+.4f} ± {sd:.4f} | {statistics.mean(da):+.4f} | {per} |")
     return lines
 
 
@@ -160,15 +185,17 @@ def run_job(job: Job, work: Path, data: str, teacher: Path, recipe: Recipe, log)
                *_resume_flag(run)], logfile)
     else:
         only = ["--modules", job.kind.removeprefix("only-")] if job.kind.startswith("only-") else []
-        if job.kind == "pncd8":
-            only = ["--teacher-runtime", "openvino-int8"]
+        if job.kind in VARIANTS:
+            only = list(VARIANTS[job.kind].flags)
         _pncd(["distill", "--teacher", str(teacher), "--student", job.student, "--data", data, "--out", str(run),
                *recipe.args(job.seed), *only, *_resume_flag(run)], logfile)
     epochs = _epochs(run)
     res = score(run, data, "test")
+    cache = (json.loads((run / "config.json").read_text()).get("distill") or {}).get("teacher_cache_info") or {}
     return {"job": job.name, "kind": job.kind, "student": job.student, "seed": job.seed,
             "val_dice_best": max((e.get("val_dice") or 0.0) for e in epochs) if epochs else None,
             "epochs_run": len(epochs), "train_seconds": round(sum(e.get("seconds", 0.0) for e in epochs), 1),
+            **({"cache_build_seconds": cache["build_seconds"]} if cache else {}),  # not in train_seconds
             "trained_on": where(), **res}
 
 
@@ -231,8 +258,9 @@ def render(summary: dict[str, Any], rows: dict[str, dict[str, Any]], command: st
                      f"{statistics.mean(diff):+.4f} ± {sd:.4f} | {sum(x > 0 for x in diff)} of {len(diff)} | {per} |")
     if summary.get("ablation"):
         lines += render_ablation(summary["ablation"])
-    if summary.get("int8_teacher"):
-        lines += render_int8(summary["int8_teacher"])
+    for kind, v in VARIANTS.items():
+        if summary.get(v.key):
+            lines += render_variant(summary[v.key], kind)
     lines += ["", "Every scored run (best checkpoint by val Dice):", "",
               "| job | best val Dice | test Dice | VOE | RVD | epochs | train s | machine |", "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
@@ -245,7 +273,7 @@ def render(summary: dict[str, Any], rows: dict[str, dict[str, Any]], command: st
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--data", required=True, help="Data set root (LGG FLAIR: ../shared/data/lgg-flair).")
+    ap.add_argument("--data", required=True, help="Data set root (LGG FLAIR of Buda et al.: path/to/lgg-flair).")
     ap.add_argument("--teacher", required=True, type=Path, help="A finished teacher run directory.")
     ap.add_argument("--work", type=Path, default=Path("runs/lgg-distill"))
     ap.add_argument("--results", type=Path, default=Path("bench/results/lgg-distill"))
@@ -265,12 +293,15 @@ def main(argv: list[str] | None = None) -> None:
                     help="Add the single-module ablation of one student and seed (e.g. enet:0).")
     ap.add_argument("--int8-teacher", default=None, metavar="STUDENTS",
                     help="Add PNCD runs with the INT8 teacher (--teacher-runtime openvino-int8) for these students, every seed.")
+    ap.add_argument("--cached-teacher", default=None, metavar="STUDENTS",
+                    help="Add PNCD runs with the teacher's outputs cached (--teacher-cache) for these students, every seed.")
     a = ap.parse_args(argv)
 
     recipe = Recipe(size=a.size, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch, threads=a.threads,
                     seeds=tuple(int(s) for s in a.seeds.split(",")))
     students = tuple(s.strip() for s in a.students.split(",") if s.strip())
-    all_jobs = jobs(recipe, students) + ablation_jobs(a.ablation) + int8_jobs(recipe, a.int8_teacher)
+    all_jobs = (jobs(recipe, students) + ablation_jobs(a.ablation) + variant_jobs(recipe, a.int8_teacher, "pncd8")
+                + variant_jobs(recipe, a.cached_teacher, "pncdc"))
     todo = [j for j in all_jobs if not a.only or any(fnmatch.fnmatch(j.name, p) for p in a.only)]
     rows_dir = a.work / "rows"
     rows_dir.mkdir(parents=True, exist_ok=True)
@@ -332,8 +363,9 @@ def main(argv: list[str] | None = None) -> None:
         summary = summarise(rows, teacher, recipe, students, distill)
         if a.ablation:
             summary["ablation"] = ablation_summary(rows, ablation_jobs(a.ablation))
-        if a.int8_teacher:
-            summary["int8_teacher"] = int8_summary(rows, recipe, a.int8_teacher)
+        for kind, spec in (("pncd8", a.int8_teacher), ("pncdc", a.cached_teacher)):
+            if spec:
+                summary[VARIANTS[kind].key] = variant_summary(rows, recipe, spec, kind)
         a.results.mkdir(parents=True, exist_ok=True)
         write_json(a.results / "summary.json", summary)
         write_json(a.results / "rows.json", {"command": command, "rows": rows})

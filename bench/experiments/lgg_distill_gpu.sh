@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16's experiment (lgg_distill.py) at 256x256 on one CUDA GPU, in calls of about 8 minutes.
+# The LGG distillation experiment (lgg_distill.py) at 256x256 on one CUDA GPU, in calls of about 8 minutes.
 #
 #   bench/experiments/lgg_distill_gpu.sh PACK OUT
 #

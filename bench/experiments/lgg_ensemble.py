@@ -7,7 +7,7 @@ probabilities (argmax of the mean, i.e. mean probability > 0.5), with the per-pa
 rows). An ensemble that does not reach 0.75 says that a larger teacher of the same kind, trained
 the same way, is unlikely to either.
 
-    python bench/experiments/lgg_ensemble.py --data ../shared/data/lgg-flair \\
+    python bench/experiments/lgg_ensemble.py --data path/to/lgg-flair \\
         --teacher bench/results/lgg-distill/teacher --work runs/lgg-distill \\
         --json bench/results/lgg-distill/ensembles.json
 """

@@ -8,7 +8,7 @@ patients are left out (the last ones of a seeded shuffle of the train split) unt
 ``--budget-mb``. Validation and test are never cut, so test scores stay comparable with runs on
 the full set.
 
-    python bench/experiments/lgg_webp_pack.py pack ../shared/data/lgg-flair .dev/lgg256 --budget-mb 60 --drop-bits 1
+    python bench/experiments/lgg_webp_pack.py pack path/to/lgg-flair .dev/lgg256 --budget-mb 60 --drop-bits 1
     python bench/experiments/lgg_webp_pack.py unpack .dev/lgg256 /tmp/lgg256      # on the far machine
 
 ``pack`` writes ``slices.bin`` (every slice's WebP image and PNG mask, back to back) and

@@ -1,7 +1,7 @@
 """``pncd export`` with NNCF's quantization changed, to compare OpenVINO INT8 variants side by side.
 
     VARIANT=fast python bench/experiments/ov_int8_variants.py export RUN --target openvino \\
-        --precision int8 --data ../shared/data/lgg-flair --out runs/int8v/mnv2-fast --no-strict
+        --precision int8 --data path/to/lgg-flair --out runs/int8v/mnv2-fast --no-strict
 
 ``$VARIANT`` (comma-separated): ``fast`` (NNCF's fast bias correction instead of pncd's default,
 the full one), ``align`` (NNCF's channel alignment on). The rest of the command line is pncd's, so

@@ -5,8 +5,8 @@ each distilled student; it resumes where it stopped (a scored row is skipped, an
 training run continues from its last epoch) and rewrites the tables after every row, so an
 interrupted grid still leaves honest partial tables.
 
-    python bench/experiments/reference_grid.py --data ../shared/data/lgg-flair --work runs/grid
-    python bench/experiments/reference_grid.py --data ../shared/data/lgg-flair --work runs/grid --full   # a GPU
+    python bench/experiments/reference_grid.py --data path/to/lgg-flair --work runs/grid
+    python bench/experiments/reference_grid.py --data path/to/lgg-flair --work runs/grid --full   # a GPU
     python bench/experiments/reference_grid.py ... --only 'enet-*'          # a subset of jobs (shell patterns)
     python bench/experiments/reference_grid.py ... --list                   # the jobs, in order, and their state
 
@@ -328,7 +328,7 @@ def write_tables(results: Path, work: Path, recipe: Recipe, command: str, all_jo
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="data set directory (e.g. ../shared/data/lgg-flair)")
+    ap.add_argument("--data", required=True, help="data set directory (e.g. path/to/lgg-flair)")
     ap.add_argument("--work", required=True, help="directory for runs, scored rows and exports (resumable)")
     ap.add_argument("--results", default="bench/results/lgg-cpu", help="where grid.json and grid.md go")
     ap.add_argument("--full", action="store_true", help="the GPU recipe: 256x256, 100 epochs, seeds 0,1,2")

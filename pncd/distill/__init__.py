@@ -11,6 +11,7 @@ cheap (the CLI imports packages on every invocation).
 - :class:`~pncd.distill.rd.RDLoss`       cosine affinities between class-region vectors
 - :class:`~pncd.distill.pnscd.PNSCDLoss` class-guided noise-contrastive loss with a memory
 - :func:`~pncd.distill.region.region_vectors` region vectors shared by RD and PNSCD
+- :func:`~pncd.distill.cache.build_cache` the teacher's outputs once per training slice (``--teacher-cache``)
 """
 
 from __future__ import annotations

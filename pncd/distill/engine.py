@@ -5,7 +5,9 @@ The teacher is frozen (eval mode, ``torch.inference_mode``, no gradients) and it
 pass runs once per batch, in eager torch or through OpenVINO, float32 or INT8 (``--teacher-runtime``,
 :mod:`pncd.distill.teacher_runtime`); its logits and tapped features feed every module. Features are
 taken by forward hooks keyed by module path (``pncd.models.FeatureTaps``), so a teacher the
-user wrote works too (``--teacher package.module:function --teacher-weights FILE``).
+user wrote works too (``--teacher package.module:function --teacher-weights FILE``). With
+``--teacher-cache`` it runs once per training slice before the first epoch instead, and the
+steps read its (transformed) outputs from the batch (:mod:`pncd.distill.cache`).
 
 Taps default to each network's declared ``low`` and ``high`` features (EMKD's choice); the
 ``high`` pair (the last one) feeds PNSCD. The projection heads and the PNSCD memory live only
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from pncd.distill.base import DistillBatch, DistillLoss, LossContext, build_losses, get_loss
+from pncd.distill.cache import TeacherCache, split_outputs
 from pncd.distill.options import DEFAULT_WEIGHTS, MODULES, DistillOptions
 from pncd.distill.teacher import best_val_dice, check_teacher_dice, fuse_conv_bn, load_teacher, prepare_teacher, resolve_taps
 from pncd.distill.teacher_runtime import build_runner, runtime_record
@@ -97,8 +100,11 @@ class PNCD(nn.Module):
         return self.runner(images)
 
     def forward(self, student: nn.Module, images: torch.Tensor, masks: torch.Tensor, seg_loss: nn.Module,
-                kd_scale: float = 1.0) -> dict[str, torch.Tensor]:
-        t_logits, t_feats = self.teacher_forward(images)
+                kd_scale: float = 1.0, teacher_outputs: tuple[torch.Tensor, list[torch.Tensor]] | None = None,
+                ) -> dict[str, torch.Tensor]:
+        """``teacher_outputs``: the teacher's (logits, [tapped features]) of ``images`` from
+        elsewhere (``--teacher-cache``); None: the teacher runs now."""
+        t_logits, t_feats = self.teacher_forward(images) if teacher_outputs is None else teacher_outputs
         s_logits = student(images)
         s_feats = [self.s_hooks[s] for s, _ in self.pairs] if self.s_hooks else []
         parts = seg_loss(s_logits, masks)
@@ -146,6 +152,14 @@ class DistillTrainer(Trainer):
                          count_region_samples(self.train_set.masks, s.num_classes), self.device, seed=self.opts.seed,
                          calibration=self.train_set.images)  # read by --teacher-runtime openvino-int8 only
         self.losses, self.pairs = self.pncd.losses, self.pncd.pairs
+        self.teacher_cache: TeacherCache | None = None
+        if self.dopts.teacher_cache:  # the teacher once, now; the dataset then transforms its maps with each slice
+            from pncd.data import SegDataset
+            from pncd.distill.cache import BUILD_BATCH, build_cache
+
+            self.teacher_cache = build_cache(self.pncd.runner, self.train_set.images, self.device,
+                                             max(self.opts.batch, BUILD_BATCH), show=self.dist.is_main)
+            cast(SegDataset, self.loader.dataset).extras = self.teacher_cache
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad] + list(self.losses.parameters())
@@ -184,14 +198,18 @@ class DistillTrainer(Trainer):
     def step_info(self) -> dict[str, float]:
         return {"kd_scale": self.kd_scale()}
 
-    def compute_loss(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.pncd(self.model, images, masks, self.seg_loss, kd_scale=self.kd_scale())
+    def compute_loss(self, images: torch.Tensor, masks: torch.Tensor, *extra: Any) -> dict[str, torch.Tensor]:
+        # with --teacher-cache the batch carries the teacher's outputs (the dataset's extra maps)
+        cached = split_outputs(extra[0]) if extra and self.teacher_cache is not None else None
+        return self.pncd(self.model, images, masks, self.seg_loss, kd_scale=self.kd_scale(), teacher_outputs=cached)
 
     def config_extra(self) -> dict[str, Any]:
         d = self.dopts.record()
         d["taps"] = [list(p) for p in self.pairs]
         d["active"] = self.dopts.active()
         d.update(runtime_record(self.pncd.runner))
+        if self.teacher_cache is not None:
+            d["teacher_cache_info"] = self.teacher_cache.record()
         return {"distill": d, "teacher": self.teacher_source}
 
 

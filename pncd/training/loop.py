@@ -37,6 +37,13 @@ from pncd.runlog import GRADIENT_SAMPLES, GradientShares, RunLog, TermMonitor
 from pncd.runtime import init_distributed, resolve_device, seed_everything
 
 
+def _to_device(x: Any, device: torch.device) -> Any:
+    """Tensors, and lists or tuples of them (a batch's extra items), moved to ``device``."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    return type(x)(_to_device(v, device) for v in x) if isinstance(x, (list, tuple)) else x
+
+
 class EpochSampler(torch.utils.data.Sampler[int]):
     """Sample order that depends only on (seed, epoch): uniform shuffle, or weighted draws
     (lesion oversampling) with replacement; under DDP each rank takes every world-th index."""
@@ -147,7 +154,9 @@ class Trainer:
         """Modules besides the model that train and must survive --resume (distillation heads)."""
         return {}
 
-    def compute_loss(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    def compute_loss(self, images: torch.Tensor, masks: torch.Tensor, *extra: Any) -> dict[str, torch.Tensor]:
+        """The step's loss terms (``loss``: the total). ``extra``: what the dataset's items carry
+        beyond (image, mask), batched and on the device (distillation's cached teacher outputs)."""
         logits = self.model(images)
         return self.seg_loss(logits, masks)
 
@@ -248,8 +257,8 @@ class Trainer:
         self.monitor.reset_epoch()
         self.gradients.reset_epoch()
         bar = progress(self.loader, desc=f"epoch {epoch + 1}/{self.opts.epochs}", disable=not self.dist.is_main, unit="batch")
-        for images, masks in bar:
-            vals, info = self._step(epoch, images, masks)
+        for images, masks, *extra in bar:
+            vals, info = self._step(epoch, images, masks, *extra)
             bar.set_postfix(loss=f"{vals['loss']:.4f}")
             if self.dist.is_main and self.global_step % self.opts.log_every == 0:
                 self._log({"type": "step", "epoch": epoch, "step": self.global_step, **vals, **info, "lr": self.scheduler.get_last_lr()[0]})
@@ -257,14 +266,15 @@ class Trainer:
                 callback(self)
         return {**self.monitor.epoch_summary(), **self.gradients.epoch_summary()}
 
-    def _step(self, epoch: int, images: torch.Tensor, masks: torch.Tensor) -> tuple[dict[str, float], dict[str, float]]:
+    def _step(self, epoch: int, images: torch.Tensor, masks: torch.Tensor, *extra: Any) -> tuple[dict[str, float], dict[str, float]]:
         """One optimizer step; returns the step's terms (and grad_norm) and ``step_info``."""
         images = images.to(self.device, non_blocking=True)
         masks = masks.to(self.device, non_blocking=True)
+        extra = tuple(_to_device(x, self.device) for x in extra)
         if self.device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-            parts = self.compute_loss(images, masks)
+            parts = self.compute_loss(images, masks, *extra)
         loss = parts["loss"]
         if self.global_step % max(1, self.steps_per_epoch // GRADIENT_SAMPLES) == 0:
             self.gradients.update(self.term_gradient_norms(parts))

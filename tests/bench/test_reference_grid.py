@@ -46,6 +46,7 @@ def test_summary_pairs_seeds():
     assert "mobilenetv2" not in s["pncd_minus_alone"]
 
 
+@pytest.mark.slow
 def test_tiny_grid_runs_scores_and_resumes(synthetic_root, tmp_path, capsys):
     work, res = tmp_path / "work", tmp_path / "results"
     args = ["--data", str(synthetic_root), "--work", str(work), "--results", str(res), "--size", "32", "--epochs", "1",
@@ -59,7 +60,7 @@ def test_tiny_grid_runs_scores_and_resumes(synthetic_root, tmp_path, capsys):
     deploy = doc["rows"][-1]
     names = [a["artifact"] for a in deploy["artifacts"]]
     # torch reference + the five exports (a tiny 2-step student may fail an export's parity check: then it is recorded)
-    assert len(names) + len(deploy["export_failures"]) == 6 and any(n.startswith("torch") for n in names)
+    assert len(names) + len(deploy["export_failures"]) == 6 and "enet-pncd-s0-torch-fp32" in names
     for a in deploy["artifacts"]:
         assert a["median_ms_b1"] > 0 and a["speedup_vs_torch"] > 0 and 0.0 <= a["dice"] <= 1.0
     for r in doc["rows"][:3]:

@@ -28,7 +28,8 @@ def _epochs(run):
     return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if json.loads(x)["type"] == "epoch"]
 
 
-@pytest.mark.parametrize("module", ["pmd", "rmd", "rd", "pnscd"])
+# PMD in the first tier; the other three, each a distillation run of its own, in the second (-m slow)
+@pytest.mark.parametrize("module", ["pmd", *(pytest.param(m, marks=pytest.mark.slow) for m in ("rmd", "rd", "pnscd"))])
 def test_distilling_lowers_each_distillation_loss(teacher_run, tmp_path, module):
     """Each module, trained on its own term (+ Loss_seg), lowers that term over a short run.
 
@@ -56,6 +57,7 @@ def test_distilling_lowers_each_distillation_loss(teacher_run, tmp_path, module)
     assert first and second and sum(second) / len(second) < 0.5 * sum(first) / len(first), steps
 
 
+@pytest.mark.slow
 def test_distill_run_is_a_plain_student(teacher_run, tmp_path):
     out = tmp_path / "enet"
     # data options come from the teacher run (no --data / --size given for them)
@@ -100,6 +102,7 @@ def test_module_subset_costs_nothing_else(teacher_run, tmp_path):
     assert not any(m._forward_hooks for m in tr.raw_model.modules())
 
 
+@pytest.mark.slow
 def test_user_factory_teacher_with_taps(synthetic_root, tmp_path, user_teacher):
     """A network pncd does not know, tapped by module path through forward hooks."""
     weights, env, taps = user_teacher

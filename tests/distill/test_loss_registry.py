@@ -84,6 +84,7 @@ def test_pncd_values_unchanged(one_thread):
             assert float.fromhex(g[k]) == pytest.approx(float.fromhex(w[k]), rel=1e-5, abs=1e-7), k
 
 
+@pytest.mark.slow
 def test_toy_loss_distils_through_the_cli(teacher_run, tmp_path):
     """A loss registered from its own file (tests/distill/toy_loss.py) joins the built-in ones
     with ``pncd distill --weight toy=1``: built, logged, weighted into the loss, recorded."""

@@ -303,7 +303,8 @@ def _confused_anchor(form: str, n_neg: int) -> tuple[float, float]:
 
 
 def test_infonce_bounds_a_confused_anchor_where_crd_grows_with_n():
-    """The issue-16 failure: one confused anchor against thousands of near-identical negatives.
+    """The failure of eq. 8's sum that docs/method.md describes: one confused anchor against thousands
+    of near-identical negatives.
     crd's summed negative term grows linearly with N; infonce's stays below 2/tau + log(1 + N)."""
     crd_small, crd_big = _confused_anchor("crd", 256)[0], _confused_anchor("crd", 4096)[0]
     assert crd_big > 8 * crd_small > 100  # ~N: thousands for N = 4096

@@ -109,6 +109,7 @@ def test_losses_are_the_same_through_either_runtime():
         assert terms["openvino"][k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
 
 
+@pytest.mark.slow
 def test_distill_cli_with_openvino_teacher(synthetic_root, tmp_path, user_teacher):
     """A tiny distillation through the CLI with the OpenVINO teacher; the runtime is recorded."""
     weights, env, taps = user_teacher

@@ -214,7 +214,8 @@ def test_teacher_check_warns_and_strict_refuses(teacher_run, tmp_path):
     assert p.returncode != 0 and "--student-reference" in error_line(p)
 
 
-def test_run_from_before_issue_16_resumes_as_it_began(teacher_run, tmp_path):
+@pytest.mark.slow
+def test_run_with_an_older_config_resumes_as_it_began(teacher_run, tmp_path):
     """A distillation run whose config.json predates --pnscd-form (crd memory in its state)
     resumes with the crd form, no warm-up and no clipping unless flags say otherwise."""
     out = tmp_path / "old-run"

@@ -60,6 +60,7 @@ def test_the_emulated_cpu_has_avx2_and_no_vnni():
     assert vnni == "False" and "AVX2" in summary and "AVX-512" not in summary, proc.stdout
 
 
+@pytest.mark.slow
 def test_int8_exports_pass_the_committed_gate_without_vnni(ci_gate_exports, tmp_path):
     """The demo's INT8 rows on an AVX2 CPU: the default exports (7-bit weights) benched there keep
     their Dice and pass the same gate as on the host."""
@@ -84,6 +85,7 @@ def test_int8_exports_pass_the_committed_gate_without_vnni(ci_gate_exports, tmp_
     assert {e["key"] for e in report["entries"] if e["kind"] == "artifact"} <= compared, rows
 
 
+@pytest.mark.slow
 def test_int8_export_parity_check_passes_without_vnni(tmp_path):
     """``pncd export`` itself on the AVX2 CPU: quantized there (7-bit weights) and its parity
     check (Dice kept >= 99% on the held-out split, else exit 1) run by ONNX Runtime's AVX2 kernels."""
@@ -97,6 +99,7 @@ def test_int8_export_parity_check_passes_without_vnni(tmp_path):
     assert man["parity"]["dice_ratio"] >= 0.99 and man["checks"]["passed"], man["parity"]
 
 
+@pytest.mark.slow
 def test_8bit_weights_saturate_without_vnni_and_bench_refuses_them(tmp_path):
     """What the defaults prevent, shown on the same CPU: INT8 with 8-bit weights (``--int8-cpu
     vnni``, exported and checked on this host) loses most of its Dice there, and pncd bench refuses

@@ -7,7 +7,8 @@ CPU; for TensorRT, its symmetric INT8 QDQ ONNX on ONNX Runtime, as TensorRT cann
 installed here; its FP32/FP16 ONNX are the same files as ONNX Runtime's) against torch logits
 on held-out images:
 
-- FP32 must pass the export-time rule (argmax agreement >= 99.99%) and stay close in logits.
+- FP32 must pass the export-time rule (argmax agreement >= 99.99%), or flip only pixels where the
+  untrained network's two logits are nearly tied, and stay close in logits.
 - FP16 is compared with the FP32 graph carrying the *same FP16-rounded weights* (run on ONNX
   Runtime in FP32) and must pass the FP16 rule (>= 99.9%) against it. With untrained weights
   many pixels are near ties between the two classes, and rounding the weights alone (no FP16
@@ -40,9 +41,23 @@ NETWORKS = [n for n in models.list_models() if models.model_info(n)["role"] in (
 PARAMS = [pytest.param(n, marks=pytest.mark.slow) if models.model_info(n)["role"] == "teacher" else n
           for n in NETWORKS]
 
-# Untrained DCSAU-Net amplifies tiny kernel differences layer by layer (at 32 x 32 its deepest
-# stage is 1 x 1): OpenVINO FP32 gives 99.98% agreement (max |diff| 0.14 on logits of ~330).
-FP32_ILL_CONDITIONED = {("openvino", "dcsaunet")}
+# Untrained weights leave pixels whose two class logits are nearly equal (RA-UNet on ONNX Runtime:
+# 99.984% agreement, max |diff| 5e-5 on logits of ~1.7; DCSAU-Net on OpenVINO: 99.98%, max |diff|
+# 0.14 on logits of ~330): a rounding difference far below any trained margin flips them. Below the
+# 99.99% rule, every flipped pixel must be such a tie: torch's margin between its top two logits no
+# larger than TIE_FACTOR times the largest logit difference measured.
+TIE_FACTOR = 2.0
+
+
+def flips_beyond_ties(ref, logits) -> int:
+    """Pixels whose argmax differs from torch's although torch's top-two margin exceeds
+    ``TIE_FACTOR`` x the max |logit difference|."""
+    import numpy as np
+
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    flipped = logits.argmax(1) != ref.argmax(1)
+    return int((flipped & (margin > TIE_FACTOR * float(np.abs(logits - ref).max()))).sum())
 
 # Untrained networks whose argmax still moves under FP16 arithmetic and FP16 weights beyond the
 # rounded-weights reference (measured agreement with it on ONNX Runtime / OpenVINO):
@@ -105,6 +120,7 @@ class TargetTester:
             res["runtime"] = label
             res["compute"] = compute
             res["agreement_with_fp32_torch"] = float((logits.argmax(1) == ex.ref.argmax(1)).mean())
+            res["flips_beyond_ties"] = flips_beyond_ties(ref, logits)
             results.append(res)
         return results, built
 
@@ -125,9 +141,10 @@ class FloatTests:
         results, _ = self.run(exported, images_at, tmp_path, name, "fp32")
         for res in results:
             brief = self.report(record_property, "fp32", name, res)
-            if (self.target, name) in FP32_ILL_CONDITIONED and res["argmax_agreement"] < parity.MIN_AGREEMENT["fp32"]:
-                pytest.xfail(f"untrained {name} is ill-conditioned on {self.target}: {brief}")
-            parity.check("fp32", res)  # raises below 99.99% agreement
+            if res["argmax_agreement"] < parity.MIN_AGREEMENT["fp32"]:
+                assert res["flips_beyond_ties"] == 0, brief  # only near-tied pixels of the untrained net flip
+            else:
+                parity.check("fp32", res)  # raises below 99.99% agreement
             assert res["max_abs_logit_diff"] <= 1e-3 * max(1.0, res["logit_scale"]), brief
 
     @pytest.mark.parametrize("name", PARAMS)
@@ -164,8 +181,17 @@ class TestOnnxRuntime(TargetTester, FloatTests, Int8Tests):
     target = "onnxruntime"
 
 
+# OpenVINO's INT8 (NNCF with bias correction) of ENet and MobileNetV2 takes a minute or more each: the
+# second tier (ENet's OpenVINO INT8 export also runs in the first, from the CI gate's checkpoint)
+OV_INT8_PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n in ("enet", "mobilenetv2") else n for n in PARAMS]
+
+
 class TestOpenVino(TargetTester, FloatTests, Int8Tests):
     target = "openvino"
+
+    @pytest.mark.parametrize("name", OV_INT8_PARAMS)
+    def test_int8(self, exported, images_at, tmp_path, name, record_property):
+        Int8Tests.test_int8(self, exported, images_at, tmp_path, name, record_property)
 
     @pytest.mark.parametrize("name", [n for n in PARAMS if isinstance(n, str)])
     def test_bf16_only_when_asked(self, exported, images_at, tmp_path, name, record_property):

@@ -32,7 +32,10 @@ def test_interrupted_run_is_exported_and_evaluated_with_a_warning_and_recorded(t
     # kill_when gives the child Ctrl-C's default.)
     args = ["train", "--model", "enet", "--data", tiny_data, "--epochs", str(EPOCHS), "--seed", "2", *TINY, "--out", run]
     args[args.index("--steps-per-epoch") + 1] = "4"
-    assert kill_when(args, lambda: (run / "last_state.pt").is_file(), sig=signal.SIGINT) == 130  # Ctrl-C
+    # Wait for the first epoch's row: the resume state is written just before it, so a Ctrl-C
+    # between the two would leave a finished epoch that the log does not show yet.
+    logged = lambda: (run / "log.jsonl").is_file() and _epochs_logged(run) >= 1  # noqa: E731
+    assert kill_when(args, logged, sig=signal.SIGINT) == 130  # Ctrl-C
     done = _epochs_logged(run)
     assert 1 <= done < EPOCHS
 

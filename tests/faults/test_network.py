@@ -67,6 +67,7 @@ def non_local(events: list[dict]) -> list[dict]:
                                                                             else e["args"][0])]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
 def test_exports_and_bench_stay_on_this_machine(tiny_run, tmp_path):
     events = []
