@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pncd.bench.stats import latency_stats
+
 CV_LIMIT = 0.10
 
 
@@ -87,7 +89,7 @@ def runner_stats(t: Timed, machine: dict[str, Any]) -> dict[str, Any]:
     loads = [v for v in (machine["load_before"], machine["load_after"]) if v is not None]
     if loads and max(loads) > machine["cpus"]:
         why.append(f"load average {max(loads):.1f} > {machine['cpus']} CPUs")
-    return {"median_ms": float(np.median(x)), "mean_ms": mean, "cv": cv, "n": int(x.size),
+    return {"median_ms": float(np.median(x)), "mean_ms": mean, "cv": cv, "n": int(x.size), "stats": latency_stats(x.tolist()),
             "round_medians_ms": [float(np.median(r)) for r in t.rounds], "unstable": bool(why),
             "unstable_why": "; ".join(why) or None}
 

@@ -234,6 +234,8 @@ class Bench:
             f = figures.get(e["id"])
             if f is None:
                 continue
+            # the row's whole distribution from the interleaved samples (min <= median <= p99 <= max of one set)
+            e.update({f"latency_ms_{k}": v for k, v in f["stats"].items() if f"latency_ms_{k}" in e})
             e.update(latency_ms_median_sequential=e.get("latency_ms_median"), latency_ms_median=f["median_ms"],
                      latency_cv=f["cv"], latency_unstable=f["unstable"], latency_unstable_why=f["unstable_why"],
                      latency_threads=f["threads"], latency_threads_tried=", ".join(f"{n}: {ms:.3f} ms" for n, ms in f["threads_tried"].items()),
