@@ -47,3 +47,17 @@ def settle_batchnorm(model, batches) -> "torch.nn.Module":
         for x in batches:
             model(x)
     return model.eval()
+
+
+# The head of a Python script (run with ``python -c``) whose run kills its own process (SIGKILL: no
+# clean-up, no finally) once the trainer reaches a given optimizer step: pass
+# ``on_step=[kill_after(N)]`` to the typed API.
+KILL_AFTER_STEP = """
+import os, signal, sys
+
+def kill_after(step):
+    def callback(trainer):
+        if trainer.global_step == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return callback
+"""

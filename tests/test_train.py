@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers import error_line, run_cli
+from tests.helpers import KILL_AFTER_STEP, error_line, run_cli
 
 TINY = ["--size", "32", "--batch", "4", "--steps-per-epoch", "3", "--workers", "0"]
 
@@ -43,16 +43,9 @@ def test_train_writes_run_and_eval(synthetic_root, tmp_path):
 
 # A run started through the typed API whose process kills itself (SIGKILL: no clean-up, no
 # finally) after its 4th optimizer step, i.e. in epoch 2 before its 2nd batch.
-KILLED_AT_STEP_4 = """
-import os, signal, sys
+KILLED_AT_STEP_4 = KILL_AFTER_STEP + """
 from pncd.options import DataOptions, TrainOptions, TrainRun
 from pncd.training.run import train
-
-def kill_after(step):
-    def callback(trainer):
-        if trainer.global_step == step:
-            os.kill(os.getpid(), signal.SIGKILL)
-    return callback
 
 train(TrainRun(model="enet", out=sys.argv[2], threads=1, data=DataOptions(data=sys.argv[1], size=32),
                train=TrainOptions(epochs=3, batch=4, steps_per_epoch=3, workers=0, seed=7), on_step=[kill_after(4)]))

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from tests.helpers import run_cli
+from tests.helpers import KILL_AFTER_STEP, run_cli
 
 F16 = dict(rtol=2e-3, atol=2e-3)  # float16 keeps 11 significant bits: ~5e-4 relative
 
@@ -283,17 +283,10 @@ def test_outputs_beyond_float16_are_refused():
 
 TINY = ["--size", "32", "--batch", "4", "--steps-per-epoch", "3", "--seed", "7", "--threads", "1"]
 
-KILLED_AT_STEP_4 = """
-import os, signal, sys
+KILLED_AT_STEP_4 = KILL_AFTER_STEP + """
 from pncd.distill.options import DistillOptions, DistillRun
 from pncd.distill.run import distill
 from pncd.options import DataOptions, TrainOptions
-
-def kill_after(step):
-    def callback(trainer):
-        if trainer.global_step == step:
-            os.kill(os.getpid(), signal.SIGKILL)
-    return callback
 
 low, high = sys.argv[4], sys.argv[5]
 distill(DistillRun(teacher="user_teacher:build", teacher_weights=sys.argv[3], student="enet", out=sys.argv[2], threads=1,
